@@ -1,0 +1,317 @@
+"""load_config(): router.yaml -> a validated, frozen Config, or every problem at once.
+
+Each problem reads `router.yaml:LINE: dotted.path: what to fix`. Secrets come
+from `${NAME}` / `${NAME:-default}`; a provider whose secret is unset does not
+fail the file, it makes that provider's models unusable (reported, skipped).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from gateway import pricemap
+from gateway.schema import ModelSpec, ProviderSpec, RouterFile, Settings
+from gateway.yamlpos import PositionIndex
+
+ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+# Base URLs as each provider documents them; the fast path appends its own endpoint.
+DEFAULT_API_BASES = {
+    "openai": "https://api.openai.com/v1",
+    "groq": "https://api.groq.com/openai/v1",
+    "anthropic": "https://api.anthropic.com",
+    "ollama": "http://localhost:11434",
+}
+# Providers that cannot answer without an API key (local servers and cloud IAM can).
+KEY_REQUIRED = frozenset(
+    {"openai", "anthropic", "groq", "azure", "gemini", "mistral", "deepseek", "cohere",
+     "together_ai", "fireworks_ai", "openrouter", "xai", "cerebras", "perplexity", "deepinfra"}
+)
+
+
+class ConfigError(Exception):
+    """router.yaml cannot be used; `problems` lists every reason."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Price:
+    """USD per million tokens."""
+
+    input_per_mtok: float
+    output_per_mtok: float
+    cached_input_per_mtok: float | None = None
+
+
+@dataclass(frozen=True)
+class Provider:
+    name: str
+    type: str
+    api_key: str | None
+    api_base: str | None
+    api_version: str | None
+    headers: dict[str, str]
+    unusable: str | None  # why no model of this provider can be called
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    provider: Provider
+    provider_model: str
+    price: Price
+    max_output_tokens: int | None
+
+    @property
+    def unusable(self) -> str | None:
+        return self.provider.unusable
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    name: str
+    digest: bytes
+    daily_budget_usd: float | None
+    allow: frozenset[str] | None  # None: every tier and model
+
+    def may_use(self, requested: str) -> bool:
+        return self.allow is None or requested in self.allow
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    models: dict[str, Model]
+    tiers: dict[str, tuple[str, ...]]
+    keys: tuple[ApiKey, ...]
+    settings: Settings
+    warnings: tuple[str, ...] = field(default=())
+
+    def chain(self, requested: str) -> tuple[Model, ...] | None:
+        """The ordered models behind a tier or model name; None when neither exists."""
+        if requested in self.tiers:
+            return tuple(self.models[name] for name in self.tiers[requested])
+        if requested in self.models:
+            return (self.models[requested],)
+        return None
+
+    def names(self) -> list[str]:
+        return [*self.tiers, *self.models]
+
+    def resolve_path(self, value: str) -> Path:
+        """Relative paths in settings are relative to router.yaml's directory."""
+        path = Path(value)
+        return path if path.is_absolute() else self.path.parent / path
+
+
+def load_config(path: str | os.PathLike[str], environ: dict[str, str] | None = None) -> Config:
+    path = Path(path)
+    env = os.environ if environ is None else environ
+    label = path.name
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from exc
+    try:
+        positions = PositionIndex(text)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{label}:{mark.line + 1}" if mark else label
+        raise ConfigError([f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}"]) from exc
+    if not isinstance(raw, dict):
+        raise ConfigError([f"{label}: must be a mapping with providers, models, tiers, keys"])
+
+    problems = [f"{label}:{line}: {msg}" for line, msg in positions.duplicates]
+
+    def report(loc: tuple[Any, ...], message: str) -> None:
+        line = positions.line(loc)
+        where = f"{label}:{line}" if line else label
+        problems.append(f"{where}: {dotted(loc)}: {message}")
+
+    missing_secrets: dict[str, str] = {}
+    resolved = _substitute(raw, (), env, missing_secrets, report)
+    spec: RouterFile | None = None
+    try:
+        spec = RouterFile.model_validate(resolved)
+    except ValidationError as exc:
+        for err in exc.errors():
+            report(tuple(err["loc"]), _explain(err))
+    _check_references(resolved, report)
+    models = _compile_models(resolved, missing_secrets, report)
+    if problems or spec is None:
+        raise ConfigError(problems)
+    keys = tuple(
+        ApiKey(
+            name=k.name,
+            digest=bytes.fromhex(k.key_sha256),
+            daily_budget_usd=k.daily_budget_usd,
+            allow=frozenset(k.allow) if k.allow is not None else None,
+        )
+        for k in spec.keys
+    )
+    warnings = tuple(
+        f"model '{m.name}' is unusable: {m.unusable}" for m in models.values() if m.unusable
+    )
+    return Config(path=path.resolve(), models=models, tiers=dict(spec.tiers), keys=keys,
+                  settings=spec.settings, warnings=warnings)
+
+
+def dotted(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _explain(err: dict[str, Any]) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return "unknown field; check its spelling against the README's router.yaml reference"
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "string_pattern_mismatch" and err["loc"][-1] == "key_sha256":
+        return "must be 64 lowercase hex characters (`gateway keys new` prints it)"
+    return str(err["msg"]).replace("Input should be", "should be").replace("Value error, ", "")
+
+
+def _substitute(value: Any, loc: tuple[Any, ...], env: Any, missing: dict[str, str], report) -> Any:
+    if isinstance(value, dict):
+        return {k: _substitute(v, (*loc, k), env, missing, report) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, (*loc, i), env, missing, report) for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def replace(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in env and env[name] != "":
+            return env[name]
+        if default is not None:
+            return default
+        if len(loc) >= 2 and loc[0] == "providers":
+            missing.setdefault(str(loc[1]), name)
+        else:
+            report(loc, f"environment variable {name} is not set (write ${{{name}:-default}} "
+                        "to give a default)")
+        return ""
+
+    return ENV_REF.sub(replace, value)
+
+
+def _check_references(raw: dict[str, Any], report) -> None:
+    """Cross-field rules, checked on the raw data so they add to schema problems."""
+    providers, models, tiers = (_section(raw, s) for s in ("providers", "models", "tiers"))
+    for name, model in models.items():
+        if isinstance(model, dict) and isinstance(model.get("provider"), str):
+            if model["provider"] not in providers:
+                report(("models", name, "provider"),
+                       f"unknown provider '{model['provider']}'; add it under providers:")
+    for tier, chain in tiers.items():
+        if tier in models:
+            report(("tiers", tier), f"'{tier}' is also a model name; rename the tier or the model")
+        for i, entry in enumerate(chain if isinstance(chain, list) else []):
+            if isinstance(entry, str) and entry not in models:
+                hint = "tiers list models, not other tiers" if entry in tiers else "add it under models:"
+                report(("tiers", tier, i), f"unknown model '{entry}'; {hint}")
+    keys = raw.get("keys") if isinstance(raw.get("keys"), list) else []
+    seen_names: set[str] = set()
+    seen_digests: set[str] = set()
+    for i, key in enumerate(keys):
+        if not isinstance(key, dict):
+            continue
+        if key.get("name") in seen_names:
+            report(("keys", i, "name"), f"duplicate key name '{key['name']}'")
+        if key.get("key_sha256") in seen_digests:
+            report(("keys", i, "key_sha256"), "the same key is listed twice")
+        seen_names.add(key.get("name"))
+        seen_digests.add(key.get("key_sha256"))
+        for j, entry in enumerate(key.get("allow") or []):
+            if entry not in tiers and entry not in models:
+                report(("keys", i, "allow", j), f"unknown tier or model '{entry}'")
+    settings = _section(raw, "settings")
+    if not keys and settings.get("allow_anonymous") is not True:
+        report(("keys",), "no keys are configured: add one (`gateway keys new --name NAME` prints "
+                          "it), or set settings.allow_anonymous: true to serve without keys")
+
+
+def _compile_models(raw: dict[str, Any], missing: dict[str, str], report) -> dict[str, Model]:
+    """Providers and models, entry by entry, so one bad entry does not hide another's problem."""
+    known_types = pricemap.known_provider_types()
+    providers: dict[str, Provider] = {}
+    for name, entry in _section(raw, "providers").items():
+        try:
+            p = ProviderSpec.model_validate(entry or {})
+        except ValidationError:
+            continue  # reported by the whole-file validation
+        ptype = p.type or name
+        if ptype not in known_types:
+            hint = "" if p.type else " (the entry's name is its type unless `type:` is set)"
+            report(("providers", name, "type"), f"unknown provider type '{ptype}'{hint}")
+        providers[name] = _provider(name, ptype, p, missing.get(name))
+    models: dict[str, Model] = {}
+    for name, entry in _section(raw, "models").items():
+        try:
+            m = ModelSpec.model_validate(entry)
+        except ValidationError:
+            continue
+        provider = providers.get(m.provider)
+        if provider is not None:
+            model = _model(name, m, provider, report)
+            if model is not None:
+                models[name] = model
+    return models
+
+
+def _section(raw: dict[str, Any], name: str) -> dict[str, Any]:
+    value = raw.get(name)
+    return value if isinstance(value, dict) else {}
+
+
+def _provider(name: str, ptype: str, p: ProviderSpec, missing_var: str | None) -> Provider:
+    api_base = (p.api_base or DEFAULT_API_BASES.get(ptype) or "").rstrip("/") or None
+    if ptype in ("ollama", "anthropic") and api_base and api_base.endswith("/v1"):
+        api_base = api_base[: -len("/v1")]  # both are documented without /v1
+    unusable = None
+    if missing_var:
+        unusable = f"environment variable {missing_var} is not set (providers.{name})"
+    elif not p.api_key and ptype in KEY_REQUIRED and (p.api_base is None or ptype != "openai"):
+        unusable = f"providers.{name} has no api_key"
+    return Provider(name=name, type=ptype, api_key=p.api_key or None, api_base=api_base,
+                    api_version=p.api_version, headers=dict(p.headers), unusable=unusable)
+
+
+def _model(name: str, m: ModelSpec, provider: Provider, report) -> Model | None:
+    listed = pricemap.lookup(provider.type, m.model)
+    if m.price is not None:
+        price = Price(m.price.input_per_mtok, m.price.output_per_mtok, m.price.cached_input_per_mtok)
+    elif listed and listed.input_per_mtok is not None and listed.output_per_mtok is not None:
+        price = Price(listed.input_per_mtok, listed.output_per_mtok, listed.cached_input_per_mtok)
+    else:
+        report(("models", name, "price"),
+               f"litellm's price map has no price for {provider.type}/{m.model}; set "
+               "price: {input_per_mtok: ..., output_per_mtok: ...} (USD per million tokens)")
+        return None
+    max_output = m.max_output_tokens or (listed.max_output_tokens if listed else None)
+    if max_output is None and provider.type == "anthropic":
+        report(("models", name, "max_output_tokens"),
+               "Anthropic needs max_tokens on every call and litellm's map does not know this "
+               "model's output limit; set max_output_tokens")
+        return None
+    return Model(name=name, provider=provider, provider_model=m.model, price=price,
+                 max_output_tokens=max_output)
+
+
+def key_digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()

@@ -1,0 +1,163 @@
+"""The error tree: each class fixes its HTTP status and its OpenAI error type and code.
+
+    GatewayError                      anything refused or failed, OpenAI-shaped on the wire
+    ├── InvalidRequest       400      the client's body or parameters
+    ├── Unauthorized         401      missing or unknown key
+    ├── Forbidden            403      tier or model not allowed for the key
+    ├── NotFound             404      unknown tier, model or path
+    ├── MethodNotAllowed     405
+    ├── PayloadTooLarge      413      body over settings.max_body_mb
+    ├── NotReady             503      no usable configuration or store
+    ├── ProviderError        (the provider's status)  one failed provider call
+    └── ChainFailed          502/504  every model of the chain failed
+
+A ProviderError knows what the chain should do next (`kind`), decided from the
+status and the provider's structured error code, never from message text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+ProviderErrorKind = Literal["transient", "auth", "overflow", "client"]
+
+TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504, 529})
+
+
+class GatewayError(Exception):
+    status: int = 500
+    type: str = "api_error"
+    code: str | None = None
+    param: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        if param is not None:
+            self.param = param
+        if code is not None:
+            self.code = code
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+
+class InvalidRequest(GatewayError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class Unauthorized(GatewayError):
+    status = 401
+    type = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class Forbidden(GatewayError):
+    status = 403
+    type = "permission_error"
+    code = "model_not_allowed"
+
+
+class NotFound(GatewayError):
+    status = 404
+    type = "invalid_request_error"
+    code = "model_not_found"
+
+
+class MethodNotAllowed(GatewayError):
+    status = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
+
+
+class PayloadTooLarge(GatewayError):
+    status = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class NotReady(GatewayError):
+    status = 503
+    type = "api_error"
+    code = "not_ready"
+
+
+class ProviderError(GatewayError):
+    """One provider call that failed; `kind` says whether the chain may go on."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        kind: ProviderErrorKind,
+        type: str = "api_error",
+        code: str | None = None,
+        param: str | None = None,
+        retry_after_s: float | None = None,
+        timed_out: bool = False,
+    ):
+        super().__init__(message, param=param, code=code)
+        self.status = status
+        self.kind = kind
+        self.type = type
+        self.retry_after_s = retry_after_s
+        self.timed_out = timed_out
+
+    @property
+    def falls_back(self) -> bool:
+        """Whether the next model of the chain should be tried."""
+        return self.kind != "client"
+
+    @property
+    def is_retryable(self) -> bool:
+        return self.kind == "transient"
+
+
+def kind_for_status(status: int) -> ProviderErrorKind:
+    if status in (401, 403):
+        return "auth"
+    if status in TRANSIENT_STATUSES or status >= 500:
+        return "transient"
+    return "client"
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One provider call of a request, as the usage log and error messages list it."""
+
+    model: str
+    status: int | None
+    error: str | None
+    latency_ms: float
+
+    def describe(self) -> str:
+        status = self.status if self.status is not None else "-"
+        return f"{self.model}: {status} {self.error or 'ok'}"
+
+
+class ChainFailed(GatewayError):
+    """Every model of the chain failed or was skipped."""
+
+    type = "api_error"
+    code = "all_models_failed"
+
+    def __init__(self, requested: str, attempts: list[Attempt], skipped: list[str]):
+        parts = [a.describe() for a in attempts] + skipped
+        detail = "; ".join(parts) if parts else "no model to try"
+        super().__init__(f"every model for '{requested}' failed: {detail}")
+        timed_out = bool(attempts) and all(a.status == 504 for a in attempts)
+        self.status = 504 if timed_out else 502
+        self.attempts = attempts

@@ -1,0 +1,74 @@
+"""Prices and output limits from litellm's bundled price map, read as data.
+
+Reading the JSON directly costs ~30 ms once, where `import litellm` costs
+seconds and 170 MB; the gateway only needs the numbers.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+PRICE_FILE = "model_prices_and_context_window_backup.json"
+PROVIDERS_FILE = "provider_endpoints_support_backup.json"
+
+
+@dataclass(frozen=True)
+class ListedModel:
+    """What litellm's map says of one provider model; prices in USD per million tokens."""
+
+    input_per_mtok: float | None
+    output_per_mtok: float | None
+    cached_input_per_mtok: float | None
+    max_output_tokens: int | None
+
+
+def _litellm_dir() -> Path:
+    spec = importlib.util.find_spec("litellm")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("litellm is not installed: pip install litellm")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+@functools.cache
+def _price_map() -> dict[str, Any]:
+    return orjson.loads((_litellm_dir() / PRICE_FILE).read_bytes())
+
+
+@functools.cache
+def known_provider_types() -> frozenset[str]:
+    """Every provider type litellm supports."""
+    data = orjson.loads((_litellm_dir() / PROVIDERS_FILE).read_bytes())
+    return frozenset(data["providers"])
+
+
+def _per_mtok(entry: dict[str, Any], field: str) -> float | None:
+    value = entry.get(field)
+    if isinstance(value, int | float):
+        return round(value * 1_000_000, 6)
+    return None
+
+
+def lookup(provider_type: str, provider_model: str) -> ListedModel | None:
+    """The map's entry for a provider model, tried as `type/model` then as `model`."""
+    prices = _price_map()
+    entry = prices.get(f"{provider_type}/{provider_model}")
+    if entry is None:
+        entry = prices.get(provider_model)
+        # A bare id must belong to this provider: "llama3" under groq is not ollama's.
+        if entry is not None and entry.get("litellm_provider") not in (provider_type, None):
+            entry = None
+    if not isinstance(entry, dict):
+        return None
+    max_output = entry.get("max_output_tokens") or entry.get("max_tokens")
+    return ListedModel(
+        input_per_mtok=_per_mtok(entry, "input_cost_per_token"),
+        output_per_mtok=_per_mtok(entry, "output_cost_per_token"),
+        cached_input_per_mtok=_per_mtok(entry, "cache_read_input_token_cost"),
+        max_output_tokens=max_output if isinstance(max_output, int) else None,
+    )

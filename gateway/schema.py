@@ -1,0 +1,89 @@
+"""The router.yaml schema, as written by operators: frozen, and strict about unknown fields."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class PriceSpec(Frozen):
+    input_per_mtok: NonNegativeFloat
+    output_per_mtok: NonNegativeFloat
+    cached_input_per_mtok: NonNegativeFloat | None = None
+
+
+class ProviderSpec(Frozen):
+    type: str | None = None
+    api_key: str | None = None
+    api_base: str | None = None
+    api_version: str | None = None
+    headers: dict[str, str] = {}
+
+
+class ModelSpec(Frozen):
+    provider: str
+    model: str = Field(min_length=1)
+    price: PriceSpec | None = None
+    max_output_tokens: PositiveInt | None = None
+
+
+class KeySpec(Frozen):
+    name: str = Field(min_length=1)
+    key_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    daily_budget_usd: NonNegativeFloat | None = None
+    allow: tuple[str, ...] | None = None
+
+
+class CacheSettings(Frozen):
+    enabled: bool = True
+    ttl_s: PositiveInt = 86400
+
+
+class BudgetSettings(Frozen):
+    on_store_error: Literal["refuse", "allow"] = "refuse"
+
+
+class RetrySettings(Frozen):
+    max_retries: Annotated[int, Field(ge=0, le=10)] = 2
+    initial_backoff_s: NonNegativeFloat = 0.25
+    max_backoff_s: NonNegativeFloat = 8
+
+
+class TimeoutSettings(Frozen):
+    connect_s: PositiveFloat = 5
+    first_token_s: PositiveFloat = 60
+    total_s: PositiveFloat = 600
+
+
+class CooldownSettings(Frozen):
+    after_failures: PositiveInt = 3
+    window_s: PositiveFloat = 60
+    for_s: NonNegativeFloat = 30
+
+
+class Settings(Frozen):
+    redis_url: str = ""
+    cache: CacheSettings = CacheSettings()
+    budgets: BudgetSettings = BudgetSettings()
+    retry: RetrySettings = RetrySettings()
+    timeouts: TimeoutSettings = TimeoutSettings()
+    max_body_mb: PositiveFloat = 10
+    data_dir: str = "./.gateway"
+    cooldown: CooldownSettings = CooldownSettings()
+    usage_log: str = "./logs/usage.jsonl"
+    master_key: str = ""
+    allow_anonymous: bool = False
+    log_content: bool = False
+
+
+class RouterFile(Frozen):
+    providers: dict[str, ProviderSpec]
+    models: dict[str, ModelSpec]
+    tiers: dict[str, Annotated[tuple[str, ...], Field(min_length=1)]] = {}
+    keys: tuple[KeySpec, ...] = ()
+    settings: Settings = Settings()
