@@ -1,0 +1,308 @@
+"""A loopback provider speaking OpenAI, Anthropic and Ollama wire formats, scripted per model.
+
+Used by the tests, `gateway demo` and the benchmark. Routes by path, as the
+real services do: `.../chat/completions` and `.../embeddings` (OpenAI, Groq,
+Ollama's /v1), `/v1/messages` (Anthropic), `/api/chat` (Ollama native). Any
+other path answers 404 naming the path, so URL mistakes are obvious.
+
+    mock = MockProvider()
+    base = mock.start_in_thread()                  # http://127.0.0.1:PORT
+    mock.script("gpt-x", Step(status=529), Step())  # next two calls to gpt-x
+    mock.calls("gpt-x")                            # what it received
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import struct
+import threading
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from gateway import mockwire
+from gateway.mockwire import Answer
+
+ANTHROPIC_FIELDS = frozenset({
+    "model", "messages", "max_tokens", "system", "metadata", "stop_sequences", "stream",
+    "temperature", "top_k", "top_p", "tools", "tool_choice", "thinking", "service_tier",
+})
+ANTHROPIC_BLOCKS = frozenset({"text", "image", "document", "tool_use", "tool_result", "thinking"})
+
+
+@dataclass(frozen=True)
+class Step:
+    """One scripted answer. The default is a normal, successful answer."""
+
+    status: int = 200
+    text: str | None = None           # None: "mock answer from MODEL to: <last user text>"
+    tool_call: tuple[str, dict[str, Any]] | None = None
+    error_message: str = "mock provider error"
+    error_code: str | None = None     # OpenAI's `code`, e.g. context_length_exceeded
+    retry_after: str | None = None    # Retry-After header on an error
+    delay_s: float = 0                # before the answer starts
+    chunk_delay_s: float = 0          # between stream chunks
+    hang: bool = False                # never answer
+    drop_after: int | None = None     # stream: cut the connection after N events
+    cached_input_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: Any
+
+
+@dataclass
+class MockProvider:
+    scripts: dict[str, deque[Step]] = field(default_factory=lambda: defaultdict(deque))
+    received: list[Received] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _thread: threading.Thread | None = None
+    _loop: asyncio.AbstractEventLoop | None = None
+
+    # --- scripting and inspection (safe from any thread) ---
+    def script(self, model: str, *steps: Step) -> None:
+        with self._lock:
+            self.scripts[model].extend(steps)
+
+    def calls(self, model: str | None = None) -> list[Received]:
+        with self._lock:
+            return [r for r in self.received
+                    if model is None or (isinstance(r.body, dict) and r.body.get("model") == model)]
+
+    def reset(self) -> None:
+        with self._lock:
+            self.scripts.clear()
+            self.received.clear()
+
+    def _next(self, model: str) -> Step:
+        with self._lock:
+            queue = self.scripts.get(model)
+            return queue.popleft() if queue else Step()
+
+    # --- serving ---
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_route("*", "/{path:.*}", self._dispatch)
+        return app
+
+    async def serve(self, host: str = "127.0.0.1", port: int = 0) -> tuple[web.AppRunner, int]:
+        runner = web.AppRunner(self.app(), handler_cancellation=True, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    def start_in_thread(self, port: int = 0) -> str:
+        """Serve on a loopback port from a daemon thread; returns the base URL."""
+        ready: list[int] = []
+        started = threading.Event()
+
+        def run() -> None:
+            self._loop = asyncio.new_event_loop()
+            _, bound = self._loop.run_until_complete(self.serve(port=port))
+            ready.append(bound)
+            started.set()
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=run, name="mock-provider", daemon=True)
+        self._thread.start()
+        started.wait(10)
+        return f"http://127.0.0.1:{ready[0]}"
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        path = request.path
+        try:
+            body = await request.json() if request.can_read_body else None
+        except ValueError:
+            return web.json_response(mockwire.openai_error(400, "body is not valid JSON"),
+                                     status=400)
+        with self._lock:
+            self.received.append(Received(path, dict(request.headers), body))
+        if request.method == "POST" and isinstance(body, dict):
+            if path.endswith("/chat/completions"):
+                return await self._openai_chat(request, body)
+            if path.endswith("/embeddings"):
+                return self._openai_embeddings(body)
+            if path == "/v1/messages":
+                return await self._anthropic(request, body)
+            if path == "/api/chat":
+                return await self._ollama(request, body)
+        message = f"mock provider: no route for {request.method} {path}"
+        return web.json_response(mockwire.openai_error(404, message), status=404)
+
+    async def _before(self, step: Step) -> None:
+        if step.hang:
+            await asyncio.sleep(3600)
+        if step.delay_s:
+            await asyncio.sleep(step.delay_s)
+
+    def _error(self, step: Step, body: dict[str, Any]) -> web.Response:
+        headers = {"retry-after": step.retry_after} if step.retry_after else {}
+        return web.json_response(body, status=step.status, headers=headers)
+
+    async def _openai_chat(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            return web.json_response(
+                mockwire.openai_error(400, "'messages' must be a non-empty array"), status=400)
+        step = self._next(str(body.get("model")))
+        await self._before(step)
+        if step.status != 200:
+            error = mockwire.openai_error(step.status, step.error_message, step.error_code)
+            return self._error(step, error)
+        limit = body.get("max_completion_tokens") or body.get("max_tokens")
+        answer = _answer(step, body, messages, limit)
+        if not body.get("stream"):
+            return web.json_response(mockwire.openai_completion(answer))
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        events = [mockwire.sse(c) for c in mockwire.openai_chunks(answer, include_usage)]
+        return await _stream(request, step, [*events, b"data: [DONE]\n\n"], "text/event-stream")
+
+    def _openai_embeddings(self, body: dict[str, Any]) -> web.Response:
+        inputs = body.get("input")
+        items = inputs if isinstance(inputs, list) and inputs and not isinstance(
+            inputs[0], int) else [inputs]
+        tokens = sum(len(str(i).split()) for i in items)
+        reply = mockwire.openai_embeddings(str(body.get("model")), len(items), tokens)
+        if body.get("encoding_format") == "base64":
+            for item in reply["data"]:
+                raw = struct.pack(f"<{len(item['embedding'])}f", *item["embedding"])
+                item["embedding"] = base64.b64encode(raw).decode()
+        return web.json_response(reply)
+
+    async def _anthropic(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        if not (request.headers.get("x-api-key") or request.headers.get("authorization")):
+            return web.json_response(mockwire.anthropic_error(
+                401, "x-api-key header is required"), status=401)
+        problem = _anthropic_problem(request, body)
+        if problem:
+            return web.json_response(mockwire.anthropic_error(400, problem), status=400)
+        step = self._next(str(body.get("model")))
+        await self._before(step)
+        if step.status != 200:
+            return self._error(step, mockwire.anthropic_error(step.status, step.error_message))
+        messages = [{"role": "system", "content": body.get("system") or ""}, *body["messages"]]
+        answer = _answer(step, body, messages, body["max_tokens"])
+        if not body.get("stream"):
+            return web.json_response(mockwire.anthropic_message(answer))
+        events = [mockwire.sse(data, event) for event, data in mockwire.anthropic_events(answer)]
+        return await _stream(request, step, events, "text/event-stream")
+
+    async def _ollama(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        step = self._next(str(body.get("model")))
+        await self._before(step)
+        if step.status != 200:
+            return web.json_response({"error": step.error_message}, status=step.status)
+        limit = (body.get("options") or {}).get("num_predict")
+        answer = _answer(step, body, body.get("messages") or [], limit)
+        if body.get("stream") is False:
+            return web.json_response(mockwire.ollama_final(answer, answer.text))
+        lines = [orjson.dumps(line) + b"\n" for line in mockwire.ollama_lines(answer)]
+        return await _stream(request, step, lines, "application/x-ndjson")
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(_text_of(part.get("text") or part.get("content") or "")
+                        for part in content if isinstance(part, dict))
+    return ""
+
+
+def _answer(step: Step, body: dict[str, Any], messages: list[Any], limit: Any) -> Answer:
+    model = str(body.get("model"))
+    texts = [_text_of(m.get("content")) for m in messages if isinstance(m, dict)]
+    input_tokens = sum(len(t.split()) for t in texts) + 3 * len(messages)
+    user_texts = [_text_of(m.get("content")) for m in messages
+                  if isinstance(m, dict) and m.get("role") == "user"]
+    tool_call = step.tool_call or _default_tool_call(body, model)
+    text = step.text
+    if text is None:
+        text = "" if tool_call else f"mock answer from {model} to: {(user_texts or [''])[-1][:60]}"
+    answer = Answer(model, text, tool_call, input_tokens, step.cached_input_tokens,
+                    "tool_calls" if tool_call else "stop")
+    if isinstance(limit, int) and not tool_call and limit < answer.output_tokens:
+        cut = "".join(answer.pieces[:limit])
+        answer = Answer(model, cut, None, input_tokens, step.cached_input_tokens, "length")
+    return answer
+
+
+def _default_tool_call(body: dict[str, Any], model: str) -> tuple[str, dict[str, Any]] | None:
+    """With tools offered, the mock calls the forced tool, else the first one."""
+    tools = body.get("tools") or []
+    choice = body.get("tool_choice")
+    if not tools or choice == "none" or (isinstance(choice, dict) and choice.get("type") == "none"):
+        return None
+    name = None
+    if isinstance(choice, dict):
+        name = choice.get("name") or (choice.get("function") or {}).get("name")
+    if name is None:
+        first = tools[0]
+        name = first.get("name") or (first.get("function") or {}).get("name")
+    return str(name), {"answer": f"from {model}"}
+
+
+def _anthropic_problem(request: web.Request, body: dict[str, Any]) -> str | None:
+    """What the real Messages API rejects with invalid_request_error."""
+    if not request.headers.get("anthropic-version"):
+        return "anthropic-version: header is required"
+    for name in body:
+        if name not in ANTHROPIC_FIELDS:
+            return f"{name}: Extra inputs are not permitted"
+    if not isinstance(body.get("max_tokens"), int):
+        return "max_tokens: Field required"
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return "messages: at least one message is required"
+    for i, message in enumerate(messages):
+        if message.get("role") not in ("user", "assistant"):
+            return f"messages.{i}.role: Input should be 'user' or 'assistant'"
+        content = message.get("content")
+        if isinstance(content, list):
+            for j, block in enumerate(content):
+                if block.get("type") not in ANTHROPIC_BLOCKS:
+                    return f"messages.{i}.content.{j}.type: unknown block type"
+        elif not isinstance(content, str):
+            return f"messages.{i}.content: Input should be a string or a list of blocks"
+    system = body.get("system")
+    if system is not None and not isinstance(system, str | list):
+        return "system: Input should be a string or a list of text blocks"
+    return None
+
+
+async def _stream(request: web.Request, step: Step, events: list[bytes],
+                  content_type: str) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"content-type": content_type,
+                                           "cache-control": "no-cache"})
+    await response.prepare(request)
+    for i, event in enumerate(events):
+        if step.drop_after is not None and i >= step.drop_after:
+            assert request.transport is not None
+            request.transport.abort()  # the connection dies mid-answer, as real ones do
+            return response
+        await response.write(event)
+        if step.chunk_delay_s:
+            await asyncio.sleep(step.chunk_delay_s)
+    await response.write_eof()
+    return response
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Run the mock provider on loopback.")
+    parser.add_argument("--port", type=int, default=9100)
+    args = parser.parse_args()
+    web.run_app(MockProvider().app(), host="127.0.0.1", port=args.port, access_log=None,
+                handler_cancellation=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""Answers and errors in each provider's own wire format, for the mock provider.
+
+Every body here mirrors what the real API sends; tests parse them with the
+official `openai` and `anthropic` SDKs to keep them honest.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+OPENAI_ERROR_TYPES = {400: "invalid_request_error", 401: "invalid_request_error",
+                      403: "invalid_request_error", 404: "invalid_request_error",
+                      429: "requests", 500: "server_error", 503: "server_error"}
+ANTHROPIC_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
+                         403: "permission_error", 404: "not_found_error",
+                         413: "request_too_large", 429: "rate_limit_error", 500: "api_error",
+                         504: "timeout_error", 529: "overloaded_error"}
+OPENAI_TO_ANTHROPIC_STOP = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the mock says, independent of wire format."""
+
+    model: str
+    text: str
+    tool_call: tuple[str, dict[str, Any]] | None
+    input_tokens: int
+    cached_input_tokens: int
+    finish_reason: str  # OpenAI's vocabulary: stop, length, tool_calls
+
+    @property
+    def pieces(self) -> list[str]:
+        """The text as stream deltas; joined, they are exactly the text."""
+        return re.findall(r"\s*\S+", self.text) or ([self.text] if self.text else [])
+
+    @property
+    def output_tokens(self) -> int:
+        if self.tool_call:
+            return max(1, len(orjson.dumps(self.tool_call[1])) // 4)
+        return len(self.pieces)
+
+    @property
+    def tool_arguments(self) -> str:
+        return orjson.dumps(self.tool_call[1]).decode() if self.tool_call else ""
+
+
+def sse(data: Any, event: str | None = None) -> bytes:
+    head = f"event: {event}\n".encode() if event else b""
+    payload = data if isinstance(data, bytes) else orjson.dumps(data)
+    return head + b"data: " + payload + b"\n\n"
+
+
+# --- OpenAI (and Groq, and Ollama's /v1) -----------------------------------------------
+
+def openai_error(status: int, message: str, code: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": OPENAI_ERROR_TYPES.get(status, "api_error"),
+                      "param": None, "code": code}}
+
+
+def openai_usage(a: Answer) -> dict[str, Any]:
+    usage: dict[str, Any] = {"prompt_tokens": a.input_tokens, "completion_tokens": a.output_tokens,
+                             "total_tokens": a.input_tokens + a.output_tokens}
+    if a.cached_input_tokens:
+        usage["prompt_tokens_details"] = {"cached_tokens": a.cached_input_tokens}
+    return usage
+
+
+def openai_completion(a: Answer) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": a.text or None, "refusal": None}
+    if a.tool_call:
+        message["tool_calls"] = [{"id": "call_mock0001", "type": "function", "function": {
+            "name": a.tool_call[0], "arguments": a.tool_arguments}}]
+    return {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion",
+            "created": int(time.time()), "model": a.model, "system_fingerprint": None,
+            "choices": [{"index": 0, "message": message, "logprobs": None,
+                         "finish_reason": a.finish_reason}],
+            "usage": openai_usage(a)}
+
+
+def openai_chunks(a: Answer, include_usage: bool) -> list[dict[str, Any]]:
+    base = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion.chunk",
+            "created": int(time.time()), "model": a.model, "system_fingerprint": None}
+    extra = {"usage": None} if include_usage else {}
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None,
+                                     "finish_reason": finish}], **extra}
+
+    out = [chunk({"role": "assistant", "content": "", "refusal": None})]
+    out += [chunk({"content": piece}) for piece in a.pieces]
+    if a.tool_call:
+        out.append(chunk({"tool_calls": [{"index": 0, "id": "call_mock0001", "type": "function",
+                                          "function": {"name": a.tool_call[0], "arguments": ""}}]}))
+        args = a.tool_arguments
+        for i in range(0, len(args), 8):
+            out.append(chunk({"tool_calls": [{"index": 0, "function": {"arguments": args[i:i+8]}}]}))
+    out.append(chunk({}, a.finish_reason))
+    if include_usage:
+        out.append({**base, "choices": [], "usage": openai_usage(a)})
+    return out
+
+
+def openai_embeddings(model: str, count: int, tokens: int) -> dict[str, Any]:
+    data = [{"object": "embedding", "index": i, "embedding": [0.1 * (i + 1), 0.2, 0.3, 0.4]}
+            for i in range(count)]
+    return {"object": "list", "data": data, "model": model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
+
+# --- Anthropic Messages ---------------------------------------------------------------
+
+def anthropic_error(status: int, message: str) -> dict[str, Any]:
+    return {"type": "error",
+            "error": {"type": ANTHROPIC_ERROR_TYPES.get(status, "api_error"), "message": message}}
+
+
+def anthropic_usage(a: Answer, output_tokens: int) -> dict[str, Any]:
+    return {"input_tokens": a.input_tokens - a.cached_input_tokens, "output_tokens": output_tokens,
+            "cache_creation_input_tokens": 0, "cache_read_input_tokens": a.cached_input_tokens}
+
+
+def anthropic_blocks(a: Answer) -> list[dict[str, Any]]:
+    blocks: list[dict[str, Any]] = []
+    if a.text:
+        blocks.append({"type": "text", "text": a.text})
+    if a.tool_call:
+        blocks.append({"type": "tool_use", "id": "toolu_mock0001", "name": a.tool_call[0],
+                       "input": a.tool_call[1]})
+    return blocks
+
+
+def anthropic_message(a: Answer) -> dict[str, Any]:
+    return {"id": f"msg_{uuid.uuid4().hex[:24]}", "type": "message", "role": "assistant",
+            "model": a.model, "content": anthropic_blocks(a),
+            "stop_reason": OPENAI_TO_ANTHROPIC_STOP[a.finish_reason], "stop_sequence": None,
+            "usage": anthropic_usage(a, a.output_tokens)}
+
+
+def anthropic_events(a: Answer) -> list[tuple[str, dict[str, Any]]]:
+    start = {**anthropic_message(a), "content": [], "stop_reason": None,
+             "usage": anthropic_usage(a, 1)}
+    events: list[tuple[str, dict[str, Any]]] = [("message_start", {"type": "message_start",
+                                                                    "message": start})]
+    index = 0
+    if a.text:
+        events.append(("content_block_start", {"type": "content_block_start", "index": 0,
+                                               "content_block": {"type": "text", "text": ""}}))
+        events.append(("ping", {"type": "ping"}))
+        events += [("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                            "delta": {"type": "text_delta", "text": piece}})
+                   for piece in a.pieces]
+        events.append(("content_block_stop", {"type": "content_block_stop", "index": 0}))
+        index = 1
+    if a.tool_call:
+        block = {"type": "tool_use", "id": "toolu_mock0001", "name": a.tool_call[0], "input": {}}
+        events.append(("content_block_start", {"type": "content_block_start", "index": index,
+                                               "content_block": block}))
+        args = a.tool_arguments
+        events += [("content_block_delta", {"type": "content_block_delta", "index": index,
+                                            "delta": {"type": "input_json_delta",
+                                                      "partial_json": args[i:i + 8]}})
+                   for i in range(0, len(args), 8)]
+        events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
+    events.append(("message_delta", {"type": "message_delta",
+                                     "delta": {"stop_reason": OPENAI_TO_ANTHROPIC_STOP[
+                                         a.finish_reason], "stop_sequence": None},
+                                     "usage": {"output_tokens": a.output_tokens}}))
+    events.append(("message_stop", {"type": "message_stop"}))
+    return events
+
+
+# --- Ollama native /api/chat (NDJSON) -----------------------------------------------------
+
+def ollama_final(a: Answer, content: str) -> dict[str, Any]:
+    return {"model": a.model, "created_at": "2026-01-01T00:00:00Z",
+            "message": {"role": "assistant", "content": content}, "done": True,
+            "done_reason": "length" if a.finish_reason == "length" else "stop",
+            "total_duration": 1000, "load_duration": 10, "prompt_eval_count": a.input_tokens,
+            "prompt_eval_duration": 100, "eval_count": a.output_tokens, "eval_duration": 500}
+
+
+def ollama_lines(a: Answer) -> list[dict[str, Any]]:
+    lines = [{"model": a.model, "created_at": "2026-01-01T00:00:00Z",
+              "message": {"role": "assistant", "content": piece}, "done": False}
+             for piece in a.pieces]
+    return [*lines, ollama_final(a, "")]
