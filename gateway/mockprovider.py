@@ -63,6 +63,7 @@ class Received:
 class MockProvider:
     scripts: dict[str, deque[Step]] = field(default_factory=lambda: defaultdict(deque))
     received: list[Received] = field(default_factory=list)
+    always: dict[str, Step] = field(default_factory=dict)  # when a model's script is empty
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _thread: threading.Thread | None = None
     _loop: asyncio.AbstractEventLoop | None = None
@@ -85,7 +86,7 @@ class MockProvider:
     def _next(self, model: str) -> Step:
         with self._lock:
             queue = self.scripts.get(model)
-            return queue.popleft() if queue else Step()
+            return queue.popleft() if queue else self.always.get(model, Step())
 
     # --- serving ---
     def app(self) -> web.Application:

@@ -1,0 +1,133 @@
+"""create_app(): the ASGI application, its lifespan and its error handlers."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway import upstream
+from gateway.config import Config, ConfigError, load_config
+from gateway.errors import GatewayError, InvalidRequest, MethodNotAllowed, NotFound
+from gateway.pipeline import Services
+from gateway.routes import router
+
+log = logging.getLogger("gateway")
+CONFIG_ENV = "GATEWAY_CONFIG"
+
+
+class RequestIdMiddleware:
+    """Gives every request an id and every response its `x-request-id` header."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        header = (b"x-request-id", request_id.encode())
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message["headers"] = [*message.get("headers", []), header]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception as exc:  # the outermost handler: nothing below may take the process
+            _log_unexpected(request_id, exc)
+            if not started:
+                error = GatewayError(f"internal gateway error; quote request id {request_id} "
+                                     "to your operator")
+                await Response(orjson.dumps(error.body()), status_code=500,
+                               media_type="application/json")(scope, receive, send_with_id)
+
+
+def _log_unexpected(request_id: str, exc: Exception) -> None:
+    # Where it broke, never what it held: exception text may carry prompts or keys.
+    frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    where = f" at {os.path.basename(frame.filename)}:{frame.lineno}" if frame else ""
+    log.error("request %s: internal error %s%s", request_id, type(exc).__name__, where)
+
+
+def _error_response(request: Request, error: GatewayError) -> Response:
+    headers = error.headers()
+    trace = getattr(request.state, "trace", None)
+    if trace is not None:
+        headers["x-gateway-attempts"] = str(len(trace.attempts))
+    return Response(orjson.dumps(error.body()), status_code=error.status,
+                    media_type="application/json", headers=headers)
+
+
+async def _on_gateway_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, GatewayError)
+    return _error_response(request, exc)
+
+
+async def _on_http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        error: GatewayError = MethodNotAllowed(f"{request.method} is not allowed on "
+                                               f"{request.url.path}")
+    else:
+        error = NotFound(f"no such endpoint: {request.method} {request.url.path}; the gateway "
+                         "serves /v1/chat/completions and /v1/models", code="not_found")
+    return _error_response(request, error)
+
+
+async def _on_validation_error(request: Request, exc: Exception) -> Response:
+    return _error_response(request, InvalidRequest("the request is not valid: check its "
+                                                   "fields against the OpenAI API"))
+
+
+def create_app(config: Config) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        http = upstream.open_session(config.settings.timeouts)
+        app.state.services = Services(config=config, http=http)
+        for warning in config.warnings:
+            log.warning("%s", warning)
+        log.info("gateway ready: %d tiers, %d models, %d keys", len(config.tiers),
+                 len(config.models), len(config.keys))
+        try:
+            yield
+        finally:
+            await http.close()
+
+    app = FastAPI(title="gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.include_router(router)
+    handlers: dict[Any, Any] = {GatewayError: _on_gateway_error, HTTPException: _on_http_error,
+                                RequestValidationError: _on_validation_error}
+    for exc_class, handler in handlers.items():
+        app.add_exception_handler(exc_class, handler)
+    app.add_middleware(RequestIdMiddleware)
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """The uvicorn factory: every worker process loads the file named by $GATEWAY_CONFIG."""
+    path = os.environ.get(CONFIG_ENV, "router.yaml")
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        raise SystemExit(1) from None
+    return create_app(config)

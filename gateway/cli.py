@@ -1,0 +1,124 @@
+"""`gateway serve | check | keys new | demo`."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import secrets
+import sys
+from pathlib import Path
+
+from gateway.config import Config, ConfigError, load_config
+
+DEFAULT_PORT = 4000
+
+
+def _config_path(given: str | None) -> Path:
+    return Path(given or os.environ.get("GATEWAY_CONFIG") or "router.yaml")
+
+
+def _load_or_exit(path: Path) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"{path}: {len(exc.problems)} problem(s); nothing was started", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def log_config(level: str = "INFO") -> dict[str, object]:
+    """uvicorn applies this in every worker process, so the gateway's lines reach stderr."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain",
+                                "stream": "ext://sys.stderr"}},
+        "loggers": {"gateway": {"handlers": ["stderr"], "level": level, "propagate": False},
+                    "uvicorn": {"handlers": ["stderr"], "level": "WARNING", "propagate": False},
+                    "uvicorn.error": {"level": "WARNING"}},
+    }
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    path = _config_path(args.config).resolve()
+    _load_or_exit(path)  # exit 1 before serving anything
+    os.environ["GATEWAY_CONFIG"] = str(path)
+    uvicorn.run("gateway.app:create_app_from_env", factory=True, host=args.host, port=args.port,
+                workers=args.workers, loop="uvloop", http="httptools", access_log=False,
+                log_config=log_config(), timeout_graceful_shutdown=30)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    path = _config_path(args.config)
+    config = _load_or_exit(path)
+    print(f"{path}: valid")
+    print("tiers:")
+    for tier in config.tiers:
+        chain = config.chain(tier) or ()
+        shown = [m.name if not m.unusable else f"{m.name} (unusable)" for m in chain]
+        usable = [m for m in chain if not m.unusable]
+        note = "" if usable else "   <- no usable model: this tier fails every request"
+        print(f"  {tier}: {' -> '.join(shown)}{note}")
+    unusable = [m for m in config.models.values() if m.unusable]
+    if unusable:
+        print("unusable models (skipped when routing):")
+        for model in unusable:
+            print(f"  {model.name}: {model.unusable}")
+    print(f"keys: {', '.join(k.name for k in config.keys) or 'none (anonymous access)'}")
+    return 0
+
+
+def cmd_keys_new(args: argparse.Namespace) -> int:
+    if args.daily_budget is not None and args.daily_budget < 0:
+        print("--daily-budget must be zero or more (USD)", file=sys.stderr)
+        return 2
+    key = "sk-gw-" + secrets.token_urlsafe(32)
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    print(f"New key for {args.name} (shown once, store it now):\n\n  {key}\n")
+    print("Paste this under keys: in router.yaml (it holds the key's SHA-256, not the key):\n")
+    print(f"  - name: {args.name}")
+    print(f"    key_sha256: {digest}")
+    if args.daily_budget is not None:
+        print(f"    daily_budget_usd: {args.daily_budget:.2f}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from gateway.demo import run_demo
+
+    return run_demo(args.port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gateway", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the proxy")
+    serve.add_argument("--config", help="router.yaml (default: $GATEWAY_CONFIG or ./router.yaml)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.set_defaults(run=cmd_serve)
+    check = sub.add_parser("check", help="validate router.yaml without serving")
+    check.add_argument("--config")
+    check.set_defaults(run=cmd_check)
+    keys = sub.add_parser("keys", help="manage keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    new = keys_sub.add_parser("new", help="print a new key and its router.yaml snippet")
+    new.add_argument("--name", required=True)
+    new.add_argument("--daily-budget", type=float, metavar="USD")
+    new.set_defaults(run=cmd_keys_new)
+    demo = sub.add_parser("demo", help="a gateway on built-in mock providers: no keys, no network")
+    demo.add_argument("--port", type=int, default=DEFAULT_PORT)
+    demo.set_defaults(run=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.run(args))

@@ -1,0 +1,105 @@
+"""`gateway demo`: mock providers on loopback and a gateway routed to them, no secrets needed."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import tempfile
+from pathlib import Path
+
+import uvicorn
+
+from gateway.app import create_app
+from gateway.cli import log_config
+from gateway.config import load_config
+from gateway.mockprovider import MockProvider, Step
+
+DEMO_KEY = "sk-gateway-demo"
+
+ROUTER_YAML = """\
+providers:
+  openai:    {{api_key: demo, api_base: "{mock}/v1"}}
+  anthropic: {{api_key: demo, api_base: "{mock}"}}
+  groq:      {{api_key: demo, api_base: "{mock}/openai/v1"}}
+  ollama:    {{api_base: "{mock}"}}
+
+models:
+  gpt-4o-mini:   {{provider: openai, model: gpt-4o-mini}}
+  claude-sonnet: {{provider: anthropic, model: claude-sonnet-4-5}}
+  claude-busy:   {{provider: anthropic, model: claude-always-overloaded,
+                  price: {{input_per_mtok: 3, output_per_mtok: 15}}, max_output_tokens: 8192}}
+  llama-groq:    {{provider: groq, model: llama-3.3-70b-versatile,
+                  price: {{input_per_mtok: 0.59, output_per_mtok: 0.79}}}}
+  llama-local:   {{provider: ollama, model: llama3.2,
+                  price: {{input_per_mtok: 0, output_per_mtok: 0}}}}
+
+tiers:
+  fast:     [gpt-4o-mini, llama-groq, llama-local]
+  smart:    [claude-sonnet, gpt-4o-mini]
+  fallback: [claude-busy, llama-groq]   # the first answers 529 Overloaded, always
+
+keys:
+  - name: demo
+    key_sha256: {digest}
+    daily_budget_usd: 1.00
+
+settings:
+  data_dir: {tmp}/data
+  usage_log: {tmp}/usage.jsonl
+  retry: {{max_retries: 0}}
+"""
+
+
+def examples(port: int) -> str:
+    base = f"http://127.0.0.1:{port}"
+    curl = (f"curl {base}/v1/chat/completions -H 'Authorization: Bearer {DEMO_KEY}' "
+            "-H 'Content-Type: application/json' -d '{{\"model\": \"{model}\", \"messages\": "
+            "[{{\"role\": \"user\", \"content\": \"Hello!\"}}]}}'")
+    return f"""
+The gateway is up at {base}/v1 with mock providers behind it (no network, no keys).
+
+A tier (fast: gpt-4o-mini -> llama-groq -> llama-local):
+  {curl.format(model="fast")}
+
+A fallback (claude-busy always answers 529; llama-groq serves; see x-gateway-attempts):
+  {curl.format(model="fallback").replace("curl ", "curl -i ", 1)}
+
+Claude through the OpenAI API, streamed:
+  {curl.format(model="smart").replace('"messages"', '"stream": true, "messages"')}
+
+The OpenAI Python SDK:
+  from openai import OpenAI
+  client = OpenAI(base_url="{base}/v1", api_key="{DEMO_KEY}")
+  reply = client.chat.completions.create(model="fast", messages=[{{"role": "user", "content": "Hi"}}])
+  print(reply.model, reply.choices[0].message.content)
+
+Press Ctrl+C to stop.
+"""
+
+
+async def _serve(port: int) -> None:
+    mock = MockProvider()
+    mock.always["claude-always-overloaded"] = Step(status=529, error_message="Overloaded")
+    runner, mock_port = await mock.serve()
+    with tempfile.TemporaryDirectory(prefix="gateway-demo-") as tmp:
+        path = Path(tmp) / "router.yaml"
+        digest = hashlib.sha256(DEMO_KEY.encode()).hexdigest()
+        path.write_text(ROUTER_YAML.format(mock=f"http://127.0.0.1:{mock_port}", digest=digest,
+                                           tmp=tmp))
+        app = create_app(load_config(path))
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                               log_config=log_config("WARNING"),
+                                               access_log=False))
+        print(examples(port), flush=True)
+        try:
+            await server.serve()
+        finally:
+            await runner.cleanup()
+
+
+def run_demo(port: int) -> int:
+    try:
+        asyncio.run(_serve(port))
+    except KeyboardInterrupt:
+        pass
+    return 0

@@ -1,0 +1,59 @@
+"""The story of one request, top to bottom, with no HTTP framework in it.
+
+    chain = routing.plan(...)                 # tier -> models; 404/403 before any I/O
+    reply = await fallbacks.complete(...)     # or fallbacks.open_stream(...)
+    -> an Outcome: a JSON body, or an SSE stream, plus the x-gateway-* headers
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import orjson
+
+from gateway import fallbacks, routing, streaming
+from gateway.config import ApiKey, Config
+from gateway.fallbacks import Trace
+
+
+@dataclass
+class Services:
+    """What lives for the whole process; `config` is replaced whole, never edited."""
+
+    config: Config
+    http: aiohttp.ClientSession
+
+
+@dataclass
+class Outcome:
+    headers: dict[str, str]
+    body: bytes | None = None
+    stream: AsyncIterator[bytes] | None = None
+    status: int = 200
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def new_trace(config: Config, requested: str) -> Trace:
+    deadline = asyncio.get_running_loop().time() + config.settings.timeouts.total_s
+    return Trace(requested=requested, deadline=deadline)
+
+
+def _headers(model_name: str, trace: Trace) -> dict[str, str]:
+    return {"x-gateway-model": model_name, "x-gateway-attempts": str(len(trace.attempts))}
+
+
+async def chat(services: Services, config: Config, key: ApiKey, body: dict[str, Any],
+               trace: Trace, request_id: str) -> Outcome:
+    chain = routing.plan(config, key, trace.requested)
+    timeouts = config.settings.timeouts
+    if body.get("stream"):
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        opened = await fallbacks.open_stream(chain, body, services.http, timeouts, trace)
+        relay = streaming.relay(opened, include_usage, trace, request_id)
+        return Outcome(headers=_headers(opened.model.name, trace), stream=relay)
+    model, reply = await fallbacks.complete(chain, body, services.http, timeouts, trace)
+    return Outcome(headers=_headers(model.name, trace), body=orjson.dumps(reply))

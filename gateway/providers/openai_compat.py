@@ -1,0 +1,79 @@
+"""The fast path for OpenAI-compatible providers (openai, groq, ollama's /v1, any api_base).
+
+The client's body is forwarded as is, so fields the gateway does not know still
+reach the provider; only `model` is rewritten, both ways.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import orjson
+
+from gateway import upstream
+from gateway.config import Model
+from gateway.errors import ProviderError, kind_for_status
+
+# Ollama serves its OpenAI-compatible API under /v1 of its documented base URL.
+PATH_PREFIX = {"ollama": "/v1"}
+CONTEXT_OVERFLOW_CODES = frozenset({"context_length_exceeded", "string_above_max_length"})
+
+
+def _url(model: Model, endpoint: str) -> str:
+    base = model.provider.api_base or ""
+    return f"{base}{PATH_PREFIX.get(model.provider.type, '')}/{endpoint}"
+
+
+def _headers(model: Model) -> dict[str, str]:
+    headers = {"content-type": "application/json", **model.provider.headers}
+    if model.provider.api_key:
+        headers["authorization"] = f"Bearer {model.provider.api_key}"
+    return headers
+
+
+def read_error(status: int, body: Any, headers: dict[str, str]) -> ProviderError:
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        message = str(error.get("message") or "no message")
+        code = error.get("code") if isinstance(error.get("code"), str) else None
+        etype = str(error.get("type") or "api_error")
+        param = error.get("param") if isinstance(error.get("param"), str) else None
+    else:
+        message = str(error or body or "no message")[:500]
+        code, etype, param = None, "api_error", None
+    kind = "overflow" if code in CONTEXT_OVERFLOW_CODES else kind_for_status(status)
+    return ProviderError(message, status=status, kind=kind, type=etype, code=code, param=param,
+                         retry_after_s=upstream.retry_after_s(headers))
+
+
+async def complete(http: aiohttp.ClientSession, model: Model, body: dict[str, Any],
+                   endpoint: str = "chat/completions") -> dict[str, Any]:
+    reply = await upstream.post_json(http, _url(model, endpoint), _headers(model),
+                                     {**body, "model": model.provider_model}, model.name,
+                                     read_error)
+    reply["model"] = model.name
+    return reply
+
+
+async def stream(http: aiohttp.ClientSession, model: Model,
+                 body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    # Always ask for the usage chunk: spend is settled from it.
+    options = {**(body.get("stream_options") or {}), "include_usage": True}
+    forwarded = {**body, "model": model.provider_model, "stream": True, "stream_options": options}
+    lines = upstream.post_lines(http, _url(model, "chat/completions"), _headers(model),
+                                forwarded, model.name, read_error)
+    async with contextlib.aclosing(lines):
+        with upstream.translated(model.name):
+            async for data in upstream.sse_data(lines):
+                if data == b"[DONE]":
+                    return
+                chunk = orjson.loads(data)
+                if "error" in chunk:
+                    raise read_error(502, chunk, {})
+                chunk["model"] = model.name
+                yield chunk
+    raise ProviderError(f"{model.name}'s stream ended without [DONE]", status=502,
+                        kind="transient")

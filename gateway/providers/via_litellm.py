@@ -1,0 +1,92 @@
+"""Every provider type off the fast path goes through litellm, imported on first use only.
+
+litellm's own retries are off (retries live in one place in the gateway), its
+price-map download and tokenizer downloads are off (the gateway may run offline),
+and only OpenAI request fields are forwarded: nothing in a client's body can
+choose the api_base or api_key.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import AsyncIterator
+from types import ModuleType
+from typing import Any
+
+import aiohttp
+import openai
+
+from gateway.config import Model
+from gateway.errors import ProviderError, kind_for_status
+
+FORWARDED = frozenset({
+    "messages", "temperature", "top_p", "n", "stop", "max_tokens", "max_completion_tokens",
+    "presence_penalty", "frequency_penalty", "logit_bias", "logprobs", "top_logprobs", "user",
+    "seed", "tools", "tool_choice", "parallel_tool_calls", "response_format", "reasoning_effort",
+    "stream_options", "modalities", "audio", "prediction",
+})
+
+
+def _litellm() -> ModuleType:
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    module = importlib.import_module("litellm")
+    module.suppress_debug_info = True
+    module.telemetry = False
+    return module
+
+
+def _kwargs(model: Model, body: dict[str, Any]) -> dict[str, Any]:
+    kwargs = {k: v for k, v in body.items() if k in FORWARDED}
+    kwargs.update(model=f"{model.provider.type}/{model.provider_model}", num_retries=0,
+                  max_retries=0, drop_params=True)
+    provider = model.provider
+    if provider.api_key:
+        kwargs["api_key"] = provider.api_key
+    if provider.api_base:
+        kwargs["api_base"] = provider.api_base
+    if provider.api_version:
+        kwargs["api_version"] = provider.api_version
+    if provider.headers:
+        kwargs["extra_headers"] = dict(provider.headers)
+    return kwargs
+
+
+def _translate(exc: Exception, model: Model, litellm: ModuleType) -> ProviderError:
+    if isinstance(exc, litellm.ContextWindowExceededError):
+        return ProviderError(str(exc.message), status=400, kind="overflow")
+    if isinstance(exc, litellm.Timeout):
+        return ProviderError(f"{model.name} timed out", status=504, kind="transient",
+                             timed_out=True)
+    status = getattr(exc, "status_code", None)
+    status = status if isinstance(status, int) and status >= 400 else 502
+    message = str(getattr(exc, "message", "")) or type(exc).__name__
+    return ProviderError(message, status=status, kind=kind_for_status(status))
+
+
+async def complete(http: aiohttp.ClientSession, model: Model,
+                   body: dict[str, Any]) -> dict[str, Any]:
+    litellm = _litellm()
+    try:
+        reply = await litellm.acompletion(**_kwargs(model, {**body, "stream": False}))
+    except openai.OpenAIError as exc:  # the base of litellm's whole exception tree
+        raise _translate(exc, model, litellm) from exc
+    out: dict[str, Any] = reply.model_dump(exclude_none=True)
+    out["model"] = model.name
+    return out
+
+
+async def stream(http: aiohttp.ClientSession, model: Model,
+                 body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    litellm = _litellm()
+    options = {**(body.get("stream_options") or {}), "include_usage": True}
+    try:
+        response = await litellm.acompletion(**_kwargs(model, {**body, "stream_options": options}),
+                                             stream=True)
+        async for chunk in response:
+            out: dict[str, Any] = chunk.model_dump(exclude_none=True)
+            out["model"] = model.name
+            yield out
+    except openai.OpenAIError as exc:
+        raise _translate(exc, model, litellm) from exc

@@ -1,0 +1,76 @@
+"""The HTTP surface, thin: read, authenticate, hand to the pipeline, write."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import Response, StreamingResponse
+
+from gateway import auth, pipeline, routing, validation
+from gateway.errors import PayloadTooLarge
+
+router = APIRouter()
+JSON = "application/json"
+
+
+async def read_body(request: Request, max_body_mb: float) -> bytes:
+    limit = int(max_body_mb * 1024 * 1024)
+    too_large = PayloadTooLarge(f"the body is over settings.max_body_mb ({max_body_mb:g} MB); "
+                                "send a smaller request")
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise too_large  # refused before reading a byte of it
+    parts: list[bytes] = []
+    size = 0
+    async for part in request.stream():
+        size += len(part)
+        if size > limit:
+            raise too_large
+        parts.append(part)
+    return b"".join(parts)
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(request: Request) -> Response:
+    services: pipeline.Services = request.app.state.services
+    config = services.config  # one configuration for the whole request, even across a reload
+    key = auth.authenticate(request.headers, config)
+    body = validation.parse_chat(await read_body(request, config.settings.max_body_mb))
+    trace = pipeline.new_trace(config, body["model"])
+    request.state.trace = trace
+    outcome = await pipeline.chat(services, config, key, body, trace, request.state.request_id)
+    if outcome.stream is not None:
+        headers = {**outcome.headers, "cache-control": "no-cache", "x-accel-buffering": "no"}
+        return StreamingResponse(outcome.stream, media_type="text/event-stream",
+                                 headers=headers)
+    return Response(outcome.body, status_code=outcome.status, media_type=JSON,
+                    headers=outcome.headers)
+
+
+@router.get("/v1/models")
+async def list_models(request: Request) -> Response:
+    config = request.app.state.services.config
+    key = auth.authenticate(request.headers, config)
+    created = int(time.time())
+    data = [{"id": name, "object": "model", "created": created, "owned_by": "gateway"}
+            for name in routing.allowed_names(config, key)]
+    return Response(orjson.dumps({"object": "list", "data": data}), media_type=JSON)
+
+
+@router.get("/health")
+async def health() -> Response:
+    return Response(b'{"status":"ok"}', media_type=JSON)
+
+
+@router.get("/ready")
+async def ready(request: Request) -> Response:
+    services = getattr(request.app.state, "services", None)
+    if services is None:
+        body = {"status": "not ready", "reason": "no configuration is loaded"}
+        return Response(orjson.dumps(body), status_code=503, media_type=JSON)
+    config = services.config
+    usable = sum(1 for m in config.models.values() if not m.unusable)
+    body = {"status": "ready", "models": len(config.models), "usable_models": usable}
+    return Response(orjson.dumps(body), media_type=JSON)

@@ -1,0 +1,67 @@
+"""The client's SSE stream: relays chunks once the first token exists, and ends cleanly.
+
+Chunks carry the router.yaml model name; the usage chunk is dropped when the
+client did not ask for it. A failure after the first token ends the stream
+with an OpenAI-shaped `data: {"error": ...}` event, never a silent truncation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from gateway.errors import GatewayError, ProviderError
+from gateway.fallbacks import OpenStream, Trace
+
+log = logging.getLogger("gateway")
+DONE = b"data: [DONE]\n\n"
+
+
+def sse_event(payload: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+def _for_client(chunk: dict[str, Any], include_usage: bool) -> bytes | None:
+    if not include_usage:
+        if not chunk.get("choices"):
+            return None  # the usage chunk the gateway asked for on its own behalf
+        chunk.pop("usage", None)
+    return sse_event(chunk)
+
+
+async def relay(opened: OpenStream, include_usage: bool, trace: Trace,
+                request_id: str) -> AsyncIterator[bytes]:
+    try:
+        for chunk in opened.head:
+            if (event := _for_client(chunk, include_usage)) is not None:
+                yield event
+        while True:
+            try:
+                async with asyncio.timeout(max(trace.remaining_s(), 0.001)):
+                    chunk = await anext(opened.rest)
+            except StopAsyncIteration:
+                break
+            except TimeoutError:
+                yield _error_event(ProviderError("the request's total time limit was reached "
+                                                 "mid-stream", status=504, kind="transient"))
+                return
+            except ProviderError as error:
+                log.warning("request %s: %s failed mid-stream: %s", request_id,
+                            opened.model.name, error.status)
+                yield _error_event(error)
+                return
+            if (event := _for_client(chunk, include_usage)) is not None:
+                yield event
+        yield DONE
+    finally:
+        with contextlib.suppress(Exception):
+            await opened.rest.aclose()  # a client that left must not keep the upstream call
+
+
+def _error_event(error: GatewayError) -> bytes:
+    return sse_event(error.body())

@@ -1,0 +1,117 @@
+"""The one pooled HTTP client to providers, and the boundary where its exceptions become ours."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import aiohttp
+import orjson
+
+from gateway.errors import ProviderError
+from gateway.schema import TimeoutSettings
+
+# Turns a provider's error response into a ProviderError; one per wire format.
+ErrorReader = Callable[[int, Any, dict[str, str]], ProviderError]
+
+
+def open_session(timeouts: TimeoutSettings) -> aiohttp.ClientSession:
+    # No pool limit: the gateway's concurrency is bounded by its clients, not by the pool.
+    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
+    timeout = aiohttp.ClientTimeout(total=None, connect=timeouts.connect_s,
+                                    sock_connect=timeouts.connect_s)
+    return aiohttp.ClientSession(connector=connector, timeout=timeout,
+                                 json_serialize=lambda o: orjson.dumps(o).decode(),
+                                 auto_decompress=True)
+
+
+def retry_after_s(headers: dict[str, str]) -> float | None:
+    """`retry-after-ms`, or `Retry-After` as seconds or an HTTP date."""
+    if value := headers.get("retry-after-ms"):
+        with contextlib.suppress(ValueError):
+            return max(0.0, float(value) / 1000)
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value) if value else None
+        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+
+
+@contextlib.contextmanager
+def translated(model: str) -> Iterator[None]:
+    """Translate transport failures into ProviderError, once, most specific first."""
+    try:
+        yield
+    except ProviderError:
+        raise
+    except TimeoutError as exc:
+        raise ProviderError(f"{model} timed out", status=504, kind="transient",
+                            timed_out=True) from exc
+    except aiohttp.ClientConnectorError as exc:
+        raise ProviderError(f"cannot connect to {model}'s provider: {exc.strerror or exc}",
+                            status=502, kind="transient") from exc
+    except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
+        raise ProviderError(f"{model}'s provider closed the connection mid-answer",
+                            status=502, kind="transient") from exc
+    except aiohttp.ClientError as exc:
+        raise ProviderError(f"{model}'s provider failed: {type(exc).__name__}",
+                            status=502, kind="transient") from exc
+    except (orjson.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ProviderError(f"{model}'s provider sent a body that is not valid JSON",
+                            status=502, kind="transient") from exc
+
+
+async def _error_from(resp: aiohttp.ClientResponse, read_error: ErrorReader) -> ProviderError:
+    raw = await resp.read()
+    try:
+        body: Any = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        body = raw.decode("utf-8", "replace")[:500]
+    return read_error(resp.status, body, {k.lower(): v for k, v in resp.headers.items()})
+
+
+async def post_json(http: aiohttp.ClientSession, url: str, headers: dict[str, str],
+                    body: dict[str, Any], model: str, read_error: ErrorReader) -> dict[str, Any]:
+    with translated(model):
+        async with http.post(url, data=orjson.dumps(body), headers=headers) as resp:
+            if resp.status != 200:
+                raise await _error_from(resp, read_error)
+            reply = orjson.loads(await resp.read())
+            if not isinstance(reply, dict):
+                raise ProviderError(f"{model}'s provider answered with a non-object body",
+                                    status=502, kind="transient")
+            return reply
+
+
+async def post_lines(http: aiohttp.ClientSession, url: str, headers: dict[str, str],
+                     body: dict[str, Any], model: str, read_error: ErrorReader,
+                     ) -> AsyncIterator[bytes]:
+    """The response body's non-empty lines, for SSE and NDJSON streams."""
+    with translated(model):
+        async with http.post(url, data=orjson.dumps(body), headers=headers) as resp:
+            if resp.status != 200:
+                raise await _error_from(resp, read_error)
+            async for line in resp.content:
+                line = line.strip()
+                if line:
+                    yield line
+
+
+async def sse_data(lines: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The `data:` payloads of an SSE stream (event names are repeated inside the data)."""
+    async for line in lines:
+        if line.startswith(b"data:"):
+            yield line[5:].lstrip()
+
+
+async def cancel_quietly(task: asyncio.Task[Any]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
