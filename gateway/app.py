@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
@@ -18,7 +19,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway import upstream
+from gateway import providers, upstream
 from gateway.config import Config, ConfigError, load_config
 from gateway.errors import GatewayError, InvalidRequest, MethodNotAllowed, NotFound
 from gateway.pipeline import Services
@@ -101,6 +102,8 @@ async def _on_validation_error(request: Request, exc: Exception) -> Response:
 def create_app(config: Config) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if providers.needs_litellm(list(config.models.values())):
+            await asyncio.to_thread(providers.preload_litellm)
         http = upstream.open_session(config.settings.timeouts)
         app.state.services = Services(config=config, http=http)
         for warning in config.warnings:

@@ -64,6 +64,7 @@ class MockProvider:
     scripts: dict[str, deque[Step]] = field(default_factory=lambda: defaultdict(deque))
     received: list[Received] = field(default_factory=list)
     always: dict[str, Step] = field(default_factory=dict)  # when a model's script is empty
+    answers: list[Answer] = field(default_factory=list)  # what it sent, in order
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _thread: threading.Thread | None = None
     _loop: asyncio.AbstractEventLoop | None = None
@@ -82,6 +83,17 @@ class MockProvider:
         with self._lock:
             self.scripts.clear()
             self.received.clear()
+            self.answers.clear()
+            self.always.clear()
+
+    def last_answer(self) -> Answer:
+        with self._lock:
+            return self.answers[-1]
+
+    def _sent(self, answer: Answer) -> Answer:
+        with self._lock:
+            self.answers.append(answer)
+        return answer
 
     def _next(self, model: str) -> Step:
         with self._lock:
@@ -160,7 +172,7 @@ class MockProvider:
             error = mockwire.openai_error(step.status, step.error_message, step.error_code)
             return self._error(step, error)
         limit = body.get("max_completion_tokens") or body.get("max_tokens")
-        answer = _answer(step, body, messages, limit)
+        answer = self._sent(_answer(step, body, messages, limit))
         if not body.get("stream"):
             return web.json_response(mockwire.openai_completion(answer))
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -191,7 +203,7 @@ class MockProvider:
         if step.status != 200:
             return self._error(step, mockwire.anthropic_error(step.status, step.error_message))
         messages = [{"role": "system", "content": body.get("system") or ""}, *body["messages"]]
-        answer = _answer(step, body, messages, body["max_tokens"])
+        answer = self._sent(_answer(step, body, messages, body["max_tokens"]))
         if not body.get("stream"):
             return web.json_response(mockwire.anthropic_message(answer))
         events = [mockwire.sse(data, event) for event, data in mockwire.anthropic_events(answer)]
@@ -203,7 +215,7 @@ class MockProvider:
         if step.status != 200:
             return web.json_response({"error": step.error_message}, status=step.status)
         limit = (body.get("options") or {}).get("num_predict")
-        answer = _answer(step, body, body.get("messages") or [], limit)
+        answer = self._sent(_answer(step, body, body.get("messages") or [], limit))
         if body.get("stream") is False:
             return web.json_response(mockwire.ollama_final(answer, answer.text))
         lines = [orjson.dumps(line) + b"\n" for line in mockwire.ollama_lines(answer)]

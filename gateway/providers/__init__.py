@@ -23,3 +23,13 @@ def adapter_for(model: Model) -> ModuleType:
         from gateway.providers import via_litellm  # imports litellm only when configured
         adapter = via_litellm
     return adapter
+
+
+def needs_litellm(models: list[Model]) -> bool:
+    return any(m.provider.type not in FAST_PATH for m in models)
+
+
+def preload_litellm() -> None:
+    from gateway.providers import via_litellm
+
+    via_litellm.preload()

@@ -37,6 +37,13 @@ def _litellm() -> ModuleType:
     return module
 
 
+def preload() -> None:
+    """Import litellm fully (about 3 s of CPU); call it off the event loop, at start-up."""
+    module = _litellm()
+    for name in ("acompletion", "ContextWindowExceededError", "Timeout"):
+        getattr(module, name)  # litellm imports lazily, on first attribute access
+
+
 def _kwargs(model: Model, body: dict[str, Any]) -> dict[str, Any]:
     kwargs = {k: v for k, v in body.items() if k in FORWARDED}
     kwargs.update(model=f"{model.provider.type}/{model.provider_model}", num_retries=0,
@@ -74,7 +81,19 @@ async def complete(http: aiohttp.ClientSession, model: Model,
         raise _translate(exc, model, litellm) from exc
     out: dict[str, Any] = reply.model_dump(exclude_none=True)
     out["model"] = model.name
+    (out.get("usage") or {}).pop("cost", None)
     return out
+
+
+def _openai_chunk(chunk: dict[str, Any], model_name: str) -> dict[str, Any]:
+    """litellm glues the usage onto an empty choice and adds its own `cost`; OpenAI does not."""
+    chunk["model"] = model_name
+    usage = chunk.get("usage")
+    if usage:
+        usage.pop("cost", None)
+        if all(not c.get("delta") and not c.get("finish_reason") for c in chunk["choices"]):
+            chunk["choices"] = []
+    return chunk
 
 
 async def stream(http: aiohttp.ClientSession, model: Model,
@@ -85,8 +104,6 @@ async def stream(http: aiohttp.ClientSession, model: Model,
         response = await litellm.acompletion(**_kwargs(model, {**body, "stream_options": options}),
                                              stream=True)
         async for chunk in response:
-            out: dict[str, Any] = chunk.model_dump(exclude_none=True)
-            out["model"] = model.name
-            yield out
+            yield _openai_chunk(chunk.model_dump(exclude_none=True), model.name)
     except openai.OpenAIError as exc:
         raise _translate(exc, model, litellm) from exc

@@ -1,0 +1,131 @@
+"""Fixtures: the mock provider on loopback, and a real `gateway serve` process routed to it."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from gateway.mockprovider import MockProvider
+
+KEY_A = "sk-test-team-a"
+KEY_B = "sk-test-team-b"
+
+ROUTER_YAML = """\
+providers:
+  openai:    {{api_key: "${{TEST_OPENAI_KEY}}", api_base: "{mock}/v1"}}
+  anthropic: {{api_key: sk-ant-test, api_base: "{mock}"}}
+  groq:      {{api_key: gsk-test, api_base: "{mock}/openai/v1"}}
+  ollama:    {{api_base: "{mock}"}}
+  deepseek:  {{api_key: deepseek-test, api_base: "{mock}/v1"}}
+  nosecret:  {{type: openai, api_key: "${{TEST_UNSET_SECRET}}"}}
+
+models:
+  gpt:         {{provider: openai, model: gpt-4o-mini}}
+  gpt-backup:  {{provider: openai, model: gpt-backup,
+                price: {{input_per_mtok: 1, output_per_mtok: 2}}}}
+  claude:      {{provider: anthropic, model: claude-sonnet-4-5}}
+  claude-slow: {{provider: anthropic, model: claude-slow,
+                price: {{input_per_mtok: 3, output_per_mtok: 15}}, max_output_tokens: 1000}}
+  llama-groq:  {{provider: groq, model: llama-3.3-70b-versatile,
+                price: {{input_per_mtok: 0.59, output_per_mtok: 0.79}}}}
+  llama-local: {{provider: ollama, model: llama3.2,
+                price: {{input_per_mtok: 0, output_per_mtok: 0}}}}
+  deepseek:    {{provider: deepseek, model: deepseek-chat,
+                price: {{input_per_mtok: 0.27, output_per_mtok: 1.1}}}}
+  ghost:       {{provider: nosecret, model: gpt-4o}}
+
+tiers:
+  fast:     [gpt, llama-groq, llama-local]
+  smart:    [claude, gpt-backup]
+  resilient: [ghost, claude-slow, gpt-backup]
+
+keys:
+  - {{name: team-a, key_sha256: {digest_a}}}
+  - {{name: team-b, key_sha256: {digest_b}, allow: [fast, gpt]}}
+
+settings:
+  max_body_mb: 1
+  timeouts: {{connect_s: 2, first_token_s: 2, total_s: 20}}
+  data_dir: {tmp}/data
+  usage_log: {tmp}/usage.jsonl
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def sha(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+@pytest.fixture(scope="session")
+def mock() -> MockProvider:
+    provider = MockProvider()
+    provider.base_url = provider.start_in_thread()  # type: ignore[attr-defined]
+    return provider
+
+
+@pytest.fixture(autouse=True)
+def _fresh_mock(mock: MockProvider) -> None:
+    mock.reset()
+
+
+def wait_healthy(base_url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"gateway exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(f"{base_url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.05)
+    raise RuntimeError(f"gateway did not become healthy:\n{log.read_text()}")
+
+
+def start_gateway(config: Path, log: Path, env: dict[str, str] | None = None,
+                  ) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve", "--config", str(config), "--port",
+             str(port)], stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+    base_url = f"http://127.0.0.1:{port}"
+    wait_healthy(base_url, process, log)
+    return process, base_url
+
+
+@pytest.fixture(scope="session")
+def gateway_files(mock: MockProvider, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("gateway")
+    config = tmp / "router.yaml"
+    config.write_text(ROUTER_YAML.format(mock=mock.base_url, digest_a=sha(KEY_A),  # type: ignore[attr-defined]
+                                         digest_b=sha(KEY_B), tmp=tmp))
+    return tmp
+
+
+@pytest.fixture(scope="session")
+def gateway(gateway_files: Path) -> Iterator[str]:
+    process, base_url = start_gateway(gateway_files / "router.yaml", gateway_files / "gateway.log",
+                                      env={"TEST_OPENAI_KEY": "sk-openai-test"})
+    yield base_url
+    process.terminate()
+    process.wait(10)
+
+
+@pytest.fixture
+def client(gateway: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{gateway}/v1", api_key=KEY_A, max_retries=0)
