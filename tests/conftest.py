@@ -8,8 +8,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -127,5 +128,21 @@ def gateway(gateway_files: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def client(gateway: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{gateway}/v1", api_key=KEY_A, max_retries=0)
+def connect(gateway: str) -> Iterator[Callable[..., openai.OpenAI]]:
+    """OpenAI SDK clients for the gateway, closed after the test."""
+    made: list[openai.OpenAI] = []
+
+    def make(api_key: str = KEY_A, base_url: str | None = None, **options: Any) -> openai.OpenAI:
+        client = openai.OpenAI(base_url=base_url or f"{gateway}/v1", api_key=api_key,
+                               max_retries=0, **options)
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        client.close()
+
+
+@pytest.fixture
+def client(connect: Callable[..., openai.OpenAI]) -> openai.OpenAI:
+    return connect()
