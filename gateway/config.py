@@ -214,16 +214,17 @@ def _check_references(raw: dict[str, Any], report) -> None:
     """Cross-field rules, checked on the raw data so they add to schema problems."""
     providers, models, tiers = (_section(raw, s) for s in ("providers", "models", "tiers"))
     for name, model in models.items():
-        if isinstance(model, dict) and isinstance(model.get("provider"), str):
-            if model["provider"] not in providers:
-                report(("models", name, "provider"),
-                       f"unknown provider '{model['provider']}'; add it under providers:")
+        provider = model.get("provider") if isinstance(model, dict) else None
+        if isinstance(provider, str) and provider not in providers:
+            report(("models", name, "provider"),
+                   f"unknown provider '{provider}'; add it under providers:")
     for tier, chain in tiers.items():
         if tier in models:
             report(("tiers", tier), f"'{tier}' is also a model name; rename the tier or the model")
         for i, entry in enumerate(chain if isinstance(chain, list) else []):
             if isinstance(entry, str) and entry not in models:
-                hint = "tiers list models, not other tiers" if entry in tiers else "add it under models:"
+                hint = ("tiers list models, not other tiers" if entry in tiers
+                        else "add it under models:")
                 report(("tiers", tier, i), f"unknown model '{entry}'; {hint}")
     keys = raw.get("keys") if isinstance(raw.get("keys"), list) else []
     seen_names: set[str] = set()
@@ -295,7 +296,8 @@ def _provider(name: str, ptype: str, p: ProviderSpec, missing_var: str | None) -
 def _model(name: str, m: ModelSpec, provider: Provider, report) -> Model | None:
     listed = pricemap.lookup(provider.type, m.model)
     if m.price is not None:
-        price = Price(m.price.input_per_mtok, m.price.output_per_mtok, m.price.cached_input_per_mtok)
+        given = m.price
+        price = Price(given.input_per_mtok, given.output_per_mtok, given.cached_input_per_mtok)
     elif listed and listed.input_per_mtok is not None and listed.output_per_mtok is not None:
         price = Price(listed.input_per_mtok, listed.output_per_mtok, listed.cached_input_per_mtok)
     else:

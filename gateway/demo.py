@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import tempfile
 from pathlib import Path
@@ -70,7 +71,8 @@ Claude through the OpenAI API, streamed:
 The OpenAI Python SDK:
   from openai import OpenAI
   client = OpenAI(base_url="{base}/v1", api_key="{DEMO_KEY}")
-  reply = client.chat.completions.create(model="fast", messages=[{{"role": "user", "content": "Hi"}}])
+  reply = client.chat.completions.create(
+      model="fast", messages=[{{"role": "user", "content": "Hi"}}])
   print(reply.model, reply.choices[0].message.content)
 
 Press Ctrl+C to stop.
@@ -98,8 +100,6 @@ async def _serve(port: int) -> None:
 
 
 def run_demo(port: int) -> int:
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(port))
-    except KeyboardInterrupt:
-        pass
     return 0

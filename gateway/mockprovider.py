@@ -313,7 +313,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Run the mock provider on loopback.")
     parser.add_argument("--port", type=int, default=9100)
     args = parser.parse_args()
-    web.run_app(MockProvider().app(), host="127.0.0.1", port=args.port, access_log=None,
+    web.run_app(MockProvider().app(), host="127.0.0.1", port=args.port, access_log=None, print=None,
                 handler_cancellation=True)
 
 

@@ -100,7 +100,8 @@ def openai_chunks(a: Answer, include_usage: bool) -> list[dict[str, Any]]:
                                           "function": {"name": a.tool_call[0], "arguments": ""}}]}))
         args = a.tool_arguments
         for i in range(0, len(args), 8):
-            out.append(chunk({"tool_calls": [{"index": 0, "function": {"arguments": args[i:i+8]}}]}))
+            part = {"index": 0, "function": {"arguments": args[i:i + 8]}}
+            out.append(chunk({"tool_calls": [part]}))
     out.append(chunk({}, a.finish_reason))
     if include_usage:
         out.append({**base, "choices": [], "usage": openai_usage(a)})

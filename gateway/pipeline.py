@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -34,7 +34,6 @@ class Outcome:
     body: bytes | None = None
     stream: AsyncIterator[bytes] | None = None
     status: int = 200
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def new_trace(config: Config, requested: str) -> Trace:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import email.utils
 import time
@@ -110,8 +109,3 @@ async def sse_data(lines: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         if line.startswith(b"data:"):
             yield line[5:].lstrip()
 
-
-async def cancel_quietly(task: asyncio.Task[Any]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task

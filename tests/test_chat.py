@@ -184,7 +184,8 @@ def test_falls_back_when_first_model_returns_529(client: openai.OpenAI, mock: Mo
     assert raw.headers["x-gateway-attempts"] == "2"
 
 
-def test_falls_back_when_provider_rejects_its_key(client: openai.OpenAI, mock: MockProvider) -> None:
+def test_falls_back_when_provider_rejects_its_key(client: openai.OpenAI,
+                                                  mock: MockProvider) -> None:
     mock.script("gpt-4o-mini", Step(status=401, error_message="Incorrect API key"))
     reply = client.chat.completions.create(model="fast", messages=HELLO)
     assert reply.model == "llama-groq"

@@ -96,7 +96,7 @@ def test_openai_compatible_server_with_its_own_base_needs_no_key(tmp_path: Path)
 ])
 def test_ollama_base_is_accepted_with_or_without_v1(tmp_path: Path, base: str,
                                                     expected: str) -> None:
-    text = VALID + f"""\
+    text = VALID + """\
   # appended
 """
     text = text.replace("  anthropic: {api_key: sk-y}\n",
@@ -120,8 +120,8 @@ BROKEN = [
     ("negative price", VALID.replace("model: gpt-4o-mini}", "model: gpt-4o-mini, price: "
                                      "{input_per_mtok: -1, output_per_mtok: 1}}"),
      "models.gpt.price.input_per_mtok: should be greater than or equal to 0"),
-    ("unset variable outside providers", VALID.replace("allow_anonymous: true",
-                                                       'allow_anonymous: true\n  redis_url: "${R}"'),
+    ("unset variable outside providers",
+     VALID.replace("allow_anonymous: true", 'allow_anonymous: true\n  redis_url: "${R}"'),
      "settings.redis_url: environment variable R is not set"),
     ("tier named like a model", VALID.replace("fast: [gpt, claude]", "gpt: [claude]"),
      "tiers.gpt: 'gpt' is also a model name"),
@@ -136,7 +136,8 @@ BROKEN = [
     ("bad enum", VALID.replace("allow_anonymous: true",
                                "allow_anonymous: true\n  budgets: {on_store_error: ignore}"),
      "settings.budgets.on_store_error: should be 'refuse' or 'allow'"),
-    ("duplicate key", VALID.replace("tiers:", "tiers:\n  fast: [gpt]"), "tiers.fast: duplicate key"),
+    ("duplicate key", VALID.replace("tiers:", "tiers:\n  fast: [gpt]"),
+     "tiers.fast: duplicate key"),
     ("not yaml", "providers: [unclosed", "not valid YAML"),
     ("claude with no output limit", VALID.replace("claude-sonnet-4-5}", "claude-custom, price: "
                                                   "{input_per_mtok: 1, output_per_mtok: 1}}"),
