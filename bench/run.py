@@ -133,6 +133,11 @@ async def scenarios(mock: str, gateway: str, seconds: float) -> list[tuple[str, 
     rows.append(("requests/s, concurrency 32", f"{d_rps:.0f} (direct)", f"{g_rps:.0f}"))
     stream_body = orjson.dumps({**BODY, "model": "gpt-4o-mini", "stream": True})
     gw_stream = orjson.dumps({**BODY, "stream": True})
+    d, _ = await run_load(direct_url, direct_h, stream_body, 1, 2000, seconds, stream=True)
+    g, _ = await run_load(gw_url, gw_h, gw_stream, 1, 2000, seconds, stream=True)
+    rows.append(("time to first token, 1 stream, p50",
+                 f"{statistics.median(d):.2f} ms (direct)",
+                 f"+{statistics.median(g) - statistics.median(d):.2f} ms"))
     d, _ = await run_load(direct_url, direct_h, stream_body, 8, 2000, seconds, stream=True)
     g, _ = await run_load(gw_url, gw_h, gw_stream, 8, 2000, seconds, stream=True)
     rows.append(("time to first token, 8 streams, p50",

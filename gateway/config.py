@@ -58,10 +58,10 @@ class Price:
 class Provider:
     name: str
     type: str
-    api_key: str | None
+    api_key: str | None = field(repr=False)  # never in a log line, even by accident
     api_base: str | None
     api_version: str | None
-    headers: dict[str, str]
+    headers: dict[str, str] = field(repr=False)
     unusable: str | None  # why no model of this provider can be called
 
 
@@ -81,7 +81,7 @@ class Model:
 @dataclass(frozen=True)
 class ApiKey:
     name: str
-    digest: bytes
+    digest: bytes = field(repr=False)
     daily_budget_usd: float | None
     allow: frozenset[str] | None  # None: every tier and model
 

@@ -37,9 +37,9 @@ def _for_client(chunk: dict[str, Any], include_usage: bool) -> bytes | None:
 async def relay(opened: OpenStream, include_usage: bool, trace: Trace,
                 request_id: str) -> AsyncIterator[bytes]:
     try:
-        for chunk in opened.head:
-            if (event := _for_client(chunk, include_usage)) is not None:
-                yield event
+        # Everything up to the first token goes out in one write.
+        head = (_for_client(chunk, include_usage) for chunk in opened.head)
+        yield b"".join(event for event in head if event is not None)
         while True:
             try:
                 async with asyncio.timeout(max(trace.remaining_s(), 0.001)):

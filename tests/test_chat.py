@@ -248,3 +248,14 @@ def test_stream_failing_after_its_first_token_ends_with_an_error_event(
     assert "".join(received) == "mock answer"
     assert "closed the connection" in caught.value.message
     assert mock.calls("llama-3.3-70b-versatile") == []
+
+
+def test_a_stream_that_hangs_before_its_first_token_falls_back(client: openai.OpenAI,
+                                                               mock: MockProvider) -> None:
+    mock.script("claude-sonnet-4-5", Step(hang=True))
+    with client.chat.completions.with_streaming_response.create(
+            model="smart", messages=HELLO, stream=True) as response:
+        assert response.headers["x-gateway-model"] == "gpt-backup"
+        assert response.headers["x-gateway-attempts"] == "2"
+        text = "".join(c.choices[0].delta.content or "" for c in response.parse() if c.choices)
+    assert text == mock.last_answer().text
