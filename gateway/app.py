@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import providers, upstream
 from gateway.config import Config, ConfigError, load_config
+from gateway.cooldown import Cooldowns
 from gateway.errors import GatewayError, InvalidRequest, MethodNotAllowed, NotFound
 from gateway.pipeline import Services
 from gateway.routes import router
@@ -105,7 +106,7 @@ def create_app(config: Config) -> FastAPI:
         if providers.needs_litellm(list(config.models.values())):
             await asyncio.to_thread(providers.preload_litellm)
         http = upstream.open_session(config.settings.timeouts)
-        app.state.services = Services(config=config, http=http)
+        app.state.services = Services(config=config, http=http, cooldowns=Cooldowns())
         for warning in config.warnings:
             log.warning("%s", warning)
         log.info("gateway ready: %d tiers, %d models, %d keys", len(config.tiers),

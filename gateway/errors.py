@@ -149,15 +149,35 @@ class Attempt:
 
 
 class ChainFailed(GatewayError):
-    """Every model of the chain failed or was skipped."""
+    """Every model of the chain failed or was skipped.
+
+    504 when every call timed out, 429 when every call was rate-limited, else 502.
+    The gateway has already retried and fallen back, so it tells SDKs not to
+    retry on top (`x-should-retry: false`): that stacking is how one request
+    becomes (1+N)^2 upstream calls.
+    """
 
     type = "api_error"
     code = "all_models_failed"
 
-    def __init__(self, requested: str, attempts: list[Attempt], skipped: list[str]):
+    def __init__(self, requested: str, attempts: list[Attempt], skipped: list[str],
+                 failures: list[ProviderError]):
         parts = [a.describe() for a in attempts] + skipped
         detail = "; ".join(parts) if parts else "no model to try"
         super().__init__(f"every model for '{requested}' failed: {detail}")
-        timed_out = bool(attempts) and all(a.status == 504 for a in attempts)
-        self.status = 504 if timed_out else 502
         self.attempts = attempts
+        self.retry_after_s: float | None = None
+        if failures and all(f.timed_out for f in failures):
+            self.status = 504
+        elif failures and all(f.status == 429 for f in failures):
+            self.status, self.type, self.code = 429, "rate_limit_error", "rate_limited"
+            waits = [f.retry_after_s for f in failures if f.retry_after_s is not None]
+            self.retry_after_s = min(waits) if waits else None
+        else:
+            self.status = 502
+
+    def headers(self) -> dict[str, str]:
+        headers = {"x-should-retry": "false"}
+        if self.retry_after_s is not None:
+            headers["retry-after"] = str(max(1, round(self.retry_after_s)))
+        return headers

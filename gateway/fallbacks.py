@@ -1,26 +1,34 @@
-"""The loop over the chain: try each usable model in order, collecting what each failure was.
+"""The loop over the chain: each usable model in order, with its retries, collecting each failure.
 
-A transient failure, a provider auth error or a context overflow moves on to
-the next model; a client error ends the request at once with the provider's
-status. A stream may move on until its first token (a non-empty text or
-tool-call delta) exists; the client has seen nothing before that.
+A transient failure is retried on the same model (retries.py), then falls back;
+a provider auth error or a context overflow falls back at once; a client error
+ends the request with the provider's status. A stream may fall back until its
+first token (a non-empty text or tool-call delta) exists: the client has seen
+nothing before that. Models in cooldown are skipped, unless every usable model
+is cooling: then they are tried anyway, since a cooldown must not become an outage.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 
+from gateway import retries
 from gateway.config import Model
+from gateway.cooldown import Cooldowns
 from gateway.errors import Attempt, ChainFailed, ProviderError
 from gateway.providers import adapter_for
-from gateway.schema import TimeoutSettings
+from gateway.schema import Settings
+
+log = logging.getLogger("gateway")
+T = TypeVar("T")
 
 
 @dataclass
@@ -31,6 +39,7 @@ class Trace:
     deadline: float  # loop time by which the whole request must be done
     attempts: list[Attempt] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    failures: list[ProviderError] = field(default_factory=list)
 
     def record(self, model: Model, started: float, error: ProviderError | None) -> None:
         latency_ms = round((time.perf_counter() - started) * 1000, 2)
@@ -38,9 +47,21 @@ class Trace:
             self.attempts.append(Attempt(model.name, 200, None, latency_ms))
         else:
             self.attempts.append(Attempt(model.name, error.status, error.message, latency_ms))
+            self.failures.append(error)
 
     def remaining_s(self) -> float:
         return self.deadline - asyncio.get_running_loop().time()
+
+
+@dataclass
+class Chain:
+    """The models of one request and what it needs to call them."""
+
+    models: tuple[Model, ...]
+    http: aiohttp.ClientSession
+    settings: Settings
+    cooldowns: Cooldowns
+    trace: Trace
 
 
 @dataclass
@@ -52,42 +73,85 @@ class OpenStream:
     rest: AsyncIterator[dict[str, Any]]
 
 
-def _usable(chain: tuple[Model, ...], trace: Trace) -> list[Model]:
-    models = []
-    for model in chain:
+def _candidates(chain: Chain) -> list[Model]:
+    usable = []
+    for model in chain.models:
         if model.unusable:
-            trace.skipped.append(f"{model.name}: skipped ({model.unusable})")
+            chain.trace.skipped.append(f"{model.name}: skipped ({model.unusable})")
         else:
-            models.append(model)
-    return models
+            usable.append(model)
+    warm = [m for m in usable if not chain.cooldowns.cooling(m.name)]
+    for model in usable:
+        if model not in warm and warm:
+            chain.trace.skipped.append(f"{model.name}: skipped (cooling down)")
+    return warm or usable
 
 
-def _call_timeout(trace: Trace, timeouts: TimeoutSettings) -> float:
-    remaining = trace.remaining_s()
+def _call_timeout_s(chain: Chain) -> float:
+    remaining = chain.trace.remaining_s()
     if remaining <= 0:
         raise TimeoutError
-    return min(timeouts.first_token_s, remaining)
+    return min(chain.settings.timeouts.first_token_s, remaining)
 
 
-async def complete(chain: tuple[Model, ...], body: dict[str, Any], http: aiohttp.ClientSession,
-                   timeouts: TimeoutSettings, trace: Trace) -> tuple[Model, dict[str, Any]]:
-    for model in _usable(chain, trace):
-        started = time.perf_counter()
+def _timed_out(chain: Chain, what: str) -> ProviderError:
+    limit = chain.settings.timeouts
+    if chain.trace.remaining_s() <= 0:
+        reason = f"the request's total_s ({limit.total_s:g}s) ran out"
+    else:
+        reason = f"no {what} within first_token_s ({limit.first_token_s:g}s)"
+    return ProviderError(reason, status=504, kind="transient", timed_out=True)
+
+
+async def _attempt(chain: Chain, model: Model, call: Callable[[], Awaitable[T]]) -> T:
+    """One provider call: recorded, and counted toward the model's cooldown if it failed."""
+    started = time.perf_counter()
+    try:
+        result = await call()
+    except ProviderError as error:
+        chain.trace.record(model, started, error)
+        if error.kind in ("transient", "auth"):
+            starts = chain.cooldowns.failed(model.name, chain.settings.cooldown,
+                                            at_once=error.kind == "auth")
+            if starts:
+                log.warning("model %s cools down for %gs after: %s %s", model.name,
+                            chain.settings.cooldown.for_s, error.status, error.message[:200])
+        raise
+    chain.trace.record(model, started, None)
+    return result
+
+
+async def _over_chain(chain: Chain, call: Callable[[Model], Awaitable[T]]) -> tuple[Model, T]:
+    models = _candidates(chain)
+    for position, model in enumerate(models):
+        if chain.trace.remaining_s() <= 0:
+            chain.trace.skipped += [f"{m.name}: not tried (the request's total_s ran out)"
+                                    for m in models[position:]]
+            break
+        async def attempt(model: Model = model) -> T:
+            return await _attempt(chain, model, lambda: call(model))
+
         try:
-            try:
-                async with asyncio.timeout(_call_timeout(trace, timeouts)):
-                    reply = await adapter_for(model).complete(http, model, body)
-            except TimeoutError as exc:
-                raise ProviderError(f"no answer within {timeouts.first_token_s:g}s", status=504,
-                                    kind="transient", timed_out=True) from exc
+            result = await retries.with_retries(attempt, chain.settings.retry,
+                                                chain.trace.remaining_s)
         except ProviderError as error:
-            trace.record(model, started, error)
             if not error.falls_back:
                 raise
             continue
-        trace.record(model, started, None)
-        return model, reply
-    raise ChainFailed(trace.requested, trace.attempts, trace.skipped)
+        return model, result
+    raise ChainFailed(chain.trace.requested, chain.trace.attempts, chain.trace.skipped,
+                      chain.trace.failures)
+
+
+async def complete(chain: Chain, body: dict[str, Any]) -> tuple[Model, dict[str, Any]]:
+    async def call(model: Model) -> dict[str, Any]:
+        try:
+            async with asyncio.timeout(_call_timeout_s(chain)):
+                return await adapter_for(model).complete(chain.http, model, body)
+        except TimeoutError as exc:
+            raise _timed_out(chain, "answer") from exc
+
+    return await _over_chain(chain, call)
 
 
 def has_token(chunk: dict[str, Any]) -> bool:
@@ -98,33 +162,23 @@ def has_token(chunk: dict[str, Any]) -> bool:
     return False
 
 
-async def open_stream(chain: tuple[Model, ...], body: dict[str, Any],
-                      http: aiohttp.ClientSession, timeouts: TimeoutSettings,
-                      trace: Trace) -> OpenStream:
-    for model in _usable(chain, trace):
-        started = time.perf_counter()
-        chunks = adapter_for(model).stream(http, model, body)
+async def open_stream(chain: Chain, body: dict[str, Any]) -> OpenStream:
+    async def call(model: Model) -> OpenStream:
+        chunks = adapter_for(model).stream(chain.http, model, body)
         head: list[dict[str, Any]] = []
         try:
-            try:
-                async with asyncio.timeout(_call_timeout(trace, timeouts)):
-                    async for chunk in chunks:
-                        head.append(chunk)
-                        if has_token(chunk):
-                            break
-            except TimeoutError as exc:
-                raise ProviderError(f"no first token within {timeouts.first_token_s:g}s",
-                                    status=504, kind="transient", timed_out=True) from exc
-        except ProviderError as error:
-            await chunks.aclose()
-            trace.record(model, started, error)
-            if not error.falls_back:
-                raise
-            continue
-        except BaseException:
+            async with asyncio.timeout(_call_timeout_s(chain)):
+                async for chunk in chunks:
+                    head.append(chunk)
+                    if has_token(chunk):
+                        break
+        except BaseException as exc:
             with contextlib.suppress(Exception):
                 await chunks.aclose()
+            if isinstance(exc, TimeoutError):
+                raise _timed_out(chain, "first token") from exc
             raise
-        trace.record(model, started, None)
         return OpenStream(model, head, chunks)
-    raise ChainFailed(trace.requested, trace.attempts, trace.skipped)
+
+    _, opened = await _over_chain(chain, call)
+    return opened

@@ -1,6 +1,6 @@
 """The story of one request, top to bottom, with no HTTP framework in it.
 
-    chain = routing.plan(...)                 # tier -> models; 404/403 before any I/O
+    models = routing.plan(...)                # tier -> models; 404/403 before any I/O
     reply = await fallbacks.complete(...)     # or fallbacks.open_stream(...)
     -> an Outcome: a JSON body, or an SSE stream, plus the x-gateway-* headers
 """
@@ -17,7 +17,8 @@ import orjson
 
 from gateway import fallbacks, routing, streaming
 from gateway.config import ApiKey, Config
-from gateway.fallbacks import Trace
+from gateway.cooldown import Cooldowns
+from gateway.fallbacks import Chain, Trace
 
 
 @dataclass
@@ -26,6 +27,7 @@ class Services:
 
     config: Config
     http: aiohttp.ClientSession
+    cooldowns: Cooldowns
 
 
 @dataclass
@@ -47,12 +49,12 @@ def _headers(model_name: str, trace: Trace) -> dict[str, str]:
 
 async def chat(services: Services, config: Config, key: ApiKey, body: dict[str, Any],
                trace: Trace, request_id: str) -> Outcome:
-    chain = routing.plan(config, key, trace.requested)
-    timeouts = config.settings.timeouts
+    models = routing.plan(config, key, trace.requested)
+    chain = Chain(models, services.http, config.settings, services.cooldowns, trace)
     if body.get("stream"):
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        opened = await fallbacks.open_stream(chain, body, services.http, timeouts, trace)
+        opened = await fallbacks.open_stream(chain, body)
         relay = streaming.relay(opened, include_usage, trace, request_id)
         return Outcome(headers=_headers(opened.model.name, trace), stream=relay)
-    model, reply = await fallbacks.complete(chain, body, services.http, timeouts, trace)
+    model, reply = await fallbacks.complete(chain, body)
     return Outcome(headers=_headers(model.name, trace), body=orjson.dumps(reply))

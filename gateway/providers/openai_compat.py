@@ -20,6 +20,8 @@ from gateway.errors import ProviderError, kind_for_status
 # Ollama serves its OpenAI-compatible API under /v1 of its documented base URL.
 PATH_PREFIX = {"ollama": "/v1"}
 CONTEXT_OVERFLOW_CODES = frozenset({"context_length_exceeded", "string_above_max_length"})
+# Ollama and vLLM say it only in words, with no structured code to go by.
+CONTEXT_OVERFLOW_PHRASES = ("exceeds the context length", "maximum context length")
 
 
 def _url(model: Model, endpoint: str) -> str:
@@ -44,7 +46,9 @@ def read_error(status: int, body: Any, headers: dict[str, str]) -> ProviderError
     else:
         message = str(error or body or "no message")[:500]
         code, etype, param = None, "api_error", None
-    kind = "overflow" if code in CONTEXT_OVERFLOW_CODES else kind_for_status(status)
+    overflow = code in CONTEXT_OVERFLOW_CODES or (
+        status == 400 and any(p in message.lower() for p in CONTEXT_OVERFLOW_PHRASES))
+    kind = "overflow" if overflow else kind_for_status(status)
     return ProviderError(message, status=status, kind=kind, type=etype, code=code, param=param,
                          retry_after_s=upstream.retry_after_s(headers))
 

@@ -1,0 +1,69 @@
+"""Retries of one model's call: transient failures only, with backoff, jitter and Retry-After.
+
+The only tenacity import. A retry happens when the failure is transient (429,
+5xx, 529, a connection error, a timeout), attempts remain (`max_retries`), the
+provider's `Retry-After` is no longer than `max_backoff_s`, and the wait still
+fits in the request's deadline; otherwise the error goes to the fallback loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential_jitter
+
+from gateway.errors import ProviderError
+from gateway.schema import RetrySettings
+
+T = TypeVar("T")
+
+
+def _failure(state: RetryCallState) -> ProviderError | None:
+    exc = state.outcome.exception() if state.outcome else None
+    return exc if isinstance(exc, ProviderError) else None
+
+
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, ProviderError) and exc.is_retryable
+
+
+class _Backoff:
+    """Retry-After when the provider gives one, else exponential backoff with jitter."""
+
+    def __init__(self, policy: RetrySettings):
+        self.policy = policy
+        self.exponential = wait_exponential_jitter(initial=policy.initial_backoff_s,
+                                                   max=policy.max_backoff_s,
+                                                   jitter=policy.initial_backoff_s)
+
+    def __call__(self, state: RetryCallState) -> float:
+        failure = _failure(state)
+        if failure is not None and failure.retry_after_s is not None:
+            return failure.retry_after_s
+        return float(self.exponential(state))
+
+    def longest(self, state: RetryCallState) -> float:
+        """The most the next wait can be, jitter included."""
+        failure = _failure(state)
+        if failure is not None and failure.retry_after_s is not None:
+            return failure.retry_after_s
+        exponential = self.policy.initial_backoff_s * 2 ** (state.attempt_number - 1)
+        return min(self.policy.max_backoff_s, exponential + self.policy.initial_backoff_s)
+
+
+async def with_retries(call: Callable[[], Awaitable[T]], policy: RetrySettings,
+                       remaining_s: Callable[[], float]) -> T:
+    backoff = _Backoff(policy)
+
+    def stop(state: RetryCallState) -> bool:
+        failure = _failure(state)
+        if state.attempt_number > policy.max_retries:
+            return True
+        if failure is not None and (failure.retry_after_s or 0) > policy.max_backoff_s:
+            return True  # the provider asks for longer than we wait: fall back now
+        return backoff.longest(state) >= remaining_s()
+
+    retrying = AsyncRetrying(retry=retry_if_exception(_retryable), stop=stop, wait=backoff,
+                             reraise=True)
+    return await retrying(call)
