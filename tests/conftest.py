@@ -135,8 +135,9 @@ def connect(gateway: str) -> Iterator[Callable[..., openai.OpenAI]]:
     made: list[openai.OpenAI] = []
 
     def make(api_key: str = KEY_A, base_url: str | None = None, **options: Any) -> openai.OpenAI:
+        options.setdefault("max_retries", 0)
         client = openai.OpenAI(base_url=base_url or f"{gateway}/v1", api_key=api_key,
-                               max_retries=0, **options)
+                               **options)
         made.append(client)
         return client
 
