@@ -36,11 +36,13 @@ def retry_after_s(headers: dict[str, str]) -> float | None:
     value = headers.get("retry-after")
     if not value:
         return None
-    try:
+    with contextlib.suppress(ValueError):
         return max(0.0, float(value))
-    except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value) if value else None
-        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (ValueError, TypeError):
+        return None  # unreadable: as if the provider had not said
+    return max(0.0, when.timestamp() - time.time())
 
 
 @contextlib.contextmanager

@@ -18,8 +18,8 @@ from gateway.mockprovider import MockProvider, Step
 from tests.conftest import KEY_A, sha, start_gateway
 
 HELLO = [{"role": "user", "content": "hello"}]
-TIERS = ["retry529", "retryafter", "longretryafter", "badrequest", "auth", "overflow",
-         "ollamaoverflow", "hang", "deadline", "streamfirst", "streamafter", "cooldown",
+TIERS = ["badretryafter", "retry529", "retryafter", "longretryafter", "badrequest", "auth",
+         "overflow", "ollamaoverflow", "hang", "deadline", "streamfirst", "streamafter", "cooldown",
          "allcooling", "ratelimited", "timedout", "attempts", "streamretry"]
 FIRST_TOKEN_S = 1.0
 TOTAL_S = 4.0
@@ -99,6 +99,12 @@ def test_retry_after_is_waited_for(client: openai.OpenAI, mock: MockProvider) ->
     served, attempts = ask(client, "retryafter")
     assert served == "retryafter-a" and attempts == 2
     assert time.monotonic() - started >= 1.0
+
+
+def test_an_unreadable_retry_after_is_ignored_not_an_internal_error(
+        client: openai.OpenAI, mock: MockProvider) -> None:
+    mock.script("badretryafter-a", Step(status=429, retry_after="soon"))
+    assert ask(client, "badretryafter") == ("badretryafter-a", 2)
 
 
 def test_retry_after_longer_than_max_backoff_falls_back_at_once(
