@@ -28,42 +28,28 @@ def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, ProviderError) and exc.is_retryable
 
 
-class _Backoff:
-    """Retry-After when the provider gives one, else exponential backoff with jitter."""
-
-    def __init__(self, policy: RetrySettings):
-        self.policy = policy
-        self.exponential = wait_exponential_jitter(initial=policy.initial_backoff_s,
-                                                   max=policy.max_backoff_s,
-                                                   jitter=policy.initial_backoff_s)
-
-    def __call__(self, state: RetryCallState) -> float:
-        failure = _failure(state)
-        if failure is not None and failure.retry_after_s is not None:
-            return failure.retry_after_s
-        return float(self.exponential(state))
-
-    def longest(self, state: RetryCallState) -> float:
-        """The most the next wait can be, jitter included."""
-        failure = _failure(state)
-        if failure is not None and failure.retry_after_s is not None:
-            return failure.retry_after_s
-        exponential = self.policy.initial_backoff_s * 2 ** (state.attempt_number - 1)
-        return min(self.policy.max_backoff_s, exponential + self.policy.initial_backoff_s)
-
-
 async def with_retries(call: Callable[[], Awaitable[T]], policy: RetrySettings,
                        remaining_s: Callable[[], float]) -> T:
-    backoff = _Backoff(policy)
+    exponential = wait_exponential_jitter(initial=policy.initial_backoff_s,
+                                          max=policy.max_backoff_s,
+                                          jitter=policy.initial_backoff_s)
+
+    def wait(state: RetryCallState) -> float:
+        """Retry-After when the provider gives one, else exponential backoff with jitter."""
+        failure = _failure(state)
+        if failure is not None and failure.retry_after_s is not None:
+            return failure.retry_after_s
+        return float(exponential(state))
 
     def stop(state: RetryCallState) -> bool:
+        # tenacity computes the wait before asking whether to stop: upcoming_sleep is it.
         failure = _failure(state)
         if state.attempt_number > policy.max_retries:
             return True
         if failure is not None and (failure.retry_after_s or 0) > policy.max_backoff_s:
             return True  # the provider asks for longer than we wait: fall back now
-        return backoff.longest(state) >= remaining_s()
+        return state.upcoming_sleep >= remaining_s()
 
-    retrying = AsyncRetrying(retry=retry_if_exception(_retryable), stop=stop, wait=backoff,
+    retrying = AsyncRetrying(retry=retry_if_exception(_retryable), stop=stop, wait=wait,
                              reraise=True)
     return await retrying(call)
