@@ -35,7 +35,6 @@ class Outcome:
     headers: dict[str, str]
     body: bytes | None = None
     stream: AsyncIterator[bytes] | None = None
-    status: int = 200
 
 
 def new_trace(config: Config, requested: str) -> Trace:

@@ -15,19 +15,22 @@ router = APIRouter()
 JSON = "application/json"
 
 
+def _too_large(max_body_mb: float) -> PayloadTooLarge:
+    return PayloadTooLarge(f"the body is over settings.max_body_mb ({max_body_mb:g} MB); "
+                           "send a smaller request")
+
+
 async def read_body(request: Request, max_body_mb: float) -> bytes:
     limit = int(max_body_mb * 1024 * 1024)
-    too_large = PayloadTooLarge(f"the body is over settings.max_body_mb ({max_body_mb:g} MB); "
-                                "send a smaller request")
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise too_large  # refused before reading a byte of it
+        raise _too_large(max_body_mb)  # refused before reading a byte of it
     parts: list[bytes] = []
     size = 0
     async for part in request.stream():
         size += len(part)
         if size > limit:
-            raise too_large
+            raise _too_large(max_body_mb)
         parts.append(part)
     return b"".join(parts)
 
@@ -45,8 +48,7 @@ async def chat_completions(request: Request) -> Response:
         headers = {**outcome.headers, "cache-control": "no-cache", "x-accel-buffering": "no"}
         return StreamingResponse(outcome.stream, media_type="text/event-stream",
                                  headers=headers)
-    return Response(outcome.body, status_code=outcome.status, media_type=JSON,
-                    headers=outcome.headers)
+    return Response(outcome.body, media_type=JSON, headers=outcome.headers)
 
 
 @router.get("/v1/models")

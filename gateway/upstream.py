@@ -23,9 +23,7 @@ def open_session(timeouts: TimeoutSettings) -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
     timeout = aiohttp.ClientTimeout(total=None, connect=timeouts.connect_s,
                                     sock_connect=timeouts.connect_s)
-    return aiohttp.ClientSession(connector=connector, timeout=timeout,
-                                 json_serialize=lambda o: orjson.dumps(o).decode(),
-                                 auto_decompress=True)
+    return aiohttp.ClientSession(connector=connector, timeout=timeout)
 
 
 def retry_after_s(headers: dict[str, str]) -> float | None:

@@ -53,9 +53,9 @@ def read_error(status: int, body: Any, headers: dict[str, str]) -> ProviderError
                          retry_after_s=upstream.retry_after_s(headers))
 
 
-async def complete(http: aiohttp.ClientSession, model: Model, body: dict[str, Any],
-                   endpoint: str = "chat/completions") -> dict[str, Any]:
-    reply = await upstream.post_json(http, _url(model, endpoint), _headers(model),
+async def complete(http: aiohttp.ClientSession, model: Model,
+                   body: dict[str, Any]) -> dict[str, Any]:
+    reply = await upstream.post_json(http, _url(model, "chat/completions"), _headers(model),
                                      {**body, "model": model.provider_model}, model.name,
                                      read_error)
     reply["model"] = model.name
