@@ -20,14 +20,15 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import providers, upstream
-from gateway.config import Config, ConfigError, load_config
+from gateway.config import CONFIG_ENV, Config, ConfigError, load_config
 from gateway.cooldown import Cooldowns
+from gateway.embedded_store import EMBEDDED_STORE_ENV
 from gateway.errors import GatewayError, InvalidRequest, MethodNotAllowed, NotFound
 from gateway.pipeline import Services
 from gateway.routes import router
+from gateway.store import Store
 
 log = logging.getLogger("gateway")
-CONFIG_ENV = "GATEWAY_CONFIG"
 
 
 class RequestIdMiddleware:
@@ -91,7 +92,8 @@ async def _on_http_error(request: Request, exc: Exception) -> Response:
                                                f"{request.url.path}")
     else:
         error = NotFound(f"no such endpoint: {request.method} {request.url.path}; the gateway "
-                         "serves /v1/chat/completions and /v1/models", code="not_found")
+                         "serves /v1/chat/completions, /v1/embeddings and /v1/models",
+                         code="not_found")
     return _error_response(request, error)
 
 
@@ -100,21 +102,31 @@ async def _on_validation_error(request: Request, exc: Exception) -> Response:
                                                    "fields against the OpenAI API"))
 
 
-def create_app(config: Config) -> FastAPI:
+def create_app(config: Config, store_url: str | None = None) -> FastAPI:
+    """`store_url` is the embedded store's, used when settings.redis_url is empty."""
+    url = config.settings.redis_url or store_url
+    if not url:
+        raise ValueError("no store: set settings.redis_url, or start the embedded store "
+                         "(embedded_store.running) and pass its URL")
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if providers.needs_litellm(list(config.models.values())):
             await asyncio.to_thread(providers.preload_litellm)
         http = upstream.open_session(config.settings.timeouts)
-        app.state.services = Services(config=config, http=http, cooldowns=Cooldowns())
+        store = Store(url)
+        app.state.services = Services(config=config, http=http, cooldowns=Cooldowns(),
+                                      store=store)
         for warning in config.warnings:
             log.warning("%s", warning)
-        log.info("gateway ready: %d tiers, %d models, %d keys", len(config.tiers),
-                 len(config.models), len(config.keys))
+        await store.problem()  # an unreachable store is logged now, not at the first request
+        log.info("gateway ready: %d tiers, %d models, %d keys; store: %s", len(config.tiers),
+                 len(config.models), len(config.keys), store.name)
         try:
             yield
         finally:
             await http.close()
+            await store.close()
 
     app = FastAPI(title="gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.include_router(router)
@@ -134,4 +146,4 @@ def create_app_from_env() -> FastAPI:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         raise SystemExit(1) from None
-    return create_app(config)
+    return create_app(config, os.environ.get(EMBEDDED_STORE_ENV))

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import os
 import secrets
 import sys
 from pathlib import Path
 
-from gateway.config import Config, ConfigError, load_config
+from gateway import embedded_store
+from gateway.config import CONFIG_ENV, Config, ConfigError, load_config
+from gateway.embedded_store import EMBEDDED_STORE_ENV, EmbeddedStoreError
 
 DEFAULT_PORT = 4000
 
 
 def _config_path(given: str | None) -> Path:
-    return Path(given or os.environ.get("GATEWAY_CONFIG") or "router.yaml")
+    return Path(given or os.environ.get(CONFIG_ENV) or "router.yaml")
 
 
 def _load_or_exit(path: Path) -> Config:
@@ -46,11 +49,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     path = _config_path(args.config).resolve()
-    _load_or_exit(path)  # exit 1 before serving anything
-    os.environ["GATEWAY_CONFIG"] = str(path)
-    uvicorn.run("gateway.app:create_app_from_env", factory=True, host=args.host, port=args.port,
-                workers=args.workers, loop="uvloop", http="httptools", access_log=False,
-                log_config=log_config(), timeout_graceful_shutdown=30)
+    config = _load_or_exit(path)  # exit 1 before serving anything
+    os.environ[CONFIG_ENV] = str(path)
+    with contextlib.ExitStack() as stack:
+        if not config.settings.redis_url:
+            data_dir = config.resolve_path(config.settings.data_dir)
+            try:
+                os.environ[EMBEDDED_STORE_ENV] = stack.enter_context(
+                    embedded_store.running(data_dir))
+            except EmbeddedStoreError as exc:
+                print(f"{path}: {exc}", file=sys.stderr)
+                return 1
+        uvicorn.run("gateway.app:create_app_from_env", factory=True, host=args.host,
+                    port=args.port, workers=args.workers, loop="uvloop", http="httptools",
+                    access_log=False, log_config=log_config(), timeout_graceful_shutdown=30)
     return 0
 
 

@@ -21,6 +21,7 @@ from gateway import pricemap
 from gateway.schema import ModelSpec, ProviderSpec, RouterFile, Settings
 from gateway.yamlpos import PositionIndex
 
+CONFIG_ENV = "GATEWAY_CONFIG"  # where `gateway serve` workers find router.yaml
 ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 # Base URLs as each provider documents them; the fast path appends its own endpoint.

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import uvicorn
 
+from gateway import embedded_store
 from gateway.app import create_app
 from gateway.cli import log_config
 from gateway.config import load_config
@@ -65,6 +66,10 @@ A tier (fast: gpt-4o-mini -> llama-groq -> llama-local):
 A fallback (claude-busy always answers 529; llama-groq serves; see x-gateway-attempts):
   {curl.format(model="fallback").replace("curl ", "curl -i ", 1)}
 
+The cache (send the same request twice: the second says x-gateway-cache: hit, costs nothing
+and calls no provider):
+  {curl.format(model="fast").replace("curl ", "curl -si ", 1)} | grep -i x-gateway-cache
+
 Claude through the OpenAI API, streamed:
   {curl.format(model="smart").replace('"messages"', '"stream": true, "messages"')}
 
@@ -79,27 +84,27 @@ Press Ctrl+C to stop.
 """
 
 
-async def _serve(port: int) -> None:
+async def _serve(port: int, tmp: Path, store_url: str) -> None:
     mock = MockProvider()
     mock.always["claude-always-overloaded"] = Step(status=529, error_message="Overloaded")
     runner, mock_port = await mock.serve()
-    with tempfile.TemporaryDirectory(prefix="gateway-demo-") as tmp:
-        path = Path(tmp) / "router.yaml"
-        digest = hashlib.sha256(DEMO_KEY.encode()).hexdigest()
-        path.write_text(ROUTER_YAML.format(mock=f"http://127.0.0.1:{mock_port}", digest=digest,
-                                           tmp=tmp))
-        app = create_app(load_config(path))
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                               log_config=log_config("WARNING"),
-                                               access_log=False))
-        print(examples(port), flush=True)
-        try:
-            await server.serve()
-        finally:
-            await runner.cleanup()
+    path = tmp / "router.yaml"
+    digest = hashlib.sha256(DEMO_KEY.encode()).hexdigest()
+    path.write_text(ROUTER_YAML.format(mock=f"http://127.0.0.1:{mock_port}", digest=digest,
+                                       tmp=tmp))
+    app = create_app(load_config(path), store_url)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_config=log_config("WARNING"), access_log=False))
+    print(examples(port), flush=True)
+    try:
+        await server.serve()
+    finally:
+        await runner.cleanup()
 
 
 def run_demo(port: int) -> int:
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(port))
+    with tempfile.TemporaryDirectory(prefix="gateway-demo-") as tmp, \
+            embedded_store.running(Path(tmp) / "data") as store_url, \
+            contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(port, Path(tmp), store_url))
     return 0

@@ -143,15 +143,27 @@ async def _over_chain(chain: Chain, call: Callable[[Model], Awaitable[T]]) -> tu
                       chain.trace.failures)
 
 
-async def complete(chain: Chain, body: dict[str, Any]) -> tuple[Model, dict[str, Any]]:
+async def _one_answer(chain: Chain, operation: str,
+                      body: dict[str, Any]) -> tuple[Model, dict[str, Any]]:
     async def call(model: Model) -> dict[str, Any]:
+        adapter_call = getattr(adapter_for(model), operation)
         try:
             async with asyncio.timeout(_call_timeout_s(chain)):
-                return await adapter_for(model).complete(chain.http, model, body)
+                reply: dict[str, Any] = await adapter_call(chain.http, model, body)
+                return reply
         except TimeoutError as exc:
             raise _timed_out(chain, "answer") from exc
 
     return await _over_chain(chain, call)
+
+
+async def complete(chain: Chain, body: dict[str, Any]) -> tuple[Model, dict[str, Any]]:
+    """A chat answer, not streamed."""
+    return await _one_answer(chain, "complete", body)
+
+
+async def embed(chain: Chain, body: dict[str, Any]) -> tuple[Model, dict[str, Any]]:
+    return await _one_answer(chain, "embed", body)
 
 
 def has_token(chunk: dict[str, Any]) -> bool:

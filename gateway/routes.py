@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
@@ -35,20 +37,35 @@ async def read_body(request: Request, max_body_mb: float) -> bytes:
     return b"".join(parts)
 
 
-@router.post("/v1/chat/completions")
-async def chat_completions(request: Request) -> Response:
+Parse = Callable[[bytes], dict[str, Any]]
+Handle = Callable[[pipeline.Services, pipeline.Call], Awaitable[pipeline.Outcome]]
+
+
+async def _serve(request: Request, parse: Parse, handle: Handle) -> Response:
     services: pipeline.Services = request.app.state.services
     config = services.config  # one configuration for the whole request, even across a reload
     key = auth.authenticate(request.headers, config)
-    body = validation.parse_chat(await read_body(request, config.settings.max_body_mb))
+    body = parse(await read_body(request, config.settings.max_body_mb))
     trace = pipeline.new_trace(config, body["model"])
     request.state.trace = trace
-    outcome = await pipeline.chat(services, config, key, body, trace, request.state.request_id)
+    call = pipeline.Call(config, key, body, trace, request.state.request_id,
+                         request.headers.get("cache-control"))
+    outcome = await handle(services, call)
     if outcome.stream is not None:
         headers = {**outcome.headers, "cache-control": "no-cache", "x-accel-buffering": "no"}
         return StreamingResponse(outcome.stream, media_type="text/event-stream",
                                  headers=headers)
     return Response(outcome.body, media_type=JSON, headers=outcome.headers)
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(request: Request) -> Response:
+    return await _serve(request, validation.parse_chat, pipeline.chat)
+
+
+@router.post("/v1/embeddings")
+async def embeddings(request: Request) -> Response:
+    return await _serve(request, validation.parse_embeddings, pipeline.embeddings)
 
 
 @router.get("/v1/models")
@@ -70,9 +87,16 @@ async def health() -> Response:
 async def ready(request: Request) -> Response:
     services = getattr(request.app.state, "services", None)
     if services is None:
-        body = {"status": "not ready", "reason": "no configuration is loaded"}
-        return Response(orjson.dumps(body), status_code=503, media_type=JSON)
+        return _not_ready("no configuration is loaded")
+    if problem := await services.store.problem():
+        return _not_ready(problem)
     config = services.config
     usable = sum(1 for m in config.models.values() if not m.unusable)
-    body = {"status": "ready", "models": len(config.models), "usable_models": usable}
+    body = {"status": "ready", "models": len(config.models), "usable_models": usable,
+            "store": services.store.name}
     return Response(orjson.dumps(body), media_type=JSON)
+
+
+def _not_ready(reason: str) -> Response:
+    body = {"status": "not ready", "reason": reason}
+    return Response(orjson.dumps(body), status_code=503, media_type=JSON)

@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
 
+from gateway import completions
 from gateway.errors import GatewayError, ProviderError
 from gateway.fallbacks import OpenStream, Trace
 
@@ -34,9 +35,17 @@ def _for_client(chunk: dict[str, Any], include_usage: bool) -> bytes | None:
     return sse_event(chunk)
 
 
-async def relay(opened: OpenStream, include_usage: bool, trace: Trace,
-                request_id: str) -> AsyncIterator[bytes]:
+# Called with the whole answer when the provider's stream ended normally.
+Finished = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+async def relay(opened: OpenStream, include_usage: bool, trace: Trace, request_id: str,
+                finished: Finished | None = None) -> AsyncIterator[bytes]:
+    assembler = completions.Assembler() if finished else None
     try:
+        for chunk in opened.head:
+            if assembler:
+                assembler.add(chunk)
         # Everything up to the first token goes out in one write.
         head = (_for_client(chunk, include_usage) for chunk in opened.head)
         yield b"".join(event for event in head if event is not None)
@@ -55,8 +64,12 @@ async def relay(opened: OpenStream, include_usage: bool, trace: Trace,
                             opened.model.name, error.status)
                 yield _error_event(error)
                 return
+            if assembler:
+                assembler.add(chunk)
             if (event := _for_client(chunk, include_usage)) is not None:
                 yield event
+        if finished and assembler:
+            await finished(assembler.completion())  # before [DONE]: the client waits for it
         yield DONE
     finally:
         with contextlib.suppress(Exception):
@@ -65,3 +78,9 @@ async def relay(opened: OpenStream, include_usage: bool, trace: Trace,
 
 def _error_event(error: GatewayError) -> bytes:
     return sse_event(error.body())
+
+
+async def replay(completion: dict[str, Any], include_usage: bool) -> AsyncIterator[bytes]:
+    """A cached answer as a stream, in one write: it is all here already."""
+    events = [sse_event(chunk) for chunk in completions.replay(completion, include_usage)]
+    yield b"".join([*events, DONE])

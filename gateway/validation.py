@@ -1,4 +1,4 @@
-"""The client's chat body: parsed once with orjson, checked for what a user gets wrong.
+"""Chat and embeddings bodies: parsed once with orjson, checked for what a user gets wrong.
 
 Only fields the gateway reads are checked; every other field passes through to
 the provider untouched.
@@ -32,12 +32,16 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def parse_chat(raw: bytes) -> dict[str, Any]:
-    body = parse_json_object(raw)
+def _require_model(body: dict[str, Any]) -> None:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidRequest("'model' is required: a tier or model name (GET /v1/models lists "
                              "them)", param="model")
+
+
+def parse_chat(raw: bytes) -> dict[str, Any]:
+    body = parse_json_object(raw)
+    _require_model(body)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest("'messages' must be a non-empty array of messages",
@@ -69,4 +73,31 @@ def parse_chat(raw: bytes) -> dict[str, Any]:
     tools = body.get("tools")
     if tools is not None and not isinstance(tools, list):
         raise InvalidRequest("'tools' must be an array", param="tools")
+    return body
+
+
+def _is_embedding_input(value: Any) -> bool:
+    if isinstance(value, str):
+        return bool(value)
+    if not isinstance(value, list) or not value:
+        return False
+    return (all(isinstance(item, str) and item for item in value)
+            or all(_is_int(item) for item in value)
+            or all(isinstance(item, list) and item and all(_is_int(t) for t in item)
+                   for item in value))
+
+
+def parse_embeddings(raw: bytes) -> dict[str, Any]:
+    body = parse_json_object(raw)
+    _require_model(body)
+    if not _is_embedding_input(body.get("input")):
+        raise InvalidRequest("'input' must be a non-empty string, an array of non-empty "
+                             "strings, or an array of token ids (or of token id arrays)",
+                             param="input")
+    dimensions = body.get("dimensions")
+    if dimensions is not None and (not _is_int(dimensions) or dimensions < 1):
+        raise InvalidRequest("'dimensions' must be a positive integer", param="dimensions")
+    if body.get("encoding_format") not in (None, "float", "base64"):
+        raise InvalidRequest("'encoding_format' must be 'float' or 'base64'",
+                             param="encoding_format")
     return body

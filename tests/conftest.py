@@ -59,6 +59,7 @@ settings:
   timeouts: {{connect_s: 2, first_token_s: 2, total_s: 20}}
   retry: {{max_retries: 0}}               # retries and cooldowns: tests/test_resilience.py
   cooldown: {{after_failures: 1000, for_s: 0}}
+  cache: {{enabled: false}}               # the cache: tests/test_cache.py
   data_dir: {tmp}/data
   usage_log: {tmp}/usage.jsonl
 """

@@ -44,6 +44,7 @@ def router_yaml(mock_url: str, tmp: Path) -> str:
               "  retry: {max_retries: 2, initial_backoff_s: 0.05, max_backoff_s: 2}",
               f"  timeouts: {{connect_s: 1, first_token_s: {FIRST_TOKEN_S}, total_s: {TOTAL_S}}}",
               f"  cooldown: {{after_failures: 3, window_s: 60, for_s: {COOL_FOR_S}}}",
+              "  cache: {enabled: false}",
               f"  data_dir: {tmp}/data", f"  usage_log: {tmp}/usage.jsonl"]
     return "\n".join(lines) + "\n"
 

@@ -1,8 +1,9 @@
 """Provider adapters: each turns an OpenAI request into one provider call and back.
 
-Every adapter is a module with the same two functions:
+Every adapter is a module with the same three functions:
     async complete(http, model, body) -> dict                    (a chat.completion)
     stream(http, model, body) -> AsyncIterator[dict]             (chat.completion.chunks)
+    async embed(http, model, body) -> dict                       (an embeddings list)
 and raises only ProviderError (or InvalidRequest for a body it cannot translate).
 """
 

@@ -70,3 +70,9 @@ async def stream(http: aiohttp.ClientSession, model: Model,
                     return
     raise ProviderError(f"{model.name}'s stream ended before message_stop", status=502,
                         kind="transient")
+
+
+async def embed(http: aiohttp.ClientSession, model: Model,
+                body: dict[str, Any]) -> dict[str, Any]:
+    raise ProviderError(f"{model.name} is an Anthropic model, and Anthropic serves no "
+                        "embeddings; ask for an embedding model", status=400, kind="client")

@@ -53,13 +53,23 @@ def read_error(status: int, body: Any, headers: dict[str, str]) -> ProviderError
                          retry_after_s=upstream.retry_after_s(headers))
 
 
-async def complete(http: aiohttp.ClientSession, model: Model,
-                   body: dict[str, Any]) -> dict[str, Any]:
-    reply = await upstream.post_json(http, _url(model, "chat/completions"), _headers(model),
+async def _post(http: aiohttp.ClientSession, model: Model, endpoint: str,
+                body: dict[str, Any]) -> dict[str, Any]:
+    reply = await upstream.post_json(http, _url(model, endpoint), _headers(model),
                                      {**body, "model": model.provider_model}, model.name,
                                      read_error)
     reply["model"] = model.name
     return reply
+
+
+async def complete(http: aiohttp.ClientSession, model: Model,
+                   body: dict[str, Any]) -> dict[str, Any]:
+    return await _post(http, model, "chat/completions", body)
+
+
+async def embed(http: aiohttp.ClientSession, model: Model,
+                body: dict[str, Any]) -> dict[str, Any]:
+    return await _post(http, model, "embeddings", body)
 
 
 async def stream(http: aiohttp.ClientSession, model: Model,

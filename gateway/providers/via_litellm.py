@@ -26,6 +26,7 @@ FORWARDED = frozenset({
     "seed", "tools", "tool_choice", "parallel_tool_calls", "response_format", "reasoning_effort",
     "stream_options", "modalities", "audio", "prediction",
 })
+EMBEDDINGS_FORWARDED = frozenset({"input", "dimensions", "encoding_format", "user"})
 
 
 def _litellm() -> ModuleType:
@@ -40,12 +41,13 @@ def _litellm() -> ModuleType:
 def preload() -> None:
     """Import litellm fully (about 3 s of CPU); call it off the event loop, at start-up."""
     module = _litellm()
-    for name in ("acompletion", "ContextWindowExceededError", "Timeout"):
+    for name in ("acompletion", "aembedding", "ContextWindowExceededError", "Timeout"):
         getattr(module, name)  # litellm imports lazily, on first attribute access
 
 
-def _kwargs(model: Model, body: dict[str, Any]) -> dict[str, Any]:
-    kwargs = {k: v for k, v in body.items() if k in FORWARDED}
+def _kwargs(model: Model, body: dict[str, Any],
+            forwarded: frozenset[str] = FORWARDED) -> dict[str, Any]:
+    kwargs = {k: v for k, v in body.items() if k in forwarded}
     kwargs.update(model=f"{model.provider.type}/{model.provider_model}", num_retries=0,
                   max_retries=0, drop_params=True)
     provider = model.provider
@@ -82,6 +84,18 @@ async def complete(http: aiohttp.ClientSession, model: Model,
     out: dict[str, Any] = reply.model_dump(exclude_none=True)
     out["model"] = model.name
     (out.get("usage") or {}).pop("cost", None)
+    return out
+
+
+async def embed(http: aiohttp.ClientSession, model: Model,
+                body: dict[str, Any]) -> dict[str, Any]:
+    litellm = _litellm()
+    try:
+        reply = await litellm.aembedding(**_kwargs(model, body, EMBEDDINGS_FORWARDED))
+    except openai.OpenAIError as exc:
+        raise _translate(exc, model, litellm) from exc
+    out: dict[str, Any] = reply.model_dump(exclude_none=True)
+    out["model"] = model.name
     return out
 
 

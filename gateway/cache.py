@@ -1,0 +1,125 @@
+"""The exact-match response cache: which requests share an answer, and reading and writing it.
+
+The key is the SHA-256 of canonical JSON (sorted keys, no whitespace) of the
+kind of request, the requested tier or model name, the chain behind it as
+configured (so a rerouted tier never serves another model's answers), and the
+request's fields. Every field of the OpenAI API is classified below as
+changing the answer or not, and a test fails when the SDK gains a field nobody
+classified. A field the gateway does not know (a provider's own parameter,
+such as Ollama's `num_ctx` or `top_k`) is in the key: an unknown field can cost
+a miss, never a wrong answer.
+
+Never in the key: the caller's key, `stream` and `stream_options` (a hit is
+replayed either way), `user`, metadata and other bookkeeping.
+
+The store failing is never an outage: a lookup that fails is a miss and a
+write that fails is skipped (store.py logs the outage once).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+
+from gateway import store as store_keys
+from gateway.config import Model
+from gateway.schema import CacheSettings
+from gateway.store import Store, StoreDown
+
+Kind = Literal["chat", "embeddings"]
+State = Literal["hit", "miss", "bypass", "off"]  # the x-gateway-cache header
+
+CHAT_ANSWER_FIELDS = frozenset({
+    "messages", "tools", "tool_choice", "parallel_tool_calls", "functions", "function_call",
+    "response_format", "temperature", "top_p", "max_tokens", "max_completion_tokens", "stop",
+    "seed", "n", "presence_penalty", "frequency_penalty", "logit_bias", "logprobs",
+    "top_logprobs", "reasoning_effort", "verbosity", "modalities", "audio", "prediction",
+    "web_search_options", "moderation",
+})
+CHAT_BOOKKEEPING_FIELDS = frozenset({
+    "model",  # the requested name is in the key on its own
+    "stream", "stream_options", "user", "metadata", "store", "safety_identifier",
+    "service_tier", "prompt_cache_key", "prompt_cache_options", "prompt_cache_retention",
+})
+EMBEDDINGS_ANSWER_FIELDS = frozenset({"input", "dimensions", "encoding_format"})
+EMBEDDINGS_BOOKKEEPING_FIELDS = frozenset({"model", "user"})
+
+NOT_IN_KEY: dict[Kind, frozenset[str]] = {"chat": CHAT_BOOKKEEPING_FIELDS,
+                                          "embeddings": EMBEDDINGS_BOOKKEEPING_FIELDS}
+# A choice that ended for one of these is a whole answer; content_filter is not kept.
+COMPLETE_FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "function_call"})
+
+
+@dataclass
+class Lookup:
+    """What the cache does for one request, and what it did (`state`)."""
+
+    state: State
+    key: str | None = None
+    reads: bool = False
+    writes: bool = False
+    ttl_s: int = 0
+
+
+def digest(kind: Kind, requested: str, models: tuple[Model, ...], body: dict[str, Any]) -> str:
+    fields = {name: value for name, value in body.items() if name not in NOT_IN_KEY[kind]}
+    chain = [[m.name, m.provider.type, m.provider_model] for m in models]
+    canonical = orjson.dumps([kind, requested, chain, fields], option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(canonical).hexdigest()
+
+
+def plan(settings: CacheSettings, cache_control: str | None, kind: Kind, requested: str,
+         models: tuple[Model, ...], body: dict[str, Any]) -> Lookup:
+    if not settings.enabled:
+        return Lookup("off")
+    directives = {part.strip().lower() for part in (cache_control or "").split(",")}
+    if "no-store" in directives:
+        return Lookup("bypass")
+    key = store_keys.cache_key(digest(kind, requested, models, body))
+    if "no-cache" in directives:  # skip the lookup, refresh the entry
+        return Lookup("bypass", key, reads=False, writes=True, ttl_s=settings.ttl_s)
+    return Lookup("miss", key, reads=True, writes=True, ttl_s=settings.ttl_s)
+
+
+@dataclass(frozen=True)
+class Hit:
+    model: str  # the router.yaml model that made the answer
+    answer: bytes  # the JSON body, as first sent
+
+
+async def get(store: Store, lookup: Lookup) -> Hit | None:
+    if not lookup.reads or lookup.key is None:
+        return None
+    try:
+        entry = await store.get(lookup.key)
+    except StoreDown:
+        lookup.state, lookup.writes = "off", False
+        return None
+    if entry is None:
+        return None
+    lookup.state = "hit"
+    # The entry is the model's name as a JSON string, a newline, then the answer as sent:
+    # a hit needs no parsing unless it is replayed as a stream.
+    name, _, answer = entry.partition(b"\n")
+    return Hit(orjson.loads(name), answer)
+
+
+async def put(store: Store, lookup: Lookup, model: str, answer: bytes) -> None:
+    if not lookup.writes or lookup.key is None:
+        return
+    with contextlib.suppress(StoreDown):
+        await store.set(lookup.key, orjson.dumps(model) + b"\n" + answer, lookup.ttl_s)
+
+
+def is_complete_chat(reply: dict[str, Any]) -> bool:
+    choices = reply.get("choices")
+    return bool(choices) and all(c.get("finish_reason") in COMPLETE_FINISH_REASONS
+                                 for c in choices)
+
+
+def is_complete_embeddings(reply: dict[str, Any]) -> bool:
+    return bool(reply.get("data"))

