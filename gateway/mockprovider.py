@@ -143,7 +143,7 @@ class MockProvider:
             if path.endswith("/chat/completions"):
                 return await self._openai_chat(request, body)
             if path.endswith("/embeddings"):
-                return self._openai_embeddings(body)
+                return await self._openai_embeddings(body)
             if path == "/v1/messages":
                 return await self._anthropic(request, body)
             if path == "/api/chat":
@@ -179,7 +179,12 @@ class MockProvider:
         events = [mockwire.sse(c) for c in mockwire.openai_chunks(answer, include_usage)]
         return await _stream(request, step, [*events, b"data: [DONE]\n\n"], "text/event-stream")
 
-    def _openai_embeddings(self, body: dict[str, Any]) -> web.Response:
+    async def _openai_embeddings(self, body: dict[str, Any]) -> web.Response:
+        step = self._next(str(body.get("model")))
+        await self._before(step)
+        if step.status != 200:
+            error = mockwire.openai_error(step.status, step.error_message, step.error_code)
+            return self._error(step, error)
         inputs = body.get("input")
         items = inputs if isinstance(inputs, list) and inputs and not isinstance(
             inputs[0], int) else [inputs]

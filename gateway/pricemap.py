@@ -66,9 +66,12 @@ def lookup(provider_type: str, provider_model: str) -> ListedModel | None:
     if not isinstance(entry, dict):
         return None
     max_output = entry.get("max_output_tokens") or entry.get("max_tokens")
+    output = _per_mtok(entry, "output_cost_per_token")
+    if output is None and entry.get("mode") == "embedding":
+        output = 0.0  # an embedding model produces no tokens; the map leaves the price out
     return ListedModel(
         input_per_mtok=_per_mtok(entry, "input_cost_per_token"),
-        output_per_mtok=_per_mtok(entry, "output_cost_per_token"),
+        output_per_mtok=output,
         cached_input_per_mtok=_per_mtok(entry, "cache_read_input_token_cost"),
         max_output_tokens=max_output if isinstance(max_output, int) else None,
     )

@@ -28,6 +28,7 @@ providers:
   groq:      {{api_key: gsk-test, api_base: "{mock}/openai/v1"}}
   ollama:    {{api_base: "{mock}"}}
   deepseek:  {{api_key: deepseek-test, api_base: "{mock}/v1"}}
+  mistral:   {{api_key: mistral-test, api_base: "{mock}/v1"}}
   nosecret:  {{type: openai, api_key: "${{TEST_UNSET_SECRET}}"}}
 
 models:
@@ -44,11 +45,15 @@ models:
   deepseek:    {{provider: deepseek, model: deepseek-chat,
                 price: {{input_per_mtok: 0.27, output_per_mtok: 1.1}}}}
   ghost:       {{provider: nosecret, model: gpt-4o}}
+  embed:        {{provider: openai, model: text-embedding-3-small}}
+  embed-backup: {{provider: openai, model: text-embedding-3-large}}
+  mistral-embed: {{provider: mistral, model: mistral-embed}}
 
 tiers:
   fast:     [gpt, llama-groq, llama-local]
   smart:    [claude, gpt-backup]
   resilient: [ghost, claude-slow, gpt-backup]
+  vectors:   [embed, embed-backup]
 
 keys:
   - {{name: team-a, key_sha256: {digest_a}}}
@@ -62,7 +67,55 @@ settings:
   cache: {{enabled: false}}               # the cache: tests/test_cache.py
   data_dir: {tmp}/data
   usage_log: {tmp}/usage.jsonl
+  redis_url: "{redis_url}"
 """
+
+
+REDIS_SERVER = os.environ.get("REDIS_SERVER", "/usr/bin/redis-server")
+
+
+class RedisServer:
+    """A real redis-server on a loopback port, that a test may kill and start again."""
+
+    def __init__(self, directory: Path):
+        if not os.access(REDIS_SERVER, os.X_OK):
+            pytest.fail(f"these tests need a real redis-server at {REDIS_SERVER}: run "
+                        "`apt-get update && apt-get install -y redis-server` (or set "
+                        "REDIS_SERVER to a redis-server binary)", pytrace=False)
+        self.directory = directory
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> RedisServer:
+        self.process = subprocess.Popen(
+            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.directory)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        return self
+            except OSError:
+                time.sleep(0.01)
+        raise RuntimeError(f"redis-server did not answer on port {self.port}")
+
+    def kill(self) -> None:
+        """Like a crash: no shutdown, no save."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+            self.process = None
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.kill()
 
 
 def free_port() -> int:
@@ -101,23 +154,26 @@ def wait_healthy(base_url: str, process: subprocess.Popen[bytes], log: Path) -> 
 
 
 def start_gateway(config: Path, log: Path, env: dict[str, str] | None = None,
-                  ) -> tuple[subprocess.Popen[bytes], str]:
+                  workers: int = 1) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "gateway", "serve", "--config", str(config), "--port",
-             str(port)], stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+             str(port), "--workers", str(workers)], stdout=out, stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})})
     base_url = f"http://127.0.0.1:{port}"
     wait_healthy(base_url, process, log)
     return process, base_url
 
 
 @pytest.fixture(scope="session")
-def gateway_files(mock: MockProvider, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def gateway_files(mock: MockProvider, redis_server: RedisServer,
+                  tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("gateway")
     config = tmp / "router.yaml"
     config.write_text(ROUTER_YAML.format(mock=mock.base_url, digest_a=sha(KEY_A),  # type: ignore[attr-defined]
-                                         digest_b=sha(KEY_B), tmp=tmp))
+                                         digest_b=sha(KEY_B), tmp=tmp,
+                                         redis_url=redis_server.url))
     return tmp
 
 

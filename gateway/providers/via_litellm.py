@@ -94,7 +94,8 @@ async def embed(http: aiohttp.ClientSession, model: Model,
         reply = await litellm.aembedding(**_kwargs(model, body, EMBEDDINGS_FORWARDED))
     except openai.OpenAIError as exc:
         raise _translate(exc, model, litellm) from exc
-    out: dict[str, Any] = reply.model_dump(exclude_none=True)
+    # litellm's type says list[float]; a base64 answer is a string, and correct as such.
+    out: dict[str, Any] = reply.model_dump(exclude_none=True, warnings=False)
     out["model"] = model.name
     return out
 
