@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import itertools
 import os
 import platform
 import socket
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -82,21 +84,23 @@ async def first_token(session: aiohttp.ClientSession, url: str, headers: dict[st
     raise RuntimeError("stream had no content")
 
 
-async def run_load(url: str, headers: dict[str, str], body: bytes, concurrency: int,
-                   max_requests: int, seconds: float, stream: bool = False,
+async def run_load(url: str, headers: dict[str, str], body: bytes | Callable[[], bytes],
+                   concurrency: int, max_requests: int, seconds: float, stream: bool = False,
                    ) -> tuple[list[float], float]:
+    """`body` may be a function, for a new body on every request."""
+    next_body = body if callable(body) else lambda: body
     latencies: list[float] = []
     deadline = time.perf_counter() + seconds
     call = first_token if stream else one
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
         for _ in range(min(50, max_requests)):  # warm up pools and caches
-            await call(session, url, headers, body)
+            await call(session, url, headers, next_body())
         started = time.perf_counter()
 
         async def worker() -> None:
             while len(latencies) < max_requests and time.perf_counter() < deadline:
-                latencies.append(await call(session, url, headers, body))
+                latencies.append(await call(session, url, headers, next_body()))
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
@@ -115,10 +119,16 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
 async def scenarios(mock: str, gateway: str, seconds: float) -> list[tuple[str, str, str]]:
     direct_url, gw_url = f"{mock}/v1/chat/completions", f"{gateway}/v1/chat/completions"
     direct_h = {"content-type": "application/json", "authorization": "Bearer x"}
-    gw_h = {"content-type": "application/json", "authorization": f"Bearer {KEY}"}
+    # Cache off for every scenario but the cache's own: no-store skips the store entirely.
+    gw_h = {"content-type": "application/json", "authorization": f"Bearer {KEY}",
+            "cache-control": "no-store"}
     body = orjson.dumps({**BODY, "model": "gpt-4o-mini"})
     gw_body = orjson.dumps(BODY)
     rows = []
@@ -128,6 +138,20 @@ async def scenarios(mock: str, gateway: str, seconds: float) -> list[tuple[str, 
                  f"{statistics.median(d):.2f} / {pct(d, .99):.2f} ms (direct)",
                  f"+{statistics.median(g) - statistics.median(d):.2f} / "
                  f"+{pct(g, .99) - pct(d, .99):.2f} ms"))
+    cached_h = {k: v for k, v in gw_h.items() if k != "cache-control"}
+    c, _ = await run_load(gw_url, cached_h, gw_body, 1, 3000, seconds)  # all hits but one
+    rows.append(("cache hit, concurrency 1, p50 / p99, against the direct call",
+                 "", f"{statistics.median(c) - statistics.median(d):+.2f} / "
+                     f"{pct(c, .99) - pct(d, .99):+.2f} ms"))
+    seeds = itertools.count()
+
+    def unique() -> bytes:  # a new cache key each time: all misses
+        return orjson.dumps({**BODY, "seed": next(seeds)})
+
+    m, _ = await run_load(gw_url, cached_h, unique, 1, 3000, seconds)
+    rows.append(("cache miss (lookup + store), concurrency 1, p50 / p99",
+                 "", f"+{statistics.median(m) - statistics.median(d):.2f} / "
+                     f"+{pct(m, .99) - pct(d, .99):.2f} ms"))
     _, d_rps = await run_load(direct_url, direct_h, body, 32, 50_000, seconds)
     _, g_rps = await run_load(gw_url, gw_h, gw_body, 32, 50_000, seconds)
     rows.append(("requests/s, concurrency 32", f"{d_rps:.0f} (direct)", f"{g_rps:.0f}"))
@@ -175,13 +199,15 @@ def main() -> None:
             start_s = time.perf_counter() - started
             wait_for(f"http://127.0.0.1:{mock_port}/health")
             idle_mb = rss_mb(gateway.pid)
+            store_mb = sum(rss_mb(child) for child in children(gateway.pid))  # embedded store
             rows = asyncio.run(scenarios(f"http://127.0.0.1:{mock_port}",
                                          f"http://127.0.0.1:{gw_port}", args.seconds))
         finally:
             for process in processes:
                 process.terminate()
                 process.wait(10)
-    rows += [("idle memory (RSS)", "", f"{idle_mb:.0f} MB"),
+    rows += [("idle memory (RSS)", "", f"{idle_mb:.0f} MB, and {store_mb:.0f} MB for the "
+                                        "embedded store"),
              ("start to healthy", "", f"{start_s:.2f} s")]
     print(f"\n{datetime.now(UTC):%Y-%m-%d}, {platform.machine()}, {os.cpu_count()} cores, "
           f"Python {platform.python_version()}, `python bench/run.py --seconds {args.seconds:g}`\n")
