@@ -93,7 +93,7 @@ async def ready(request: Request) -> Response:
     config = services.config
     usable = sum(1 for m in config.models.values() if not m.unusable)
     body = {"status": "ready", "models": len(config.models), "usable_models": usable,
-            "store": services.store.name}
+            "store": services.store.kind}
     return Response(orjson.dumps(body), media_type=JSON)
 
 

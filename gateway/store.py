@@ -30,7 +30,7 @@ RETRY_DOWN_AFTER_S = 1.0
 
 
 class StoreDown(Exception):
-    """The store did not answer; the message is safe to log (no password)."""
+    """The store did not answer; the message names no address, so a client may read it."""
 
 
 def cache_key(digest: str) -> str:
@@ -48,7 +48,8 @@ def describe(url: str) -> str:
 
 class Store:
     def __init__(self, url: str):
-        self.name = describe(url)
+        self.name = describe(url)  # for logs
+        self.kind = "embedded" if url.startswith("unix://") else "redis"  # for clients
         # One immediate retry: after a Redis restart the pooled connections are dead,
         # and the first command on each finds out; a fresh connection then succeeds.
         self.redis = Redis.from_url(url, socket_timeout=TIMEOUT_S,
@@ -60,12 +61,13 @@ class Store:
     async def run(self, op: Callable[[Redis], Awaitable[T]], *, probe: bool = False) -> T:
         """Run `op` against Redis; `probe` tries even inside the fail-fast second."""
         if self._down_since is not None and not probe and time.monotonic() < self._next_try:
-            raise StoreDown(f"{self.name} is unreachable")
+            raise StoreDown(f"the {self.kind} store does not answer")
         try:
             result = await op(self.redis)
         except (RedisError, OSError) as exc:
             self._failed(exc)
-            raise StoreDown(f"{self.name} does not answer ({type(exc).__name__})") from exc
+            raise StoreDown(f"the {self.kind} store does not answer "
+                            f"({type(exc).__name__})") from exc
         if self._down_since is not None:
             log.warning("store %s answers again after %.1fs", self.name,
                         time.monotonic() - self._down_since)
