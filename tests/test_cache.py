@@ -110,25 +110,16 @@ def test_an_identical_request_is_answered_from_the_cache_without_a_provider_call
     assert float(hit["x-gateway-cost-usd"]) == 0
 
 
+@pytest.mark.parametrize("stream_first", [True, False],
+                         ids=["stream-then-plain", "plain-then-stream"])
 @pytest.mark.parametrize("model", ["fast", "smart"])
-def test_a_streamed_answer_serves_a_plain_request_with_identical_text(
-        client: openai.OpenAI, mock: MockProvider, model: str) -> None:
+def test_streamed_and_plain_requests_share_entries_with_identical_text(
+        client: openai.OpenAI, mock: MockProvider, model: str, stream_first: bool) -> None:
     prompt = fresh()
-    streamed, miss = ask_streamed(client, prompt, model)
-    plain, hit = ask(client, prompt, model)
+    order = (ask_streamed, ask) if stream_first else (ask, ask_streamed)
+    (first, miss), (second, hit) = (send(client, prompt, model) for send in order)
     assert (miss["x-gateway-cache"], hit["x-gateway-cache"]) == ("miss", "hit")
-    assert plain == streamed == mock.last_answer().text
-    assert calls(mock, model) == 1
-
-
-@pytest.mark.parametrize("model", ["fast", "smart"])
-def test_a_plain_answer_is_replayed_to_a_stream_with_identical_text(
-        client: openai.OpenAI, mock: MockProvider, model: str) -> None:
-    prompt = fresh()
-    plain, _ = ask(client, prompt, model)
-    streamed, hit = ask_streamed(client, prompt, model)
-    assert hit["x-gateway-cache"] == "hit"
-    assert streamed == plain == mock.last_answer().text
+    assert second == first == mock.last_answer().text
     assert calls(mock, model) == 1
 
 
