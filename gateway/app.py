@@ -19,7 +19,8 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway import providers, upstream
+from gateway import providers, tokens, upstream
+from gateway.budget import Budgets
 from gateway.config import CONFIG_ENV, Config, ConfigError, load_config
 from gateway.cooldown import Cooldowns
 from gateway.embedded_store import EMBEDDED_STORE_ENV
@@ -113,10 +114,15 @@ def create_app(config: Config, store_url: str | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if providers.needs_litellm(list(config.models.values())):
             await asyncio.to_thread(providers.preload_litellm)
+        if any(key.daily_budget_usd is not None for key in config.keys):
+            await asyncio.to_thread(tokens.preload)
         http = upstream.open_session(config.settings.timeouts)
         store = Store(url)
-        app.state.services = Services(config=config, http=http, cooldowns=Cooldowns(),
-                                      store=store)
+        # A reservation outlives any request (total_s bounds them all), plus a margin.
+        budgets = Budgets(store, hold_s=int(config.settings.timeouts.total_s) + 30)
+        services = Services(config=config, http=http, cooldowns=Cooldowns(), store=store,
+                            budgets=budgets)
+        app.state.services = services
         for warning in config.warnings:
             log.warning("%s", warning)
         await store.problem()  # an unreachable store is logged now, not at the first request
@@ -125,6 +131,9 @@ def create_app(config: Config, store_url: str | None = None) -> FastAPI:
         try:
             yield
         finally:
+            if services.tasks:  # settlements of streams that just ended
+                await asyncio.wait(services.tasks, timeout=5)
+            budgets.close()
             await http.close()
             await store.close()
 

@@ -7,7 +7,7 @@ import hmac
 from collections.abc import Mapping
 
 from gateway.config import ApiKey, Config
-from gateway.errors import Unauthorized
+from gateway.errors import NotFound, Unauthorized
 
 ANONYMOUS = ApiKey(name="anonymous", digest=b"", daily_budget_usd=None, allow=None)
 
@@ -39,3 +39,16 @@ def authenticate(headers: Mapping[str, str], config: Config) -> ApiKey:
         raise Unauthorized("invalid API key: check the key you were given by your gateway "
                            "operator")
     return found
+
+
+def authenticate_admin(headers: Mapping[str, str], config: Config) -> None:
+    """The master key, or 401; with no master key configured, /admin does not exist."""
+    master = config.settings.master_key
+    if not master:
+        raise NotFound("no such endpoint: /admin is off until settings.master_key is set",
+                       code="not_found")
+    presented = presented_key(headers) or ""
+    if not hmac.compare_digest(hashlib.sha256(presented.encode()).digest(),
+                               hashlib.sha256(master.encode()).digest()):
+        raise Unauthorized("the /admin endpoints need the master key (settings.master_key), "
+                           "sent as 'Authorization: Bearer <key>'")

@@ -115,10 +115,12 @@ async def put(store: Store, lookup: Lookup, model: str, answer: bytes) -> None:
         await store.set(lookup.key, orjson.dumps(model) + b"\n" + answer, lookup.ttl_s)
 
 
-def is_complete_chat(reply: dict[str, Any]) -> bool:
+def is_complete_chat(reply: dict[str, Any], length_ok: bool = True) -> bool:
+    """`length_ok` False: the gateway lowered max_tokens, so an answer cut by it is not the
+    answer to the request as the client sent it."""
+    reasons = COMPLETE_FINISH_REASONS if length_ok else COMPLETE_FINISH_REASONS - {"length"}
     choices = reply.get("choices")
-    return bool(choices) and all(c.get("finish_reason") in COMPLETE_FINISH_REASONS
-                                 for c in choices)
+    return bool(choices) and all(c.get("finish_reason") in reasons for c in choices)
 
 
 def is_complete_embeddings(reply: dict[str, Any]) -> bool:

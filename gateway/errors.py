@@ -7,6 +7,7 @@
     ├── NotFound             404      unknown tier, model or path
     ├── MethodNotAllowed     405
     ├── PayloadTooLarge      413      body over settings.max_body_mb
+    ├── BudgetExceeded       429      the key's daily budget cannot pay for the request
     ├── NotReady             503      no usable configuration or store
     ├── ProviderError        (the provider's status)  one failed provider call
     └── ChainFailed          502/504  every model of the chain failed
@@ -86,6 +87,17 @@ class PayloadTooLarge(GatewayError):
     status = 413
     type = "invalid_request_error"
     code = "request_too_large"
+
+
+class BudgetExceeded(GatewayError):
+    """Retrying cannot help before the budget resets, so SDKs are told not to."""
+
+    status = 429
+    type = "insufficient_quota"
+    code = "budget_exceeded"
+
+    def headers(self) -> dict[str, str]:
+        return {"x-should-retry": "false"}
 
 
 class NotReady(GatewayError):

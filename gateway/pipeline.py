@@ -1,31 +1,33 @@
 """The story of one request, top to bottom, with no HTTP framework in it.
 
-    models = routing.plan(...)                # tier -> models; 404/403 before any I/O
-    lookup = cache.plan(...)                  # hit, miss, bypass or off
-    if cached := await cache.get(...): ...    # a hit calls no provider and costs nothing
-    reply = await fallbacks.complete(...)     # or open_stream / embed: retries and fallbacks
-    await cache.put(...)                      # complete answers only (a stream: at its end)
+    models = routing.plan(...)                  # tier -> models; 404/403 before any I/O
+    if hit := await cache.get(...): ...         # a hit calls no provider and costs nothing
+    metered = await meter.reserve(...)          # the worst case, atomically; 429 if unpayable
+    reply = await fallbacks.complete(...)       # or open_stream / embed: retries and fallbacks
+    await meter.settle(...); await cache.put(...)   # a stream: at its end, or when cut
     -> an Outcome: a JSON body, or an SSE stream, plus the x-gateway-* headers
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Coroutine
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import orjson
 
-from gateway import cache, fallbacks, routing, streaming
+from gateway import cache, cost, fallbacks, meter, routing, streaming
+from gateway.budget import Budgets
 from gateway.cache import Lookup
-from gateway.config import ApiKey, Config
+from gateway.config import ApiKey, Config, Model
 from gateway.cooldown import Cooldowns
 from gateway.fallbacks import Chain, Trace
+from gateway.meter import Metered
 from gateway.store import Store
 
-FREE = "0.000000"  # x-gateway-cost-usd of a cache hit
+FREE = cost.usd(0)  # x-gateway-cost-usd of a cache hit
 
 
 @dataclass
@@ -36,6 +38,15 @@ class Services:
     http: aiohttp.ClientSession
     cooldowns: Cooldowns
     store: Store
+    budgets: Budgets
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run `work` apart from the request (kept referenced until done)."""
+        task = asyncio.get_running_loop().create_task(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
 
 
 @dataclass
@@ -62,9 +73,9 @@ def new_trace(config: Config, requested: str) -> Trace:
     return Trace(requested=requested, deadline=deadline)
 
 
-def _headers(model_name: str, trace: Trace, lookup: Lookup) -> dict[str, str]:
-    return {"x-gateway-model": model_name, "x-gateway-attempts": str(len(trace.attempts)),
-            "x-gateway-cache": lookup.state}
+def _headers(model: Model, trace: Trace, lookup: Lookup, metered: Metered) -> dict[str, str]:
+    return {"x-gateway-model": model.name, "x-gateway-attempts": str(len(trace.attempts)),
+            "x-gateway-cache": lookup.state, **metered.headers}
 
 
 def _hit_headers(model_name: str) -> dict[str, str]:
@@ -89,28 +100,53 @@ async def chat(services: Services, call: Call) -> Outcome:
             replayed = streaming.replay(orjson.loads(hit.answer), include_usage)
             return Outcome(_hit_headers(hit.model), stream=replayed)
         return Outcome(_hit_headers(hit.model), body=hit.answer)
+    metered = await meter.reserve(services.budgets, call.config, call.key, chain.models,
+                                  call.body, "chat")
     if stream:
-        async def finished(answer: dict[str, Any]) -> None:
-            if cache.is_complete_chat(answer):
-                await cache.put(services.store, lookup, opened.model.name, orjson.dumps(answer))
-
-        opened = await fallbacks.open_stream(chain, call.body)
-        relay = streaming.relay(opened, include_usage, call.trace, call.request_id,
-                                finished if lookup.writes else None)
-        return Outcome(_headers(opened.model.name, call.trace, lookup), stream=relay)
-    model, reply = await fallbacks.complete(chain, call.body)
+        return await _chat_stream(services, chain, lookup, metered, call, include_usage)
+    try:
+        model, reply = await fallbacks.complete(chain, metered.body)
+    except BaseException:
+        services.spawn(meter.release(services.budgets, metered))
+        raise
+    await meter.settle(services.budgets, metered, model, reply)
     body = orjson.dumps(reply)
-    if cache.is_complete_chat(reply):
+    if cache.is_complete_chat(reply, length_ok=not metered.shortened):
         await cache.put(services.store, lookup, model.name, body)
-    return Outcome(_headers(model.name, call.trace, lookup), body=body)
+    return Outcome(_headers(model, call.trace, lookup, metered), body=body)
+
+
+async def _chat_stream(services: Services, chain: Chain, lookup: Lookup, metered: Metered,
+                       call: Call, include_usage: bool) -> Outcome:
+    try:
+        opened = await fallbacks.open_stream(chain, metered.body)
+    except BaseException:
+        services.spawn(meter.release(services.budgets, metered))
+        raise
+
+    async def ended(answer: dict[str, Any], complete: bool) -> None:
+        await meter.settle(services.budgets, metered, opened.model, answer)
+        if complete and cache.is_complete_chat(answer, length_ok=not metered.shortened):
+            await cache.put(services.store, lookup, opened.model.name, orjson.dumps(answer))
+
+    relay = streaming.relay(opened, include_usage, call.trace, call.request_id, ended,
+                            services.spawn)
+    return Outcome(_headers(opened.model, call.trace, lookup, metered), stream=relay)
 
 
 async def embeddings(services: Services, call: Call) -> Outcome:
     chain, lookup = _plan(services, call, "embeddings")
     if (hit := await cache.get(services.store, lookup)) is not None:
         return Outcome(_hit_headers(hit.model), body=hit.answer)
-    model, reply = await fallbacks.embed(chain, call.body)
+    metered = await meter.reserve(services.budgets, call.config, call.key, chain.models,
+                                  call.body, "embeddings")
+    try:
+        model, reply = await fallbacks.embed(chain, call.body)
+    except BaseException:
+        services.spawn(meter.release(services.budgets, metered))
+        raise
+    await meter.settle(services.budgets, metered, model, reply)
     body = orjson.dumps(reply)
     if cache.is_complete_embeddings(reply):
         await cache.put(services.store, lookup, model.name, body)
-    return Outcome(_headers(model.name, call.trace, lookup), body=body)
+    return Outcome(_headers(model, call.trace, lookup, metered), body=body)

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from datetime import date
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
-from gateway import auth, pipeline, routing, validation
-from gateway.errors import PayloadTooLarge
+from gateway import auth, budget, pipeline, routing, validation
+from gateway.errors import InvalidRequest, NotReady, PayloadTooLarge
+from gateway.store import StoreDown
 
 router = APIRouter()
 JSON = "application/json"
@@ -76,6 +78,47 @@ async def list_models(request: Request) -> Response:
     data = [{"id": name, "object": "model", "created": created, "owned_by": "gateway"}
             for name in routing.allowed_names(config, key)]
     return Response(orjson.dumps({"object": "list", "data": data}), media_type=JSON)
+
+
+def _usd(micro: int | None) -> float | None:
+    return None if micro is None else round(micro / 1_000_000, 6)
+
+
+@router.get("/v1/budget")
+async def key_budget(request: Request) -> Response:
+    services: pipeline.Services = request.app.state.services
+    key = auth.authenticate(request.headers, services.config)
+    day = budget.today()
+    try:
+        balance = await services.budgets.balance(key, day)
+    except StoreDown as exc:
+        raise NotReady(f"{exc}: the budget cannot be read now") from None
+    body = {"key": key.name, "budget_usd": _usd(budget.budget_microusd(key)),
+            "spent_usd": _usd(balance.spent), "reserved_usd": _usd(balance.reserved),
+            "remaining_usd": _usd(balance.remaining(key)), "resets_at": budget.resets_at(day)}
+    return Response(orjson.dumps(body), media_type=JSON)
+
+
+@router.get("/admin/spend")
+async def admin_spend(request: Request) -> Response:
+    services: pipeline.Services = request.app.state.services
+    config = services.config
+    auth.authenticate_admin(request.headers, config)
+    given = request.query_params.get("date")
+    try:
+        day = date.fromisoformat(given) if given else budget.today()
+    except ValueError:
+        raise InvalidRequest(f"date must be YYYY-MM-DD; got {given!r}", param="date") from None
+    try:
+        spent = await services.budgets.spend_on(day)
+    except StoreDown as exc:
+        raise NotReady(f"{exc}: spend cannot be read now") from None
+    budgets = {key.name: budget.budget_microusd(key) for key in config.keys}
+    names = [*budgets, *sorted(set(spent) - set(budgets))]  # a removed key's spend too
+    rows = [{"key": name, "spent_usd": _usd(spent.get(name, 0)),
+             "budget_usd": _usd(budgets.get(name))} for name in names]
+    body = {"date": day.isoformat(), "keys": rows, "total_usd": _usd(sum(spent.values()))}
+    return Response(orjson.dumps(body), media_type=JSON)
 
 
 @router.get("/health")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
 import orjson
@@ -35,17 +35,20 @@ def _for_client(chunk: dict[str, Any], include_usage: bool) -> bytes | None:
     return sse_event(chunk)
 
 
-# Called with the whole answer when the provider's stream ended normally.
-Finished = Callable[[dict[str, Any]], Awaitable[None]]
+# Called once with the answer so far, and whether the provider's stream ended normally.
+Ended = Callable[[dict[str, Any], bool], Awaitable[None]]
+# Runs a coroutine as a task of its own: a client that leaves cancels the request's task,
+# and what is owed must still be settled.
+Spawn = Callable[[Coroutine[Any, Any, None]], "asyncio.Task[None]"]
 
 
 async def relay(opened: OpenStream, include_usage: bool, trace: Trace, request_id: str,
-                finished: Finished | None = None) -> AsyncIterator[bytes]:
-    assembler = completions.Assembler() if finished else None
+                ended: Ended, spawn: Spawn) -> AsyncIterator[bytes]:
+    assembler = completions.Assembler()
+    complete = False
     try:
         for chunk in opened.head:
-            if assembler:
-                assembler.add(chunk)
+            assembler.add(chunk)
         # Everything up to the first token goes out in one write.
         head = (_for_client(chunk, include_usage) for chunk in opened.head)
         yield b"".join(event for event in head if event is not None)
@@ -64,14 +67,16 @@ async def relay(opened: OpenStream, include_usage: bool, trace: Trace, request_i
                             opened.model.name, error.status)
                 yield _error_event(error)
                 return
-            if assembler:
-                assembler.add(chunk)
+            assembler.add(chunk)
             if (event := _for_client(chunk, include_usage)) is not None:
                 yield event
-        if finished and assembler:
-            await finished(assembler.completion())  # before [DONE]: the client waits for it
+        complete = True
+        # Settled and cached before [DONE], so the client's next request sees both.
+        await asyncio.shield(spawn(ended(assembler.completion(), True)))
         yield DONE
     finally:
+        if not complete:  # charged for what was generated, even if the client left
+            spawn(ended(assembler.completion(), False))
         with contextlib.suppress(Exception):
             await opened.rest.aclose()  # a client that left must not keep the upstream call
 

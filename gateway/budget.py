@@ -1,0 +1,217 @@
+"""Per-key daily budgets that are never overspent: reserve the worst case, then settle.
+
+Before a provider call, one Lua script adds up the key's spend today and the
+reservations of requests in flight, and reserves this request's worst case
+only if the sum stays within the budget; being one script, it is atomic, so
+concurrent requests on any number of workers and replicas cannot all pass the
+check. When the worst case does not fit but the input and one output token
+do, it reserves what is left, and the caller lowers `max_tokens` to what that
+pays for. After the answer, a second script releases the reservation and adds
+the real cost. A reservation carries an expiry, so one held by a process that
+died frees itself.
+
+Spend is kept for every key, budget or not, per UTC day (`gw:spend:v1:{date}`,
+key name -> micro-dollars). A settlement the store cannot take is queued in
+memory and written when the store answers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+
+from gateway import cost
+from gateway.config import ApiKey
+from gateway.errors import BudgetExceeded
+from gateway.store import Store, StoreDown
+
+log = logging.getLogger("gateway")
+SPEND_KEPT_S = 8 * 86400  # `gateway spend` and /admin/spend look back a week
+RESERVATIONS_KEPT_S = 2 * 86400
+
+# Drops expired reservations: shared by both scripts that read the reservations.
+_EXPIRE = """
+local now = tonumber(redis.call('TIME')[1])
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now)) do
+  local amount = redis.call('HGET', KEYS[2], id)
+  if amount then
+    redis.call('HDEL', KEYS[2], id)
+    redis.call('HINCRBY', KEYS[2], '_total', string.format('%d', -tonumber(amount)))
+  end
+  redis.call('ZREM', KEYS[3], id)
+end
+local spent = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+local reserved = tonumber(redis.call('HGET', KEYS[2], '_total') or '0')
+"""
+
+# KEYS: spend hash, reservations hash, expiries zset.
+# ARGV: key name, budget, worst case, minimum, reservation id, hold_s, kept_s (all integers).
+# Returns {granted (0: refused), spent, reserved (this reservation included)}.
+RESERVE = _EXPIRE + """
+local grant = math.min(tonumber(ARGV[3]), tonumber(ARGV[2]) - spent - reserved)
+if grant < tonumber(ARGV[4]) or grant < 0 then return {0, spent, reserved} end
+local amount = string.format('%d', grant)
+redis.call('HSET', KEYS[2], ARGV[5], amount)
+redis.call('HINCRBY', KEYS[2], '_total', amount)
+redis.call('ZADD', KEYS[3], now + tonumber(ARGV[6]), ARGV[5])
+redis.call('EXPIRE', KEYS[2], ARGV[7])
+redis.call('EXPIRE', KEYS[3], ARGV[7])
+return {grant, spent, reserved + grant}
+"""
+
+# ARGV: key name. Returns {spent, reserved}.
+BALANCE = _EXPIRE + """
+return {spent, reserved}
+"""
+
+# ARGV: key name, reservation id ('' for none), cost, kept_s. Returns {spent, reserved}.
+SETTLE = """
+if ARGV[2] ~= '' then
+  local amount = redis.call('HGET', KEYS[2], ARGV[2])
+  if amount then
+    redis.call('HDEL', KEYS[2], ARGV[2])
+    redis.call('HINCRBY', KEYS[2], '_total', string.format('%d', -tonumber(amount)))
+    redis.call('ZREM', KEYS[3], ARGV[2])
+  end
+end
+local spent = redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return {spent, tonumber(redis.call('HGET', KEYS[2], '_total') or '0')}
+"""
+
+
+def today() -> date:
+    return datetime.now(UTC).date()
+
+
+def resets_at(day: date) -> str:
+    return f"{day + timedelta(days=1):%Y-%m-%d}T00:00:00Z"
+
+
+def spend_key(day: date) -> str:
+    return f"gw:spend:v1:{day:%Y-%m-%d}"
+
+
+def _keys(key: ApiKey, day: date) -> list[str]:
+    return [spend_key(day), f"gw:reservations:v1:{day:%Y-%m-%d}:{key.name}",
+            f"gw:reservation-expiry:v1:{day:%Y-%m-%d}:{key.name}"]
+
+
+def budget_microusd(key: ApiKey) -> int | None:
+    if key.daily_budget_usd is None:
+        return None
+    return round(key.daily_budget_usd * 1_000_000)
+
+
+@dataclass(frozen=True)
+class Balance:
+    spent: int  # micro-dollars, today
+    reserved: int  # micro-dollars held by requests in flight
+
+    def remaining(self, key: ApiKey) -> int | None:
+        budget = budget_microusd(key)
+        return None if budget is None else max(0, budget - self.spent - self.reserved)
+
+
+@dataclass(frozen=True)
+class Reservation:
+    key: ApiKey
+    day: date
+    id: str  # '' when nothing is reserved (no budget, a free request, or unmetered)
+    granted: int  # micro-dollars
+    metered: bool = True
+
+
+def refusal(key: ApiKey, day: date, balance: Balance, worst: int) -> BudgetExceeded:
+    budget = budget_microusd(key) or 0
+    spent, reserved = cost.usd(balance.spent), cost.usd(balance.reserved)
+    if balance.spent >= budget:
+        what = (f"budget for key {key.name} is exhausted for {day} (UTC): spent "
+                f"${spent} of ${cost.usd(budget)}")
+    else:
+        left = cost.usd(max(0, budget - balance.spent - balance.reserved))
+        what = (f"budget for key {key.name} cannot pay for this request on {day} (UTC): "
+                f"its input alone may cost up to ${cost.usd(worst)}, and ${left} is left of "
+                f"${cost.usd(budget)} (spent ${spent}, ${reserved} held by requests in "
+                "flight); send a shorter request")
+    return BudgetExceeded(f"{what}; resets at {resets_at(day)}")
+
+
+@dataclass
+class Budgets:
+    store: Store
+    hold_s: int  # how long a reservation outlives a process that died holding it
+    _pending: list[tuple[Reservation, int]] = field(default_factory=list)
+    _flusher: asyncio.Task[None] | None = None
+
+    def __post_init__(self) -> None:
+        redis = self.store.redis
+        self._reserve = redis.register_script(RESERVE)
+        self._balance = redis.register_script(BALANCE)
+        self._settle = redis.register_script(SETTLE)
+
+    async def reserve(self, key: ApiKey, worst: int, minimum: int) -> Reservation:
+        """Reserve up to `worst` micro-dollars, at least `minimum`, or raise BudgetExceeded.
+
+        Raises StoreDown when the store does not answer.
+        """
+        day, budget = today(), budget_microusd(key)
+        if budget is None or worst == 0:
+            return Reservation(key, day, "", 0)
+        rid = uuid.uuid4().hex
+        args = [key.name, budget, worst, minimum, rid, self.hold_s, RESERVATIONS_KEPT_S]
+        granted, spent, reserved = await self.store.run(
+            lambda _: self._reserve(keys=_keys(key, day), args=args))
+        if not granted:
+            raise refusal(key, day, Balance(int(spent), int(reserved)), minimum)
+        return Reservation(key, day, rid, int(granted))
+
+    async def settle(self, reservation: Reservation, charged: int) -> Balance | None:
+        """Release the reservation and add the real cost; None if the store is down
+        (the settlement is then queued, never dropped)."""
+        try:
+            return await self._apply(reservation, charged)
+        except StoreDown:
+            self._pending.append((reservation, charged))
+            if self._flusher is None or self._flusher.done():
+                self._flusher = asyncio.create_task(self._flush())
+            return None
+
+    async def _apply(self, reservation: Reservation, charged: int) -> Balance:
+        args = [reservation.key.name, reservation.id, charged, SPEND_KEPT_S]
+        spent, reserved = await self.store.run(
+            lambda _: self._settle(keys=_keys(reservation.key, reservation.day), args=args))
+        return Balance(int(spent), int(reserved))
+
+    async def _flush(self) -> None:
+        log.warning("%d spend settlement(s) wait for the store", len(self._pending))
+        while self._pending:
+            await asyncio.sleep(1)
+            while self._pending:
+                try:
+                    await self._apply(*self._pending[0])
+                except StoreDown:
+                    break
+                self._pending.pop(0)
+        log.warning("queued spend settlements written to the store")
+
+    def close(self) -> None:
+        if self._pending:
+            log.error("%d spend settlement(s) could not be written: the store did not answer "
+                      "before shutdown", len(self._pending))
+        if self._flusher is not None:
+            self._flusher.cancel()
+
+    async def balance(self, key: ApiKey, day: date | None = None) -> Balance:
+        day = day or today()
+        spent, reserved = await self.store.run(
+            lambda _: self._balance(keys=_keys(key, day), args=[key.name]))
+        return Balance(int(spent), int(reserved))
+
+    async def spend_on(self, day: date) -> dict[str, int]:
+        """Every key's spend that day, in micro-dollars."""
+        raw = await self.store.run(lambda redis: redis.hgetall(spend_key(day)))
+        return {name.decode(): int(value) for name, value in raw.items()}

@@ -1,0 +1,139 @@
+"""Token counts for budgets: estimates that err high, never low.
+
+Text is counted with OpenAI's cl100k tokenizer (tiktoken, reading the files
+litellm bundles, so it works offline without importing litellm). That count
+is exact or high for OpenAI's models (newer ones use a larger vocabulary, so
+fewer tokens). Other providers' tokenizers cut the same text into more pieces
+(Claude's by about 10-30%), so for their models the count is multiplied by
+OTHER_TOKENIZERS, and capped at the UTF-8 byte count, which bounds any
+byte-level tokenizer.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import math
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from gateway.config import Model
+
+OTHER_TOKENIZERS = 1.35
+OPENAI_FAMILIES = ("gpt-", "o1", "o3", "o4", "chatgpt-", "text-embedding-", "davinci", "babbage")
+PER_MESSAGE = 4  # role and separators, as OpenAI's chat format adds them
+PER_REPLY = 3  # the assistant's turn opened for the answer
+PER_IMAGE = 2_000  # above what Claude (about 1,600) and GPT-4o (up to 1,105) bill for one
+ENCODING = "cl100k_base"
+
+
+@functools.cache
+def _encoding() -> Any:
+    """Loaded once (about 0.1 s); call it at start-up, off the event loop."""
+    spec = importlib.util.find_spec("litellm")
+    if spec and spec.submodule_search_locations and "TIKTOKEN_CACHE_DIR" not in os.environ:
+        bundled = os.path.join(next(iter(spec.submodule_search_locations)),
+                               "litellm_core_utils", "tokenizers")
+        os.environ["TIKTOKEN_CACHE_DIR"] = bundled
+    import tiktoken
+
+    return tiktoken.get_encoding(ENCODING)
+
+
+def preload() -> None:
+    _encoding()
+
+
+def count_text(text: str) -> int:
+    return len(_encoding().encode_ordinary(text)) if text else 0
+
+
+@dataclass(frozen=True)
+class Counted:
+    """A request's input as counted once; `for_model` turns it into that model's estimate."""
+
+    text_tokens: int
+    text_bytes: int
+    fixed_tokens: int  # message framing and images: the same for every tokenizer
+
+    def for_model(self, model: Model) -> int:
+        if is_openai_family(model):
+            text = self.text_tokens
+        else:
+            text = min(math.ceil(self.text_tokens * OTHER_TOKENIZERS), self.text_bytes)
+        return text + self.fixed_tokens
+
+
+def is_openai_family(model: Model) -> bool:
+    return model.provider_model.lower().startswith(OPENAI_FAMILIES)
+
+
+class Tally:
+    """The text of a request, gathered; counting it is the part that takes time."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.fixed = 0
+
+    @property
+    def size(self) -> int:
+        return sum(len(part) for part in self.parts)
+
+    def text(self, value: Any) -> None:
+        if isinstance(value, str):
+            self.parts.append(value)
+        elif value is not None:
+            self.parts.append(orjson.dumps(value).decode())
+
+    def counted(self) -> Counted:
+        text = "\n".join(self.parts)
+        return Counted(count_text(text), len(text.encode()), self.fixed)
+
+
+def chat_tally(body: dict[str, Any]) -> Tally:
+    tally = Tally()
+    for message in body.get("messages") or ():
+        tally.fixed += PER_MESSAGE
+        content = message.get("content")
+        if isinstance(content, list):
+            for part in content:
+                if isinstance(part, dict) and part.get("type") in ("image_url", "input_image"):
+                    tally.fixed += PER_IMAGE
+                elif isinstance(part, dict) and part.get("type") == "text":
+                    tally.text(part.get("text"))
+                else:
+                    tally.text(part)
+        else:
+            tally.text(content)
+        for name in ("name", "tool_calls", "function_call"):
+            tally.text(message.get(name))
+    for name in ("tools", "functions", "tool_choice", "response_format"):
+        tally.text(body.get(name))
+    tally.fixed += PER_REPLY
+    return tally
+
+
+def embeddings_tally(body: dict[str, Any]) -> Tally:
+    tally = Tally()
+    given = body.get("input")
+    for item in given if isinstance(given, list) else [given]:
+        if isinstance(item, int):
+            tally.fixed += 1  # token ids are tokens already
+        elif isinstance(item, list):
+            tally.fixed += len(item)
+        else:
+            tally.text(item)
+    return tally
+
+
+def count_output(answer: dict[str, Any], model: Model) -> int:
+    """The tokens of an answer's text and tool calls: for a stream with no usage to go by."""
+    tally = Tally()
+    for choice in answer.get("choices") or ():
+        message = choice.get("message") or {}
+        for name in ("content", "refusal", "reasoning_content", "tool_calls"):
+            tally.text(message.get(name))
+    return tally.counted().for_model(model)
