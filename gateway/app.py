@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import sys
 import traceback
@@ -119,7 +120,7 @@ def create_app(config: Config, store_url: str | None = None) -> FastAPI:
         http = upstream.open_session(config.settings.timeouts)
         store = Store(url)
         # A reservation outlives any request (total_s bounds them all), plus a margin.
-        budgets = Budgets(store, hold_s=int(config.settings.timeouts.total_s) + 30)
+        budgets = Budgets(store, hold_s=math.ceil(config.settings.timeouts.total_s) + 5)
         services = Services(config=config, http=http, cooldowns=Cooldowns(), store=store,
                             budgets=budgets)
         app.state.services = services
