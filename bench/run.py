@@ -185,7 +185,8 @@ def main() -> None:
         config.write_text(
             f"providers:\n  openai: {{api_key: x, api_base: 'http://127.0.0.1:{mock_port}/v1'}}\n"
             "models:\n  bench: {provider: openai, model: gpt-4o-mini}\n"
-            f"keys:\n  - {{name: bench, key_sha256: {hashlib.sha256(KEY.encode()).hexdigest()}}}\n")
+            f"keys:\n  - {{name: bench, key_sha256: {hashlib.sha256(KEY.encode()).hexdigest()}, "
+            "daily_budget_usd: 1000000}\n")  # budgets on: every request reserves and settles
         try:
             processes.append(subprocess.Popen(
                 [sys.executable, "-m", "gateway.mockprovider", "--port", str(mock_port)],
