@@ -17,6 +17,7 @@ from gateway.config import load_config
 from gateway.mockprovider import MockProvider, Step
 
 DEMO_KEY = "sk-gateway-demo"
+TINY_KEY = "sk-gateway-demo-tiny"  # a budget of one micro-dollar: every request is refused
 
 ROUTER_YAML = """\
 providers:
@@ -44,6 +45,9 @@ keys:
   - name: demo
     key_sha256: {digest}
     daily_budget_usd: 1.00
+  - name: demo-tiny
+    key_sha256: {tiny_digest}
+    daily_budget_usd: 0.000001
 
 settings:
   data_dir: {tmp}/data
@@ -70,6 +74,13 @@ The cache (send the same request twice: the second says x-gateway-cache: hit, co
 and calls no provider):
   {curl.format(model="fast").replace("curl ", "curl -si ", 1)} | grep -i x-gateway-cache
 
+A budget refusal (the key {TINY_KEY} may spend $0.000001 a day: 429, budget_exceeded,
+before any provider is called; a cache hit would have been served, as it costs nothing):
+  {curl.format(model="fast").replace(DEMO_KEY, TINY_KEY).replace("Hello!", "Tell me more")}
+
+What the demo key has spent today, and has left:
+  curl {base}/v1/budget -H 'Authorization: Bearer {DEMO_KEY}'
+
 Claude through the OpenAI API, streamed:
   {curl.format(model="smart").replace('"messages"', '"stream": true, "messages"')}
 
@@ -90,14 +101,20 @@ async def _serve(port: int, tmp: Path, store_url: str) -> None:
     runner, mock_port = await mock.serve()
     path = tmp / "router.yaml"
     digest = hashlib.sha256(DEMO_KEY.encode()).hexdigest()
+    tiny_digest = hashlib.sha256(TINY_KEY.encode()).hexdigest()
     path.write_text(ROUTER_YAML.format(mock=f"http://127.0.0.1:{mock_port}", digest=digest,
+                                       tiny_digest=tiny_digest,
                                        tmp=tmp))
     app = create_app(load_config(path), store_url)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
                                            log_config=log_config("WARNING"), access_log=False))
-    print(examples(port), flush=True)
+    serving = asyncio.create_task(server.serve())
     try:
-        await server.serve()
+        while not server.started and not serving.done():
+            await asyncio.sleep(0.01)
+        if server.started:  # the examples work from the moment they are printed
+            print(examples(port), flush=True)
+        await serving
     finally:
         await runner.cleanup()
 

@@ -1,0 +1,54 @@
+"""`gateway demo`: every example it prints works when pasted into a shell."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import free_port
+
+# In the order the demo prints them: what each pasted command's output shows.
+EXPECTED = [
+    "mock answer from gpt-4o-mini",  # a tier
+    "x-gateway-attempts: 2",  # a fallback after a 529
+    "x-gateway-cache: hit",  # the cache: the tier example already asked the same
+    '"code":"budget_exceeded"',  # a budget refusal
+    '"remaining_usd":',  # /v1/budget
+    "data: [DONE]",  # Claude, streamed
+]
+
+
+@pytest.fixture(scope="module")
+def demo() -> Iterator[list[str]]:
+    if shutil.which("curl") is None:
+        pytest.fail("the demo's examples are curl commands: apt-get install -y curl",
+                    pytrace=False)
+    process = subprocess.Popen([sys.executable, "-m", "gateway", "demo", "--port",
+                                str(free_port())], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    assert process.stdout is not None
+    printed = []
+    for line in process.stdout:
+        printed.append(line)
+        if line.startswith("Press Ctrl+C"):
+            break
+    yield [line.strip() for line in printed if line.strip().startswith("curl ")]
+    process.terminate()
+    process.wait(10)
+    process.stdout.close()
+
+
+def test_the_demo_prints_a_curl_example_per_feature(demo: list[str]) -> None:
+    assert len(demo) == len(EXPECTED)
+
+
+@pytest.mark.parametrize("index", range(len(EXPECTED)))
+def test_each_printed_example_works_when_pasted(demo: list[str], index: int) -> None:
+    pasted = subprocess.run(["bash", "-c", demo[index]], capture_output=True, text=True,
+                            timeout=30)
+    assert pasted.returncode == 0, pasted.stderr
+    assert EXPECTED[index] in pasted.stdout
