@@ -122,10 +122,9 @@ class Reservation:
     day: date
     id: str  # '' when nothing is reserved (no budget, a free request, or unmetered)
     granted: int  # micro-dollars
-    metered: bool = True
 
 
-def refusal(key: ApiKey, day: date, balance: Balance, worst: int) -> BudgetExceeded:
+def refusal(key: ApiKey, day: date, balance: Balance, minimum: int) -> BudgetExceeded:
     budget = budget_microusd(key) or 0
     spent, reserved = cost.usd(balance.spent), cost.usd(balance.reserved)
     if balance.spent >= budget:
@@ -134,7 +133,8 @@ def refusal(key: ApiKey, day: date, balance: Balance, worst: int) -> BudgetExcee
     else:
         left = cost.usd(max(0, budget - balance.spent - balance.reserved))
         what = (f"budget for key {key.name} cannot pay for this request on {day} (UTC): "
-                f"its input alone may cost up to ${cost.usd(worst)}, and ${left} is left of "
+                f"it needs at least ${cost.usd(minimum)} (its input and one output token), "
+                f"and ${left} is left of "
                 f"${cost.usd(budget)} (spent ${spent}, ${reserved} held by requests in "
                 "flight); send a shorter request")
     return BudgetExceeded(f"{what}; resets at {resets_at(day)}")

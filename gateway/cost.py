@@ -39,15 +39,6 @@ def microusd(pico: int) -> int:
     return -(-pico // PICO_PER_MICRO)  # rounded up
 
 
-def of_tokens(rates: Rates, input_tokens: int, output_tokens: int,
-              cached_tokens: int = 0) -> int:
-    """Micro-dollars for these token counts; cached tokens are part of input_tokens."""
-    cached = min(cached_tokens, input_tokens)
-    pico = ((input_tokens - cached) * rates.input + cached * rates.cached_input
-            + output_tokens * rates.output)
-    return microusd(pico)
-
-
 @dataclass(frozen=True)
 class Usage:
     input_tokens: int
@@ -67,7 +58,11 @@ def usage_of(reply: dict[str, Any]) -> Usage | None:
 
 
 def of_usage(rates: Rates, usage: Usage) -> int:
-    return of_tokens(rates, usage.input_tokens, usage.output_tokens, usage.cached_tokens)
+    """Micro-dollars for this usage; cached tokens are part of the input tokens."""
+    cached = min(usage.cached_tokens, usage.input_tokens)
+    pico = ((usage.input_tokens - cached) * rates.input + cached * rates.cached_input
+            + usage.output_tokens * rates.output)
+    return microusd(pico)
 
 
 def usd(micro: int) -> str:

@@ -55,8 +55,7 @@ async def reserve(budgets: Budgets, config: Config, key: ApiKey, models: tuple[M
             raise NotReady(f"the budget of key {key.name} cannot be checked: the store does "
                            "not answer; budgeted requests are refused until it does "
                            "(settings.budgets.on_store_error: refuse)") from None
-        return Metered(Reservation(key, budget.today(), "", 0, metered=False), kind, body,
-                       counted)
+        return Metered(Reservation(key, budget.today(), "", 0), kind, body, counted)
     metered = Metered(reservation, kind, body, counted)
     if reservation.granted < worst.microusd:
         max_tokens = worst.tokens_for(reservation.granted)

@@ -11,7 +11,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Coroutine
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,8 @@ from gateway.meter import Metered
 from gateway.store import Store
 
 FREE = cost.usd(0)  # x-gateway-cost-usd of a cache hit
+# fallbacks.complete or fallbacks.embed: one whole answer along the chain.
+Ask = Callable[[Chain, dict[str, Any]], Awaitable[tuple[Model, dict[str, Any]]]]
 
 
 @dataclass
@@ -104,25 +107,38 @@ async def chat(services: Services, call: Call) -> Outcome:
                                   call.body, "chat")
     if stream:
         return await _chat_stream(services, chain, lookup, metered, call, include_usage)
+    return await _answered(services, call, chain, lookup, metered, fallbacks.complete,
+                           lambda reply: cache.is_complete_chat(
+                               reply, length_ok=not metered.shortened))
+
+
+@contextlib.contextmanager
+def _released_on_failure(services: Services, metered: Metered) -> Iterator[None]:
+    """No answer, nothing to charge: the reservation goes (in a task: we may be cancelled)."""
     try:
-        model, reply = await fallbacks.complete(chain, metered.body)
+        yield
     except BaseException:
         services.spawn(meter.release(services.budgets, metered))
         raise
+
+
+async def _answered(services: Services, call: Call, chain: Chain, lookup: Lookup,
+                    metered: Metered, ask: Ask, complete: Callable[[dict[str, Any]], bool],
+                    ) -> Outcome:
+    """A whole answer, not streamed: asked along the chain, charged, cached if complete."""
+    with _released_on_failure(services, metered):
+        model, reply = await ask(chain, metered.body)
     await meter.settle(services.budgets, metered, model, reply)
     body = orjson.dumps(reply)
-    if cache.is_complete_chat(reply, length_ok=not metered.shortened):
+    if complete(reply):
         await cache.put(services.store, lookup, model.name, body)
     return Outcome(_headers(model, call.trace, lookup, metered), body=body)
 
 
 async def _chat_stream(services: Services, chain: Chain, lookup: Lookup, metered: Metered,
                        call: Call, include_usage: bool) -> Outcome:
-    try:
+    with _released_on_failure(services, metered):
         opened = await fallbacks.open_stream(chain, metered.body)
-    except BaseException:
-        services.spawn(meter.release(services.budgets, metered))
-        raise
 
     async def ended(answer: dict[str, Any], complete: bool) -> None:
         await meter.settle(services.budgets, metered, opened.model, answer)
@@ -140,13 +156,5 @@ async def embeddings(services: Services, call: Call) -> Outcome:
         return Outcome(_hit_headers(hit.model), body=hit.answer)
     metered = await meter.reserve(services.budgets, call.config, call.key, chain.models,
                                   call.body, "embeddings")
-    try:
-        model, reply = await fallbacks.embed(chain, call.body)
-    except BaseException:
-        services.spawn(meter.release(services.budgets, metered))
-        raise
-    await meter.settle(services.budgets, metered, model, reply)
-    body = orjson.dumps(reply)
-    if cache.is_complete_embeddings(reply):
-        await cache.put(services.store, lookup, model.name, body)
-    return Outcome(_headers(model, call.trace, lookup, metered), body=body)
+    return await _answered(services, call, chain, lookup, metered, fallbacks.embed,
+                           cache.is_complete_embeddings)

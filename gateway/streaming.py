@@ -3,6 +3,9 @@
 Chunks carry the router.yaml model name; the usage chunk is dropped when the
 client did not ask for it. A failure after the first token ends the stream
 with an OpenAI-shaped `data: {"error": ...}` event, never a silent truncation.
+The chunks are assembled as they pass, so that the answer can be charged and
+cached at the end, or charged for what it was when the stream is cut. A cached
+answer is replayed as the stream a provider would have sent.
 """
 
 from __future__ import annotations
