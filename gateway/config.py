@@ -93,6 +93,8 @@ class ApiKey:
 @dataclass(frozen=True)
 class Config:
     path: Path
+    sha256: str  # of the file's bytes: a reload of the same bytes changes nothing
+    providers: dict[str, Provider]
     models: dict[str, Model]
     tiers: dict[str, tuple[str, ...]]
     keys: tuple[ApiKey, ...]
@@ -118,12 +120,21 @@ class Config:
 
 def load_config(path: str | os.PathLike[str], environ: dict[str, str] | None = None) -> Config:
     path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from exc
+    return parse_config(data, path, environ)
+
+
+def parse_config(data: bytes, path: Path, environ: dict[str, str] | None = None) -> Config:
+    """`data` is router.yaml's content, read once; `path` places it (relative paths, messages)."""
     env = os.environ if environ is None else environ
     label = path.name
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from exc
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{label}: not UTF-8 text (byte {exc.start})"]) from exc
     try:
         positions = PositionIndex(text)
         raw = yaml.safe_load(text)
@@ -150,7 +161,7 @@ def load_config(path: str | os.PathLike[str], environ: dict[str, str] | None = N
         for err in exc.errors():
             report(tuple(err["loc"]), _explain(err))
     _check_references(resolved, report)
-    models = _compile_models(resolved, missing_secrets, report)
+    providers, models = _compile_models(resolved, missing_secrets, report)
     if problems or spec is None:
         raise ConfigError(problems)
     keys = tuple(
@@ -165,7 +176,8 @@ def load_config(path: str | os.PathLike[str], environ: dict[str, str] | None = N
     warnings = tuple(
         f"model '{m.name}' is unusable: {m.unusable}" for m in models.values() if m.unusable
     )
-    return Config(path=path.resolve(), models=models, tiers=dict(spec.tiers), keys=keys,
+    return Config(path=path.resolve(), sha256=hashlib.sha256(data).hexdigest(),
+                  providers=providers, models=models, tiers=dict(spec.tiers), keys=keys,
                   settings=spec.settings, warnings=warnings)
 
 
@@ -248,7 +260,8 @@ def _check_references(raw: dict[str, Any], report) -> None:
                           "it), or set settings.allow_anonymous: true to serve without keys")
 
 
-def _compile_models(raw: dict[str, Any], missing: dict[str, str], report) -> dict[str, Model]:
+def _compile_models(raw: dict[str, Any], missing: dict[str, str], report,
+                    ) -> tuple[dict[str, Provider], dict[str, Model]]:
     """Providers and models, entry by entry, so one bad entry does not hide another's problem."""
     known_types = pricemap.known_provider_types()
     providers: dict[str, Provider] = {}
@@ -273,7 +286,7 @@ def _compile_models(raw: dict[str, Any], missing: dict[str, str], report) -> dic
             model = _model(name, m, provider, report)
             if model is not None:
                 models[name] = model
-    return models
+    return providers, models
 
 
 def _section(raw: dict[str, Any], name: str) -> dict[str, Any]:
