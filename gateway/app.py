@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import os
+import signal
 import sys
 import traceback
 import uuid
@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway import providers, tokens, upstream
+from gateway import budget, reload, upstream
 from gateway.budget import Budgets
 from gateway.config import CONFIG_ENV, Config, ConfigError, load_config
 from gateway.cooldown import Cooldowns
@@ -113,29 +113,33 @@ def create_app(config: Config, store_url: str | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if providers.needs_litellm(list(config.models.values())):
-            await asyncio.to_thread(providers.preload_litellm)
-        if any(key.daily_budget_usd is not None for key in config.keys):
-            await asyncio.to_thread(tokens.preload)
+        await asyncio.to_thread(reload.prepare, config)
         http = upstream.open_session(config.settings.timeouts)
         store = Store(url)
-        # A reservation outlives any request (total_s bounds them all), plus a margin.
-        budgets = Budgets(store, hold_s=math.ceil(config.settings.timeouts.total_s) + 5)
+        budgets = Budgets(store, hold_s=budget.hold_s_for(config.settings.timeouts))
         services = Services(config=config, http=http, cooldowns=Cooldowns(), store=store,
                             budgets=budgets)
+        reloader = reload.Reloader(services)
         app.state.services = services
+        app.state.reloader = reloader
         for warning in config.warnings:
             log.warning("%s", warning)
         await store.problem()  # an unreachable store is logged now, not at the first request
         log.info("gateway ready: %d tiers, %d models, %d keys; store: %s", len(config.tiers),
                  len(config.models), len(config.keys), store.name)
+        watching = asyncio.create_task(reloader.watch())
+        on_hup = _reload_on_sighup(services, reloader)
         try:
             yield
         finally:
+            watching.cancel()
+            if on_hup:
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
             if services.tasks:  # settlements of streams that just ended
                 await asyncio.wait(services.tasks, timeout=5)
             budgets.close()
-            await http.close()
+            await reloader.close()
+            await services.http.close()
             await store.close()
 
     app = FastAPI(title="gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
@@ -148,8 +152,19 @@ def create_app(config: Config, store_url: str | None = None) -> FastAPI:
     return app
 
 
+def _reload_on_sighup(services: Services, reloader: reload.Reloader) -> bool:
+    try:
+        asyncio.get_running_loop().add_signal_handler(
+            signal.SIGHUP, lambda: services.spawn(reloader.reload_in_background("SIGHUP")))
+    except (ValueError, RuntimeError):  # not the main thread: an embedding application's call
+        return False
+    return True
+
+
 def create_app_from_env() -> FastAPI:
     """The uvicorn factory: every worker process loads the file named by $GATEWAY_CONFIG."""
+    # A SIGHUP before the lifespan installs its handler must not kill the process.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     path = os.environ.get(CONFIG_ENV, "router.yaml")
     try:
         config = load_config(path)

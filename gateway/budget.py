@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -26,6 +27,7 @@ from datetime import UTC, date, datetime, timedelta
 from gateway import cost
 from gateway.config import ApiKey
 from gateway.errors import BudgetExceeded
+from gateway.schema import TimeoutSettings
 from gateway.store import Store, StoreDown
 
 log = logging.getLogger("gateway")
@@ -138,6 +140,11 @@ def refusal(key: ApiKey, day: date, balance: Balance, minimum: int) -> BudgetExc
                 f"${cost.usd(budget)} (spent ${spent}, ${reserved} held by requests in "
                 "flight); send a shorter request")
     return BudgetExceeded(f"{what}; resets at {resets_at(day)}")
+
+
+def hold_s_for(timeouts: TimeoutSettings) -> int:
+    """A reservation outlives any request (total_s bounds them all), plus a margin."""
+    return math.ceil(timeouts.total_s) + 5
 
 
 @dataclass

@@ -36,7 +36,8 @@ def log_config(level: str = "INFO") -> dict[str, object]:
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+        "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s[%(process)d]: "
+                                          "%(message)s"}},
         "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain",
                                 "stream": "ext://sys.stderr"}},
         "loggers": {"gateway": {"handlers": ["stderr"], "level": level, "propagate": False},
@@ -46,7 +47,7 @@ def log_config(level: str = "INFO") -> dict[str, object]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
+    from gateway import supervisor
 
     path = _config_path(args.config).resolve()
     config = _load_or_exit(path)  # exit 1 before serving anything
@@ -60,10 +61,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             except EmbeddedStoreError as exc:
                 print(f"{path}: {exc}", file=sys.stderr)
                 return 1
-        uvicorn.run("gateway.app:create_app_from_env", factory=True, host=args.host,
-                    port=args.port, workers=args.workers, loop="uvloop", http="httptools",
-                    access_log=False, log_config=log_config(), timeout_graceful_shutdown=30)
-    return 0
+        return supervisor.serve("gateway.app:create_app_from_env", factory=True,
+                                host=args.host, port=args.port, workers=args.workers,
+                                loop="uvloop", http="httptools", access_log=False,
+                                log_config=log_config(), timeout_graceful_shutdown=30)
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Iterable
 
 from gateway.schema import CooldownSettings
 
@@ -38,3 +39,9 @@ class Cooldowns:
             failures.clear()
             return True
         return False
+
+    def forget(self, models: Iterable[str]) -> None:
+        """A model redefined by a reload starts afresh: its failures were another setup's."""
+        for model in models:
+            self._failures.pop(model, None)
+            self._until.pop(model, None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Awaitable, Callable
 from datetime import date
@@ -11,7 +12,7 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
-from gateway import auth, budget, pipeline, routing, validation
+from gateway import auth, budget, config_view, pipeline, reload, routing, supervisor, validation
 from gateway.errors import InvalidRequest, NotReady, PayloadTooLarge
 from gateway.store import StoreDown
 
@@ -118,6 +119,38 @@ async def admin_spend(request: Request) -> Response:
     rows = [{"key": name, "spent_usd": _usd(spent.get(name, 0)),
              "budget_usd": _usd(budgets.get(name))} for name in names]
     body = {"date": day.isoformat(), "keys": rows, "total_usd": _usd(sum(spent.values()))}
+    return Response(orjson.dumps(body), media_type=JSON)
+
+
+@router.get("/admin/config")
+async def admin_config(request: Request) -> Response:
+    services: pipeline.Services = request.app.state.services
+    reloader: reload.Reloader = request.app.state.reloader
+    config = services.config
+    auth.authenticate_admin(request.headers, config)
+    error = reloader.last_error
+    body = {"path": str(config.path), "sha256": config.sha256, "loaded_at": reloader.loaded_at,
+            "pid": os.getpid(),
+            "last_reload_error": error and {"at": error.at, "problems": list(error.problems)},
+            "pending_restart": list(reloader.pending_restart),
+            "config": config_view.effective(config)}
+    return Response(orjson.dumps(body), media_type=JSON)
+
+
+@router.post("/admin/reload")
+async def admin_reload(request: Request) -> Response:
+    services: pipeline.Services = request.app.state.services
+    auth.authenticate_admin(request.headers, services.config)
+    reloaded = await request.app.state.reloader.reload("POST /admin/reload")
+    # The other workers read the same file and reach the same end, an error included.
+    others = supervisor.reload_other_workers()
+    if reloaded.status == "rejected":
+        problems = "; ".join(reloaded.problems)
+        raise InvalidRequest(f"{services.config.path.name} has {len(reloaded.problems)} "
+                             f"problem(s) and was not loaded; the previous configuration keeps "
+                             f"serving. Fix: {problems}", code="invalid_config")
+    body = {"status": reloaded.status, "changes": list(reloaded.changes),
+            "sha256": services.config.sha256, "other_workers_signalled": others}
     return Response(orjson.dumps(body), media_type=JSON)
 
 

@@ -79,6 +79,7 @@ class Settings(Frozen):
     master_key: str = ""
     allow_anonymous: bool = False
     log_content: bool = False
+    watch_config: bool = True  # false: edits apply on SIGHUP or POST /admin/reload only
 
 
 class RouterFile(Frozen):

@@ -1,0 +1,66 @@
+"""The effective configuration as `GET /admin/config` shows it: every secret redacted.
+
+Secrets are API keys, the master key, header values (they usually carry
+credentials) and the credentials a URL may hold; keys are shown by name only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from gateway.config import Config
+
+REDACTED = "<redacted>"
+SECRET_QUERY_WORDS = ("pass", "secret", "token", "key", "auth")
+
+
+def effective(config: Config) -> dict[str, Any]:
+    settings = config.settings.model_dump()
+    settings["redis_url"] = redact_url(settings["redis_url"])
+    settings["master_key"] = REDACTED if settings["master_key"] else ""
+    return {
+        "providers": {
+            p.name: {"type": p.type, "api_base": redact_url(p.api_base),
+                     "api_version": p.api_version,
+                     "api_key": REDACTED if p.api_key else None,
+                     "headers": dict.fromkeys(p.headers, REDACTED), "unusable": p.unusable}
+            for p in config.providers.values()
+        },
+        "models": {
+            m.name: {"provider": m.provider.name, "model": m.provider_model,
+                     "price": {"input_per_mtok": m.price.input_per_mtok,
+                               "output_per_mtok": m.price.output_per_mtok,
+                               "cached_input_per_mtok": m.price.cached_input_per_mtok},
+                     "max_output_tokens": m.max_output_tokens}
+            for m in config.models.values()
+        },
+        "tiers": {name: list(chain) for name, chain in config.tiers.items()},
+        "keys": [{"name": k.name, "daily_budget_usd": k.daily_budget_usd,
+                  "allow": sorted(k.allow) if k.allow is not None else None}
+                 for k in config.keys],
+        "settings": settings,
+    }
+
+
+def redact_url(url: str | None) -> str | None:
+    """`redis://:pw@host:6379/0?password=x` -> `redis://<redacted>@host:6379/0?password=<redacted>`."""
+    if not url:
+        return url
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return REDACTED  # unparseable: it could be anything, credentials included
+    netloc = parts.netloc
+    if "@" in url and "@" not in netloc:
+        return REDACTED  # credentials with an unescaped '/', '?' or '#': hide it all
+    if "@" in netloc:
+        netloc = f"{REDACTED}@{netloc.rpartition('@')[2]}"
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    secret = [any(word in name.lower() for word in SECRET_QUERY_WORDS) for name, _ in pairs]
+    if netloc == parts.netloc and not any(secret):
+        return url
+    query = "&".join(f"{name}={REDACTED if hidden else value}"
+                     for (name, value), hidden in zip(pairs, secret, strict=True))
+    return (f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
+            + (f"#{parts.fragment}" if parts.fragment else ""))

@@ -1,0 +1,206 @@
+"""Hot reload: router.yaml is re-read and swapped in whole, without a restart.
+
+Three things start a reload: the file changing (polled), SIGHUP, and POST
+/admin/reload. A request takes `services.config` once, on arrival, and keeps it,
+so requests in flight finish on the configuration they started with while new
+ones get the new one. An invalid file changes nothing that serves: its problems
+are logged and kept as `last_error` until a valid file clears them.
+
+The file is polled (a stat every half second, by path) rather than watched with
+inotify: a stat by path sees an editor's write-and-rename, a Kubernetes
+ConfigMap's symlink swap and a Docker bind mount alike, where inotify events
+are lost or arrive for the old inode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import aiohttp
+
+from gateway import budget, providers, tokens, upstream
+from gateway.config import Config, ConfigError, parse_config
+from gateway.pipeline import Services
+
+log = logging.getLogger("gateway")
+
+POLL_S = 0.5
+# The store is chosen when `gateway serve` starts (it may have started the embedded one).
+RESTART_ONLY = ("redis_url", "data_dir")
+
+Signature = tuple[int, int, int, int, int] | None
+
+
+@dataclass(frozen=True)
+class Reloaded:
+    status: Literal["reloaded", "unchanged", "rejected"]
+    changes: tuple[str, ...] = ()
+    problems: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ReloadError:
+    at: str  # ISO 8601, UTC
+    problems: tuple[str, ...]
+
+
+def prepare(config: Config) -> None:
+    """Load what `config` needs before it serves (blocking: run it off the event loop)."""
+    if providers.needs_litellm(list(config.models.values())):
+        providers.preload_litellm()
+    if any(key.daily_budget_usd is not None for key in config.keys):
+        tokens.preload()
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class Reloader:
+    def __init__(self, services: Services):
+        self.services = services
+        self.loaded_at = _now()
+        self.last_error: ReloadError | None = None
+        self.pending_restart: tuple[str, ...] = ()  # settings edited that need a restart
+        self._lock = asyncio.Lock()
+        self._retired: list[tuple[float, aiohttp.ClientSession]] = []
+
+    async def reload(self, cause: str) -> Reloaded:
+        async with self._lock:  # one reload at a time, whatever started it
+            return await self._reload(cause)
+
+    async def _reload(self, cause: str) -> Reloaded:
+        old = self.services.config
+        try:
+            data = await asyncio.to_thread(old.path.read_bytes)
+            if hashlib.sha256(data).hexdigest() == old.sha256:
+                self.last_error = None  # the file is back to what serves
+                return Reloaded("unchanged")
+            new = await asyncio.to_thread(parse_config, data, old.path)
+        except OSError as exc:
+            return self._rejected(cause, [f"{old.path}: cannot read: {exc.strerror}"])
+        except ConfigError as exc:
+            return self._rejected(cause, exc.problems)
+        self.last_error = None
+        new = self._keep_restart_only(old, new)
+        await asyncio.to_thread(prepare, new)
+        self._swap(old, new)
+        changes = describe_changes(old, new)
+        log.info("%s reloaded (%s): %s", old.path.name, cause,
+                 "; ".join(changes) or "no effective change")
+        for warning in new.warnings:
+            log.warning("%s", warning)
+        return Reloaded("reloaded", tuple(changes))
+
+    def _rejected(self, cause: str, problems: list[str]) -> Reloaded:
+        self.last_error = ReloadError(_now(), tuple(problems))
+        log.error("%s not reloaded (%s): %d problem(s); the previous configuration keeps "
+                  "serving:\n  %s", self.services.config.path.name, cause, len(problems),
+                  "\n  ".join(problems))
+        return Reloaded("rejected", problems=tuple(problems))
+
+    def _keep_restart_only(self, old: Config, new: Config) -> Config:
+        changed = [name for name in RESTART_ONLY
+                   if getattr(new.settings, name) != getattr(old.settings, name)]
+        self.pending_restart = tuple(f"settings.{name}" for name in changed)
+        if not changed:
+            return new
+        log.warning("%s changed in %s: the store is chosen at start, so this takes effect when "
+                    "the gateway restarts; the current store keeps serving",
+                    " and ".join(self.pending_restart), old.path.name)
+        kept = new.settings.model_copy(update={n: getattr(old.settings, n) for n in changed})
+        return dataclasses.replace(new, settings=kept)
+
+    def _swap(self, old: Config, new: Config) -> None:
+        services = self.services
+        if new.settings.timeouts.connect_s != old.settings.timeouts.connect_s:
+            # The pool's connect timeout changed: new requests get a new pool; the old one
+            # closes once every request that may hold it is past its deadline.
+            closes_at = asyncio.get_running_loop().time() + old.settings.timeouts.total_s + 1
+            self._retired.append((closes_at, services.http))
+            services.http = upstream.open_session(new.settings.timeouts)
+        services.budgets.hold_s = budget.hold_s_for(new.settings.timeouts)
+        services.cooldowns.forget(name for name, model in old.models.items()
+                                  if new.models.get(name) != model)
+        services.config = new
+        self.loaded_at = _now()
+
+    async def watch(self) -> None:
+        """Poll the file; reload once it has changed and then held still for one poll."""
+        seen: Signature = None  # unknown: the first poll compares the file's content once
+        changed = True
+        while True:
+            await asyncio.sleep(POLL_S)
+            await self._close_retired(asyncio.get_running_loop().time())
+            if not self.services.config.settings.watch_config:
+                continue
+            now = await asyncio.to_thread(_signature, self.services.config.path)
+            if now != seen:
+                seen, changed = now, True
+                continue  # an editor may still be writing: wait for it to hold still
+            if changed:
+                changed = False
+                await self.reload_in_background("file changed")
+
+    async def reload_in_background(self, cause: str) -> None:
+        """For the watcher and SIGHUP, which nobody awaits: a failure is logged, not raised."""
+        try:
+            await self.reload(cause)
+        except Exception as exc:  # the outermost handler of a background reload
+            log.error("reload (%s) failed: %s", cause, type(exc).__name__)
+
+    async def _close_retired(self, now: float) -> None:
+        due = [session for closes_at, session in self._retired if closes_at <= now]
+        self._retired = [(t, s) for t, s in self._retired if t > now]
+        for session in due:
+            await session.close()
+
+    async def close(self) -> None:
+        await self._close_retired(float("inf"))
+
+
+def _signature(path: Path) -> Signature:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None  # missing for a moment while an editor renames its copy into place
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def describe_changes(old: Config, new: Config) -> list[str]:
+    """What a reload changed, by name only: never a value (values may be secrets)."""
+    out: list[str] = []
+    sections: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
+        ("providers", old.providers, new.providers),
+        ("models", old.models, new.models),
+        ("tiers", old.tiers, new.tiers),
+        ("keys", {k.name: k for k in old.keys}, {k.name: k for k in new.keys}),
+        ("settings", _flat(old.settings.model_dump()), _flat(new.settings.model_dump())),
+    ]
+    for section, before, after in sections:
+        for verb, names in (("added", after.keys() - before.keys()),
+                            ("removed", before.keys() - after.keys()),
+                            ("changed", {n for n in before.keys() & after.keys()
+                                         if before[n] != after[n]})):
+            if names:
+                out.append(f"{section} {verb}: {', '.join(sorted(names))}")
+    return out
+
+
+def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{name}."))
+        else:
+            out[f"{prefix}{name}"] = value
+    return out
+

@@ -1,0 +1,49 @@
+"""`gateway serve` under uvicorn, where SIGHUP means "reload router.yaml" in every worker.
+
+uvicorn's own supervisor answers SIGHUP by replacing every worker process. Ours
+passes the signal on, so each worker reloads in place: the same processes, no
+connection dropped, no start-up cost. A worker that served POST /admin/reload
+sends the supervisor a SIGHUP so its siblings reload too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from typing import Any
+
+import uvicorn
+from uvicorn.supervisors import Multiprocess
+
+SUPERVISOR_ENV = "GATEWAY_SUPERVISOR_PID"  # set for the workers of `--workers N`, N > 1
+STARTUP_FAILURE = 3  # uvicorn's exit status when the server never started
+
+
+class _Workers(Multiprocess):
+    def handle_hup(self) -> None:
+        for process in self.processes:
+            if process.pid is not None:
+                with contextlib.suppress(ProcessLookupError):  # one that just died
+                    os.kill(process.pid, signal.SIGHUP)
+
+
+def serve(app: str, **options: Any) -> int:
+    """Run `app` (an import string) as uvicorn.run would; the exit status."""
+    config = uvicorn.Config(app, **options)
+    if config.workers > 1:
+        os.environ[SUPERVISOR_ENV] = str(os.getpid())  # inherited by the workers
+        _Workers(config, sockets=[config.bind_socket()]).run()
+        return 0
+    server = uvicorn.Server(config)
+    server.run()
+    return 0 if server.started else STARTUP_FAILURE
+
+
+def reload_other_workers() -> bool:
+    """From a worker: have the supervisor pass SIGHUP to every worker. False with one worker."""
+    supervisor = os.environ.get(SUPERVISOR_ENV)
+    if not supervisor:
+        return False
+    os.kill(int(supervisor), signal.SIGHUP)
+    return True
