@@ -26,7 +26,9 @@ from gateway.config import CONFIG_ENV, Config, ConfigError, load_config
 from gateway.cooldown import Cooldowns
 from gateway.embedded_store import EMBEDDED_STORE_ENV
 from gateway.errors import GatewayError, InvalidRequest, MethodNotAllowed, NotFound
+from gateway.metrics import Metrics
 from gateway.pipeline import Services
+from gateway.records import Records, open_usage_log
 from gateway.routes import router
 from gateway.store import Store
 
@@ -115,10 +117,11 @@ def create_app(config: Config, store_url: str | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(reload.prepare, config)
         http = upstream.open_session(config.settings.timeouts)
-        store = Store(url)
+        metrics = Metrics()
+        store = Store(url, on_error=metrics.store_errors.inc)
         budgets = Budgets(store, hold_s=budget.hold_s_for(config.settings.timeouts))
         services = Services(config=config, http=http, cooldowns=Cooldowns(), store=store,
-                            budgets=budgets)
+                            budgets=budgets, records=Records(metrics, open_usage_log(config)))
         reloader = reload.Reloader(services)
         app.state.services = services
         app.state.reloader = reloader
@@ -138,6 +141,7 @@ def create_app(config: Config, store_url: str | None = None) -> FastAPI:
             if services.tasks:  # settlements of streams that just ended
                 await asyncio.wait(services.tasks, timeout=5)
             budgets.close()
+            await asyncio.to_thread(services.records.shutdown)
             await reloader.close()
             await services.http.close()
             await store.close()

@@ -37,9 +37,11 @@ class Trace:
 
     requested: str
     deadline: float  # loop time by which the whole request must be done
+    request_id: str = ""
     attempts: list[Attempt] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failures: list[ProviderError] = field(default_factory=list)
+    cooled: list[str] = field(default_factory=list)  # models whose cooldown this request began
 
     def record(self, model: Model, started: float, error: ProviderError | None) -> None:
         latency_ms = round((time.perf_counter() - started) * 1000, 2)
@@ -114,8 +116,10 @@ async def _attempt(chain: Chain, model: Model, call: Callable[[], Awaitable[T]])
             starts = chain.cooldowns.failed(model.name, chain.settings.cooldown,
                                             at_once=error.kind == "auth")
             if starts:
-                log.warning("model %s cools down for %gs after: %s %s", model.name,
-                            chain.settings.cooldown.for_s, error.status, error.message[:200])
+                chain.trace.cooled.append(model.name)
+                log.warning("request %s: model %s cools down for %gs after: %s %s",
+                            chain.trace.request_id, model.name, chain.settings.cooldown.for_s,
+                            error.status, error.message[:200])
         raise
     chain.trace.record(model, started, None)
     return result

@@ -69,8 +69,8 @@ async def reserve(budgets: Budgets, config: Config, key: ApiKey, models: tuple[M
 
 
 async def settle(budgets: Budgets, metered: Metered, model: Model,
-                 answer: dict[str, Any]) -> None:
-    """Charge the answer; sets the cost and remaining-budget headers."""
+                 answer: dict[str, Any]) -> tuple[cost.Usage, int]:
+    """Charge the answer; sets the cost and remaining-budget headers. The usage and cost."""
     usage = cost.usage_of(answer)
     if usage is None:
         counted = metered.counted or await _count(metered.body, metered.kind)
@@ -80,6 +80,7 @@ async def settle(budgets: Budgets, metered: Metered, model: Model,
     metered.headers["x-gateway-cost-usd"] = cost.usd(charged)
     if balance is not None and (left := balance.remaining(metered.reservation.key)) is not None:
         metered.headers["x-gateway-budget-remaining-usd"] = cost.usd(left)
+    return usage, charged
 
 
 async def release(budgets: Budgets, metered: Metered) -> None:

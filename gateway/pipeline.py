@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,7 @@ from gateway.config import ApiKey, Config, Model
 from gateway.cooldown import Cooldowns
 from gateway.fallbacks import Chain, Trace
 from gateway.meter import Metered
+from gateway.records import Record, Records
 from gateway.store import Store
 
 FREE = cost.usd(0)  # x-gateway-cost-usd of a cache hit
@@ -42,6 +44,7 @@ class Services:
     cooldowns: Cooldowns
     store: Store
     budgets: Budgets
+    records: Records
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
@@ -57,6 +60,7 @@ class Outcome:
     headers: dict[str, str]
     body: bytes | None = None
     stream: AsyncIterator[bytes] | None = None
+    closes_record: bool = False  # a relayed stream closes the request's record at its end
 
 
 @dataclass
@@ -67,13 +71,24 @@ class Call:
     key: ApiKey
     body: dict[str, Any]
     trace: Trace
-    request_id: str
+    record: Record
     cache_control: str | None = None
 
+    def answered(self, model: str, usage: cost.Usage, cost_microusd: int,
+                 reply: dict[str, Any]) -> None:
+        self.record.model = model
+        self.record.charged(usage.input_tokens, usage.output_tokens, cost_microusd)
+        if self.config.settings.log_content:
+            self.record.answer = reply.get("choices")
 
-def new_trace(config: Config, requested: str) -> Trace:
+    def hit(self, model: str) -> None:
+        self.record.model, self.record.cache = model, "hit"
+        self.record.charged(0, 0, 0)
+
+
+def new_trace(config: Config, requested: str, request_id: str) -> Trace:
     deadline = asyncio.get_running_loop().time() + config.settings.timeouts.total_s
-    return Trace(requested=requested, deadline=deadline)
+    return Trace(requested=requested, deadline=deadline, request_id=request_id)
 
 
 def _headers(model: Model, trace: Trace, lookup: Lookup, metered: Metered) -> dict[str, str]:
@@ -91,6 +106,7 @@ def _plan(services: Services, call: Call, kind: cache.Kind) -> tuple[Chain, Look
     lookup = cache.plan(call.config.settings.cache, call.cache_control, kind,
                         call.trace.requested, models, call.body)
     chain = Chain(models, services.http, call.config.settings, services.cooldowns, call.trace)
+    call.record.cache = lookup.state
     return chain, lookup
 
 
@@ -99,6 +115,7 @@ async def chat(services: Services, call: Call) -> Outcome:
     stream = bool(call.body.get("stream"))
     include_usage = stream and bool((call.body.get("stream_options") or {}).get("include_usage"))
     if (hit := await cache.get(services.store, lookup)) is not None:
+        call.hit(hit.model)
         if stream:
             replayed = streaming.replay(orjson.loads(hit.answer), include_usage)
             return Outcome(_hit_headers(hit.model), stream=replayed)
@@ -128,7 +145,8 @@ async def _answered(services: Services, call: Call, chain: Chain, lookup: Lookup
     """A whole answer, not streamed: asked along the chain, charged, cached if complete."""
     with _released_on_failure(services, metered):
         model, reply = await ask(chain, metered.body)
-    await meter.settle(services.budgets, metered, model, reply)
+    usage, charged = await meter.settle(services.budgets, metered, model, reply)
+    call.answered(model.name, usage, charged, reply)
     body = orjson.dumps(reply)
     if complete(reply):
         await cache.put(services.store, lookup, model.name, body)
@@ -139,20 +157,27 @@ async def _chat_stream(services: Services, chain: Chain, lookup: Lookup, metered
                        call: Call, include_usage: bool) -> Outcome:
     with _released_on_failure(services, metered):
         opened = await fallbacks.open_stream(chain, metered.body)
+    call.record.first_token_at = time.perf_counter()
 
-    async def ended(answer: dict[str, Any], complete: bool) -> None:
-        await meter.settle(services.budgets, metered, opened.model, answer)
-        if complete and cache.is_complete_chat(answer, length_ok=not metered.shortened):
-            await cache.put(services.store, lookup, opened.model.name, orjson.dumps(answer))
+    async def ended(answer: dict[str, Any], status: int) -> None:
+        try:
+            usage, charged = await meter.settle(services.budgets, metered, opened.model, answer)
+            call.answered(opened.model.name, usage, charged, answer)
+            if status == 200 and cache.is_complete_chat(answer, length_ok=not metered.shortened):
+                await cache.put(services.store, lookup, opened.model.name, orjson.dumps(answer))
+        finally:
+            services.records.close(call.record, status)
 
-    relay = streaming.relay(opened, include_usage, call.trace, call.request_id, ended,
-                            services.spawn)
-    return Outcome(_headers(opened.model, call.trace, lookup, metered), stream=relay)
+    relay = streaming.relay(opened, include_usage, call.trace, ended, services.spawn)
+    head = await anext(relay)  # started: from here on, however the response ends, it settles
+    return Outcome(_headers(opened.model, call.trace, lookup, metered),
+                   stream=streaming.after(head, relay), closes_record=True)
 
 
 async def embeddings(services: Services, call: Call) -> Outcome:
     chain, lookup = _plan(services, call, "embeddings")
     if (hit := await cache.get(services.store, lookup)) is not None:
+        call.hit(hit.model)
         return Outcome(_hit_headers(hit.model), body=hit.answer)
     metered = await meter.reserve(services.budgets, call.config, call.key, chain.models,
                                   call.body, "embeddings")

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 import aiohttp
 
-from gateway import budget, providers, tokens, upstream
+from gateway import budget, providers, records, tokens, upstream
 from gateway.config import Config, ConfigError, parse_config
 from gateway.pipeline import Services
 
@@ -93,6 +93,11 @@ class Reloader:
         new = self._keep_restart_only(old, new)
         await asyncio.to_thread(prepare, new)
         self._swap(old, new)
+        if _usage_log_settings(old) != _usage_log_settings(new):
+            retired, self.services.records.usage_log = (self.services.records.usage_log,
+                                                        records.open_usage_log(new))
+            if retired is not None:  # writes what it has queued, then closes
+                await asyncio.to_thread(retired.close)
         changes = describe_changes(old, new)
         log.info("%s reloaded (%s): %s", old.path.name, cause,
                  "; ".join(changes) or "no effective change")
@@ -165,6 +170,11 @@ class Reloader:
 
     async def close(self) -> None:
         await self._close_retired(float("inf"))
+
+
+def _usage_log_settings(config: Config) -> tuple[object, ...]:
+    s = config.settings
+    return (s.usage_log and config.resolve_path(s.usage_log), s.usage_log_max_mb, s.usage_log_keep)
 
 
 def _signature(path: Path) -> Signature:

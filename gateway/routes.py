@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -12,8 +13,19 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
-from gateway import auth, budget, config_view, pipeline, reload, routing, supervisor, validation
-from gateway.errors import InvalidRequest, NotReady, PayloadTooLarge
+from gateway import (
+    auth,
+    budget,
+    config_view,
+    metrics,
+    pipeline,
+    records,
+    reload,
+    routing,
+    supervisor,
+    validation,
+)
+from gateway.errors import GatewayError, InvalidRequest, NotReady, PayloadTooLarge
 from gateway.store import StoreDown
 
 router = APIRouter()
@@ -47,18 +59,43 @@ Handle = Callable[[pipeline.Services, pipeline.Call], Awaitable[pipeline.Outcome
 async def _serve(request: Request, parse: Parse, handle: Handle) -> Response:
     services: pipeline.Services = request.app.state.services
     config = services.config  # one configuration for the whole request, even across a reload
-    key = auth.authenticate(request.headers, config)
-    body = parse(await read_body(request, config.settings.max_body_mb))
-    trace = pipeline.new_trace(config, body["model"])
-    request.state.trace = trace
-    call = pipeline.Call(config, key, body, trace, request.state.request_id,
-                         request.headers.get("cache-control"))
-    outcome = await handle(services, call)
+    record = records.Record(request.state.request_id, config)
+    try:
+        outcome = await _answer(request, services, record, parse, handle)
+    except BaseException as exc:  # recorded, then handled where it always was
+        if isinstance(exc, GatewayError):
+            record.error_code = exc.code
+        services.records.close(record, _status_of(exc))
+        raise
     if outcome.stream is not None:
+        if not outcome.closes_record:
+            services.records.close(record, 200)
         headers = {**outcome.headers, "cache-control": "no-cache", "x-accel-buffering": "no"}
         return StreamingResponse(outcome.stream, media_type="text/event-stream",
                                  headers=headers)
+    services.records.close(record, 200)
     return Response(outcome.body, media_type=JSON, headers=outcome.headers)
+
+
+async def _answer(request: Request, services: pipeline.Services, record: records.Record,
+                  parse: Parse, handle: Handle) -> pipeline.Outcome:
+    config = record.config
+    key = auth.authenticate(request.headers, config)
+    record.key = key.name
+    body = parse(await read_body(request, config.settings.max_body_mb))
+    record.requested, record.stream = body["model"], bool(body.get("stream"))
+    if config.settings.log_content:
+        record.prompt = body.get("messages", body.get("input"))
+    trace = pipeline.new_trace(config, body["model"], record.request_id)
+    request.state.trace = record.trace = trace
+    call = pipeline.Call(config, key, body, trace, record, request.headers.get("cache-control"))
+    return await handle(services, call)
+
+
+def _status_of(exc: BaseException) -> int:
+    if isinstance(exc, GatewayError):
+        return exc.status
+    return records.CLIENT_LEFT if isinstance(exc, asyncio.CancelledError) else 500
 
 
 @router.post("/v1/chat/completions")
@@ -114,10 +151,8 @@ async def admin_spend(request: Request) -> Response:
         spent = await services.budgets.spend_on(day)
     except StoreDown as exc:
         raise NotReady(f"{exc}: spend cannot be read now") from None
-    budgets = {key.name: budget.budget_microusd(key) for key in config.keys}
-    names = [*budgets, *sorted(set(spent) - set(budgets))]  # a removed key's spend too
-    rows = [{"key": name, "spent_usd": _usd(spent.get(name, 0)),
-             "budget_usd": _usd(budgets.get(name))} for name in names]
+    rows = [{"key": row.key, "spent_usd": _usd(row.spent), "budget_usd": _usd(row.budget)}
+            for row in budget.spend_rows(config.keys, spent)]
     body = {"date": day.isoformat(), "keys": rows, "total_usd": _usd(sum(spent.values()))}
     return Response(orjson.dumps(body), media_type=JSON)
 
@@ -152,6 +187,13 @@ async def admin_reload(request: Request) -> Response:
     body = {"status": reloaded.status, "changes": list(reloaded.changes),
             "sha256": services.config.sha256, "other_workers_signalled": others}
     return Response(orjson.dumps(body), media_type=JSON)
+
+
+@router.get("/metrics")
+async def prometheus_metrics(request: Request) -> Response:
+    services: pipeline.Services = request.app.state.services
+    text = services.records.metrics.render()
+    return Response(text, headers={"content-type": metrics.CONTENT_TYPE})
 
 
 @router.get("/health")

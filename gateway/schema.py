@@ -75,7 +75,9 @@ class Settings(Frozen):
     max_body_mb: PositiveFloat = 10
     data_dir: str = "./.gateway"
     cooldown: CooldownSettings = CooldownSettings()
-    usage_log: str = "./logs/usage.jsonl"
+    usage_log: str = "./logs/usage.jsonl"  # empty: no usage log
+    usage_log_max_mb: PositiveFloat = 100
+    usage_log_keep: Annotated[int, Field(ge=0, le=1000)] = 5
     master_key: str = ""
     allow_anonymous: bool = False
     log_content: bool = False

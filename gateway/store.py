@@ -47,7 +47,7 @@ def describe(url: str) -> str:
 
 
 class Store:
-    def __init__(self, url: str):
+    def __init__(self, url: str, on_error: Callable[[], None] = lambda: None):
         self.name = describe(url)  # for logs
         self.kind = "embedded" if url.startswith("unix://") else "redis"  # for clients
         # One immediate retry: after a Redis restart the pooled connections are dead,
@@ -57,14 +57,17 @@ class Store:
                                     retry=Retry(NoBackoff(), 1))
         self._down_since: float | None = None
         self._next_try = 0.0
+        self._on_error = on_error  # counts every failed or skipped operation
 
     async def run(self, op: Callable[[Redis], Awaitable[T]], *, probe: bool = False) -> T:
         """Run `op` against Redis; `probe` tries even inside the fail-fast second."""
         if self._down_since is not None and not probe and time.monotonic() < self._next_try:
+            self._on_error()
             raise StoreDown(f"the {self.kind} store does not answer")
         try:
             result = await op(self.redis)
         except (RedisError, OSError) as exc:
+            self._on_error()
             self._failed(exc)
             raise StoreDown(f"the {self.kind} store does not answer "
                             f"({type(exc).__name__})") from exc

@@ -38,17 +38,21 @@ def _for_client(chunk: dict[str, Any], include_usage: bool) -> bytes | None:
     return sse_event(chunk)
 
 
-# Called once with the answer so far, and whether the provider's stream ended normally.
-Ended = Callable[[dict[str, Any], bool], Awaitable[None]]
+# Called once with the answer so far and the stream's status: 200 when the provider's stream
+# ended normally, the error's status when it was cut, CLIENT_LEFT when the client left.
+Ended = Callable[[dict[str, Any], int], Awaitable[None]]
 # Runs a coroutine as a task of its own: a client that leaves cancels the request's task,
 # and what is owed must still be settled.
 Spawn = Callable[[Coroutine[Any, Any, None]], "asyncio.Task[None]"]
+CLIENT_LEFT = 499  # as nginx logs it: the client closed the connection first
 
 
-async def relay(opened: OpenStream, include_usage: bool, trace: Trace, request_id: str,
-                ended: Ended, spawn: Spawn) -> AsyncIterator[bytes]:
+async def relay(opened: OpenStream, include_usage: bool, trace: Trace, ended: Ended,
+                spawn: Spawn) -> AsyncIterator[bytes]:
+    """The client's stream. Its first item is ready at once: take it before answering, so
+    that the cleanup below runs however the response ends, even if it is never sent."""
     assembler = completions.Assembler()
-    complete = False
+    status = CLIENT_LEFT
     try:
         for chunk in opened.head:
             assembler.add(chunk)
@@ -62,26 +66,34 @@ async def relay(opened: OpenStream, include_usage: bool, trace: Trace, request_i
             except StopAsyncIteration:
                 break
             except TimeoutError:
+                status = 504
                 yield _error_event(ProviderError("the request's total time limit was reached "
                                                  "mid-stream", status=504, kind="transient"))
                 return
             except ProviderError as error:
-                log.warning("request %s: %s failed mid-stream: %s", request_id,
+                status = error.status
+                log.warning("request %s: %s failed mid-stream: %s", trace.request_id,
                             opened.model.name, error.status)
                 yield _error_event(error)
                 return
             assembler.add(chunk)
             if (event := _for_client(chunk, include_usage)) is not None:
                 yield event
-        complete = True
+        status = 200
         # Settled and cached before [DONE], so the client's next request sees both.
-        await asyncio.shield(spawn(ended(assembler.completion(), True)))
+        await asyncio.shield(spawn(ended(assembler.completion(), status)))
         yield DONE
     finally:
-        if not complete:  # charged for what was generated, even if the client left
-            spawn(ended(assembler.completion(), False))
+        if status != 200:  # charged for what was generated, even if the client left
+            spawn(ended(assembler.completion(), status))
         with contextlib.suppress(Exception):
             await opened.rest.aclose()  # a client that left must not keep the upstream call
+
+
+async def after(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield first
+    async for part in rest:
+        yield part
 
 
 def _error_event(error: GatewayError) -> bytes:

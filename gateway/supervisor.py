@@ -11,10 +11,13 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import tempfile
 from typing import Any
 
 import uvicorn
 from uvicorn.supervisors import Multiprocess
+
+from gateway.metrics import MULTIPROCESS_ENV
 
 SUPERVISOR_ENV = "GATEWAY_SUPERVISOR_PID"  # set for the workers of `--workers N`, N > 1
 STARTUP_FAILURE = 3  # uvicorn's exit status when the server never started
@@ -33,7 +36,10 @@ def serve(app: str, **options: Any) -> int:
     config = uvicorn.Config(app, **options)
     if config.workers > 1:
         os.environ[SUPERVISOR_ENV] = str(os.getpid())  # inherited by the workers
-        _Workers(config, sockets=[config.bind_socket()]).run()
+        with tempfile.TemporaryDirectory(prefix="gateway-metrics-") as metrics_dir:
+            # Every worker writes its metrics here; a scrape of any one adds them all up.
+            os.environ.setdefault(MULTIPROCESS_ENV, metrics_dir)
+            _Workers(config, sockets=[config.bind_socket()]).run()
         return 0
     server = uvicorn.Server(config)
     server.run()

@@ -1,0 +1,63 @@
+"""Prometheus metrics, counted per request from its record; `GET /metrics` renders them.
+
+With `gateway serve --workers N` (N > 1) every worker writes its values to
+files in $PROMETHEUS_MULTIPROC_DIR and a scrape of any worker adds them all up
+(prometheus-client's multiprocess mode); with one worker they stay in memory.
+Label values are names from router.yaml only (tiers, models, key names), never
+what a client typed, so a scan of made-up model names cannot grow the series.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "gateway_requests", "Requests answered, by what was asked, the model that served, "
+            "the HTTP status and the cache result", ["requested", "model", "status", "cache"],
+            registry=r)
+        self.latency = Histogram(
+            "gateway_request_duration_seconds", "From the request's arrival to its last byte",
+            ["requested"], buckets=LATENCY_BUCKETS_S, registry=r)
+        self.ttft = Histogram(
+            "gateway_time_to_first_token_seconds", "Streams: from arrival to the first token "
+            "sent", ["requested"], buckets=LATENCY_BUCKETS_S, registry=r)
+        self.tokens = Counter("gateway_tokens", "Tokens charged, by key, model and direction "
+                              "(input or output)", ["key", "model", "direction"], registry=r)
+        self.cost = Counter("gateway_cost_usd", "USD charged, by key and model",
+                            ["key", "model"], registry=r)
+        self.provider_calls = Counter("gateway_provider_calls", "Calls to providers, by model "
+                                      "and status (0: no HTTP status)", ["model", "status"],
+                                      registry=r)
+        self.retries = Counter("gateway_retries", "Provider calls that repeated a failed call "
+                               "to the same model", ["model"], registry=r)
+        self.fallbacks = Counter("gateway_fallbacks", "Moves from a failed model to the next of "
+                                 "its chain", ["requested"], registry=r)
+        self.cooldowns = Counter("gateway_cooldowns", "Cooldowns started", ["model"], registry=r)
+        self.budget_refusals = Counter("gateway_budget_refusals", "Requests refused by a daily "
+                                       "budget", ["key"], registry=r)
+        self.store_errors = Counter("gateway_store_errors", "Store operations that failed or "
+                                    "were skipped during an outage", registry=r)
+
+    def render(self) -> bytes:
+        if os.environ.get(MULTIPROCESS_ENV):
+            every_worker = CollectorRegistry()
+            multiprocess.MultiProcessCollector(every_worker)
+            return generate_latest(every_worker)
+        return generate_latest(self.registry)

@@ -1,0 +1,139 @@
+"""One record per request, refusals and failures included: a usage-log line and metrics.
+
+A Record is opened when a request arrives and filled as it goes (key, what was
+asked, cache result, the model that served, tokens and cost). It is closed
+exactly once: when the answer is sent, when the request is refused or fails,
+or, for a stream, when the stream ends. The line never holds key material, and
+holds prompt or answer text only with `settings.log_content: true`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from gateway.config import Config
+from gateway.fallbacks import Trace
+from gateway.metrics import Metrics
+from gateway.usage_log import UsageLog
+
+log = logging.getLogger("gateway")
+CLIENT_LEFT = 499  # as nginx logs it: the client closed the connection before the answer
+
+
+@dataclass
+class Record:
+    request_id: str
+    config: Config  # the request's configuration: label values must come from it
+    ts: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="milliseconds"))
+    started: float = field(default_factory=time.perf_counter)
+    key: str | None = None
+    requested: str | None = None
+    stream: bool = False
+    cache: str = "off"
+    model: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cost_microusd: int | None = None
+    first_token_at: float | None = None  # perf_counter when the first token was sent
+    trace: Trace | None = None
+    error_code: str | None = None
+    prompt: Any = None  # kept only with settings.log_content
+    answer: Any = None
+    closed: bool = False
+
+    def charged(self, input_tokens: int, output_tokens: int, cost_microusd: int) -> None:
+        self.input_tokens, self.output_tokens = input_tokens, output_tokens
+        self.cost_microusd = cost_microusd
+
+
+class Records:
+    def __init__(self, metrics: Metrics, usage_log: UsageLog | None):
+        self.metrics = metrics
+        self.usage_log = usage_log
+
+    def close(self, record: Record, status: int) -> None:
+        """The request is over: write its line and count it (once; later calls do nothing)."""
+        if record.closed:
+            return
+        record.closed = True
+        ended = time.perf_counter()
+        if self.usage_log is not None:
+            self.usage_log.write(orjson.dumps(_line(record, status, ended)) + b"\n")
+        self._count(record, status, ended)
+
+    def _count(self, record: Record, status: int, ended: float) -> None:
+        m, config = self.metrics, record.config
+        known = record.requested if record.requested and config.chain(record.requested) else None
+        requested = known or "unknown"
+        m.requests.labels(requested, record.model or "none", str(status), record.cache).inc()
+        m.latency.labels(requested).observe(ended - record.started)
+        if record.first_token_at is not None:
+            m.ttft.labels(requested).observe(record.first_token_at - record.started)
+        key = record.key or "none"
+        if record.model is not None and record.cost_microusd is not None:
+            m.tokens.labels(key, record.model, "input").inc(record.input_tokens or 0)
+            m.tokens.labels(key, record.model, "output").inc(record.output_tokens or 0)
+            m.cost.labels(key, record.model).inc(record.cost_microusd / 1_000_000)
+        if record.error_code == "budget_exceeded":
+            m.budget_refusals.labels(key).inc()
+        if record.trace is not None:
+            previous = None
+            for attempt in record.trace.attempts:
+                m.provider_calls.labels(attempt.model, str(attempt.status or 0)).inc()
+                if attempt.model == previous:
+                    m.retries.labels(attempt.model).inc()
+                elif previous is not None:
+                    m.fallbacks.labels(requested).inc()
+                previous = attempt.model
+            for model in record.trace.cooled:
+                m.cooldowns.labels(model).inc()
+
+    def shutdown(self) -> None:
+        """Blocking: call it off the event loop."""
+        if self.usage_log is not None:
+            self.usage_log.close()
+
+
+def open_usage_log(config: Config) -> UsageLog | None:
+    settings = config.settings
+    if not settings.usage_log:
+        return None
+    return UsageLog(config.resolve_path(settings.usage_log), settings.usage_log_max_mb,
+                    settings.usage_log_keep)
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 2)
+
+
+def _line(record: Record, status: int, ended: float) -> dict[str, Any]:
+    attempts = record.trace.attempts if record.trace is not None else []
+    line: dict[str, Any] = {
+        "ts": record.ts,
+        "request_id": record.request_id,
+        "key": record.key,
+        "requested": record.requested,
+        "model": record.model,
+        "attempts": [{"model": a.model, "status": a.status, "error": a.error,
+                      "latency_ms": a.latency_ms} for a in attempts],
+        "stream": record.stream,
+        "cache": record.cache,
+        "input_tokens": record.input_tokens,
+        "output_tokens": record.output_tokens,
+        "cost_usd": (None if record.cost_microusd is None
+                     else round(record.cost_microusd / 1_000_000, 6)),
+        "latency_ms": _ms(ended - record.started),
+        "ttft_ms": (None if record.first_token_at is None
+                    else _ms(record.first_token_at - record.started)),
+        "status": status,
+    }
+    if record.config.settings.log_content:
+        line["prompt"] = record.prompt
+        line["answer"] = record.answer
+    return line
