@@ -109,6 +109,22 @@ def budget_microusd(key: ApiKey) -> int | None:
 
 
 @dataclass(frozen=True)
+class SpendRow:
+    key: str
+    spent: int  # micro-dollars
+    budget: int | None  # micro-dollars; None: no budget, or a key no longer configured
+    configured: bool
+
+
+def spend_rows(keys: tuple[ApiKey, ...], spent: dict[str, int]) -> list[SpendRow]:
+    """Every configured key, then keys that spent that day but are gone from router.yaml."""
+    rows = [SpendRow(k.name, spent.get(k.name, 0), budget_microusd(k), True) for k in keys]
+    configured = {k.name for k in keys}
+    rows += [SpendRow(name, spent[name], None, False) for name in sorted(set(spent) - configured)]
+    return rows
+
+
+@dataclass(frozen=True)
 class Balance:
     spent: int  # micro-dollars, today
     reserved: int  # micro-dollars held by requests in flight

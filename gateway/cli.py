@@ -8,6 +8,7 @@ import hashlib
 import os
 import secrets
 import sys
+from datetime import date
 from pathlib import Path
 
 from gateway import embedded_store
@@ -102,6 +103,61 @@ def cmd_keys_new(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_spend(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from gateway import budget, store
+
+    path = _config_path(args.config)
+    config = _load_or_exit(path)
+    try:
+        day = date.fromisoformat(args.date) if args.date else budget.today()
+    except ValueError:
+        print(f"--date must be YYYY-MM-DD; got {args.date!r}", file=sys.stderr)
+        return 2
+    with contextlib.ExitStack() as stack:
+        url = config.settings.redis_url
+        try:
+            if not url:
+                url = stack.enter_context(embedded_store.reached(
+                    config.resolve_path(config.settings.data_dir)))
+            spent = asyncio.run(_spend_on(url, day))
+        except (EmbeddedStoreError, store.StoreDown) as exc:
+            print(f"{path}: cannot read spend: {exc}", file=sys.stderr)
+            return 1
+    print(f"Spend on {day.isoformat()} (UTC), from {store.describe(url)}\n")
+    rows = budget.spend_rows(config.keys, spent)
+    table = [("key", "spent USD", "budget USD", "left USD")]
+    for row in rows:
+        left = None if row.budget is None else max(row.budget - row.spent, 0)
+        name = row.key if row.configured else f"{row.key} (not in {path.name})"
+        table.append((name, _usd(row.spent), _usd(row.budget), _usd(left)))
+    table.append(("total", _usd(sum(spent.values())), "", ""))
+    widths = [max(len(line[i]) for line in table) for i in range(4)]
+    for line in table:
+        print(line[0].ljust(widths[0]), *(cell.rjust(w) for cell, w in zip(line[1:], widths[1:],
+                                                                            strict=True)),
+              sep="  ")
+    return 0
+
+
+def _usd(micro: int | None) -> str:
+    from gateway import cost
+
+    return "-" if micro is None else cost.usd(micro)
+
+
+async def _spend_on(url: str, day: date) -> dict[str, int]:
+    from gateway.budget import Budgets
+    from gateway.store import Store
+
+    spend_store = Store(url)
+    try:
+        return await Budgets(spend_store, hold_s=0).spend_on(day)
+    finally:
+        await spend_store.close()
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from gateway.demo import run_demo
 
@@ -126,6 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument("--name", required=True)
     new.add_argument("--daily-budget", type=float, metavar="USD")
     new.set_defaults(run=cmd_keys_new)
+    spend = sub.add_parser("spend", help="print each key's spend for a day, from the store")
+    spend.add_argument("--config")
+    spend.add_argument("--date", help="YYYY-MM-DD, UTC (default: today)")
+    spend.set_defaults(run=cmd_spend)
     demo = sub.add_parser("demo", help="a gateway on built-in mock providers: no keys, no network")
     demo.add_argument("--port", type=int, default=DEFAULT_PORT)
     demo.set_defaults(run=cmd_demo)

@@ -125,3 +125,14 @@ def running(data_dir: Path) -> Iterator[str]:
         os.close(lock_fd)
         if socket_dir:
             shutil.rmtree(socket_dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def reached(data_dir: Path) -> Iterator[str]:
+    """The store of data_dir: the running gateway's, or one started for the caller's while."""
+    path = data_dir / "redis.sock"
+    if path.exists() and _answers(str(path)):
+        yield f"unix://{path}"
+        return
+    with running(data_dir) as url:
+        yield url
