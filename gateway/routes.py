@@ -192,6 +192,8 @@ async def admin_reload(request: Request) -> Response:
 @router.get("/metrics")
 async def prometheus_metrics(request: Request) -> Response:
     services: pipeline.Services = request.app.state.services
+    if services.config.settings.master_key:  # per-key spend is not for every caller's eyes
+        auth.authenticate_admin(request.headers, services.config)
     text = services.records.metrics.render()
     return Response(text, headers={"content-type": metrics.CONTENT_TYPE})
 

@@ -24,6 +24,7 @@ PRICE = "price: {input_per_mtok: 1000, output_per_mtok: 2000}"  # micro-USD a to
 FIELDS = {"ts", "request_id", "key", "requested", "model", "attempts", "stream", "cache",
           "input_tokens", "output_tokens", "cost_usd", "latency_ms", "ttft_ms", "status"}
 MASTER_KEY = "sk-master-records"
+ADMIN = {"authorization": f"Bearer {MASTER_KEY}"}
 
 
 def key_of(name: str) -> str:
@@ -87,7 +88,7 @@ class Running:
         return self.usage.read_text() if self.usage.exists() else ""
 
     def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-        text = httpx.get(f"{self.url}/metrics").text
+        text = httpx.get(f"{self.url}/metrics", headers=ADMIN).text
         return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
                 for family in text_string_to_metric_families(text) for sample in family.samples}
 
@@ -237,7 +238,7 @@ def test_metrics_parse_and_move_as_requests_pass(gw: Running, mock: MockProvider
 def test_a_made_up_model_name_never_becomes_a_label(gw: Running) -> None:
     with gw.client() as client, pytest.raises(openai.NotFoundError):
         chat(client, "gpt-made-up-by-a-scanner", "hello")
-    text = httpx.get(f"{gw.url}/metrics").text
+    text = httpx.get(f"{gw.url}/metrics", headers=ADMIN).text
     assert "gpt-made-up-by-a-scanner" not in text
     assert 'requested="unknown"' in text
 
@@ -254,7 +255,8 @@ def test_no_key_or_prompt_reaches_any_log_or_metric(gw: Running, mock: MockProvi
         with gw.client(name) as client, pytest.raises(openai.APIStatusError):
             chat(client, "main", prompt, extra_headers={"cache-control": "no-store"})
     gw.lines(raw.headers["x-request-id"])
-    for text in (gw.log.read_text(), gw.usage.read_text(), httpx.get(f"{gw.url}/metrics").text):
+    for text in (gw.log.read_text(), gw.usage.read_text(),
+                 httpx.get(f"{gw.url}/metrics", headers=ADMIN).text):
         assert prompt not in text
         for name in ("team-a", "tiny", "never-issued"):
             assert key_of(name) not in text
@@ -309,6 +311,15 @@ def test_counters_add_up_across_two_workers(tmp_path: Path, mock: MockProvider,
         assert all(json.loads(line)["status"] == 200 for line in lines)
     finally:
         running.stop()
+
+
+def test_metrics_need_the_master_key_when_one_is_set(gw: Running, gateway: str) -> None:
+    assert httpx.get(f"{gw.url}/metrics").status_code == 401
+    assert httpx.get(f"{gw.url}/metrics", headers={
+        "authorization": f"Bearer {key_of('team-a')}"}).status_code == 401
+    open_metrics = httpx.get(f"{gateway}/metrics")  # the session gateway has no master key
+    assert open_metrics.status_code == 200
+    assert open_metrics.headers["content-type"].startswith("text/plain")
 
 
 def test_gateway_spend_prints_each_keys_spend(gw: Running) -> None:
