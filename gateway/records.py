@@ -9,7 +9,6 @@ holds prompt or answer text only with `settings.log_content: true`.
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,9 +20,6 @@ from gateway.config import Config
 from gateway.fallbacks import Trace
 from gateway.metrics import Metrics
 from gateway.usage_log import UsageLog
-
-log = logging.getLogger("gateway")
-CLIENT_LEFT = 499  # as nginx logs it: the client closed the connection before the answer
 
 
 @dataclass

@@ -22,6 +22,7 @@ from gateway import (
     records,
     reload,
     routing,
+    streaming,
     supervisor,
     validation,
 )
@@ -95,7 +96,7 @@ async def _answer(request: Request, services: pipeline.Services, record: records
 def _status_of(exc: BaseException) -> int:
     if isinstance(exc, GatewayError):
         return exc.status
-    return records.CLIENT_LEFT if isinstance(exc, asyncio.CancelledError) else 500
+    return streaming.CLIENT_LEFT if isinstance(exc, asyncio.CancelledError) else 500
 
 
 @router.post("/v1/chat/completions")
