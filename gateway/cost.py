@@ -66,5 +66,10 @@ def of_usage(rates: Rates, usage: Usage) -> int:
 
 
 def usd(micro: int) -> str:
-    """Micro-dollars as the USD string of headers and /v1/budget: 0.001234."""
+    """Micro-dollars as the USD string of headers and `gateway spend`: 0.001234."""
     return f"{micro / 1_000_000:.6f}"
+
+
+def dollars(micro: int | None) -> float | None:
+    """Micro-dollars as the USD number of JSON bodies, the usage log and metrics: 0.001234."""
+    return None if micro is None else round(micro / 1_000_000, 6)

@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from gateway import cost
 from gateway.config import Config
 from gateway.fallbacks import Trace
 from gateway.metrics import Metrics
@@ -75,7 +76,7 @@ class Records:
         if record.model is not None and record.cost_microusd is not None:
             m.tokens.labels(key, record.model, "input").inc(record.input_tokens or 0)
             m.tokens.labels(key, record.model, "output").inc(record.output_tokens or 0)
-            m.cost.labels(key, record.model).inc(record.cost_microusd / 1_000_000)
+            m.cost.labels(key, record.model).inc(cost.dollars(record.cost_microusd) or 0)
         if record.error_code == "budget_exceeded":
             m.budget_refusals.labels(key).inc()
         if record.trace is not None:
@@ -122,8 +123,7 @@ def _line(record: Record, status: int, ended: float) -> dict[str, Any]:
         "cache": record.cache,
         "input_tokens": record.input_tokens,
         "output_tokens": record.output_tokens,
-        "cost_usd": (None if record.cost_microusd is None
-                     else round(record.cost_microusd / 1_000_000, 6)),
+        "cost_usd": cost.dollars(record.cost_microusd),
         "latency_ms": _ms(ended - record.started),
         "ttft_ms": (None if record.first_token_at is None
                     else _ms(record.first_token_at - record.started)),

@@ -26,6 +26,7 @@ from gateway import (
     supervisor,
     validation,
 )
+from gateway.cost import dollars
 from gateway.errors import GatewayError, InvalidRequest, NotReady, PayloadTooLarge
 from gateway.store import StoreDown
 
@@ -119,10 +120,6 @@ async def list_models(request: Request) -> Response:
     return Response(orjson.dumps({"object": "list", "data": data}), media_type=JSON)
 
 
-def _usd(micro: int | None) -> float | None:
-    return None if micro is None else round(micro / 1_000_000, 6)
-
-
 @router.get("/v1/budget")
 async def key_budget(request: Request) -> Response:
     services: pipeline.Services = request.app.state.services
@@ -132,9 +129,10 @@ async def key_budget(request: Request) -> Response:
         balance = await services.budgets.balance(key, day)
     except StoreDown as exc:
         raise NotReady(f"{exc}: the budget cannot be read now") from None
-    body = {"key": key.name, "budget_usd": _usd(budget.budget_microusd(key)),
-            "spent_usd": _usd(balance.spent), "reserved_usd": _usd(balance.reserved),
-            "remaining_usd": _usd(balance.remaining(key)), "resets_at": budget.resets_at(day)}
+    body = {"key": key.name, "budget_usd": dollars(budget.budget_microusd(key)),
+            "spent_usd": dollars(balance.spent), "reserved_usd": dollars(balance.reserved),
+            "remaining_usd": dollars(balance.remaining(key)),
+            "resets_at": budget.resets_at(day)}
     return Response(orjson.dumps(body), media_type=JSON)
 
 
@@ -152,9 +150,9 @@ async def admin_spend(request: Request) -> Response:
         spent = await services.budgets.spend_on(day)
     except StoreDown as exc:
         raise NotReady(f"{exc}: spend cannot be read now") from None
-    rows = [{"key": row.key, "spent_usd": _usd(row.spent), "budget_usd": _usd(row.budget)}
-            for row in budget.spend_rows(config.keys, spent)]
-    body = {"date": day.isoformat(), "keys": rows, "total_usd": _usd(sum(spent.values()))}
+    rows = [{"key": row.key, "spent_usd": dollars(row.spent),
+             "budget_usd": dollars(row.budget)} for row in budget.spend_rows(config.keys, spent)]
+    body = {"date": day.isoformat(), "keys": rows, "total_usd": dollars(sum(spent.values()))}
     return Response(orjson.dumps(body), media_type=JSON)
 
 
