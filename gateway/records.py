@@ -66,8 +66,8 @@ class Records:
 
     def _count(self, record: Record, status: int, ended: float) -> None:
         m, config = self.metrics, record.config
-        known = record.requested if record.requested and config.chain(record.requested) else None
-        requested = known or "unknown"
+        name = record.requested
+        requested = name if name in config.tiers or name in config.models else "unknown"
         m.requests.labels(requested, record.model or "none", str(status), record.cache).inc()
         m.latency.labels(requested).observe(ended - record.started)
         if record.first_token_at is not None:
