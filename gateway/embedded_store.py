@@ -28,6 +28,7 @@ from pathlib import Path
 
 EMBEDDED_STORE_ENV = "GATEWAY_EMBEDDED_STORE"  # its URL, for the workers of `gateway serve`
 START_TIMEOUT_S = 10
+SOCKET_NAME = "redis.sock"  # in data_dir, where `gateway spend` finds a running store
 SOCKET_PATH_MAX = 100  # AF_UNIX paths are limited to 107 bytes
 LOG_NAME = "embedded-redis.log"
 
@@ -99,10 +100,10 @@ def running(data_dir: Path) -> Iterator[str]:
     data_dir.mkdir(parents=True, exist_ok=True)
     lock_fd = _lock(data_dir)
     socket_dir = None
-    path = str(data_dir / "redis.sock")
+    path = str(data_dir / SOCKET_NAME)
     if len(path) > SOCKET_PATH_MAX:
         socket_dir = tempfile.mkdtemp(prefix="gateway-store-")
-        path = os.path.join(socket_dir, "redis.sock")
+        path = os.path.join(socket_dir, SOCKET_NAME)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)  # left by a store that was killed; the lock says none runs now
     args = [find_binary(), "--port", "0", "--unixsocket", path, "--unixsocketperm", "700",
@@ -130,7 +131,7 @@ def running(data_dir: Path) -> Iterator[str]:
 @contextlib.contextmanager
 def reached(data_dir: Path) -> Iterator[str]:
     """The store of data_dir: the running gateway's, or one started for the caller's while."""
-    path = data_dir / "redis.sock"
+    path = data_dir / SOCKET_NAME
     if path.exists() and _answers(str(path)):
         yield f"unix://{path}"
         return
