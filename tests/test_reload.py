@@ -278,7 +278,8 @@ def test_admin_needs_the_master_key(gw: Gateway, method: str, path: str,
     assert "master key" in response.json()["error"]["message"]
 
 
-@pytest.mark.parametrize("method, path", [("GET", "/admin/config"), ("POST", "/admin/reload")])
+@pytest.mark.parametrize("method, path", [("GET", "/admin/config"), ("POST", "/admin/reload"),
+                                          ("GET", "/admin/spend")])
 def test_admin_is_absent_without_a_master_key(gateway: str, method: str, path: str) -> None:
     response = httpx.request(method, f"{gateway}{path}", headers={"authorization": "Bearer x"})
     assert response.status_code == 404
