@@ -56,13 +56,15 @@ settings:
 """
 
 
-def examples(port: int) -> str:
+def examples(port: int, tmp: Path) -> str:
     base = f"http://127.0.0.1:{port}"
     curl = (f"curl {base}/v1/chat/completions -H 'Authorization: Bearer {DEMO_KEY}' "
             "-H 'Content-Type: application/json' -d '{{\"model\": \"{model}\", \"messages\": "
             "[{{\"role\": \"user\", \"content\": \"Hello!\"}}]}}'")
+    reroute = f"sed -i 's/^  fast: .*/  fast:     [llama-local, gpt-4o-mini]/' {tmp}/router.yaml"
     return f"""
 The gateway is up at {base}/v1 with mock providers behind it (no network, no keys).
+Paste any line below into another terminal.
 
 A tier (fast: gpt-4o-mini -> llama-groq -> llama-local):
   {curl.format(model="fast")}
@@ -84,12 +86,22 @@ What the demo key has spent today, and has left:
 Claude through the OpenAI API, streamed:
   {curl.format(model="smart").replace('"messages"', '"stream": true, "messages"')}
 
-The OpenAI Python SDK:
-  from openai import OpenAI
-  client = OpenAI(base_url="{base}/v1", api_key="{DEMO_KEY}")
-  reply = client.chat.completions.create(
-      model="fast", messages=[{{"role": "user", "content": "Hi"}}])
-  print(reply.model, reply.choices[0].message.content)
+A reload: edit the demo's router.yaml so that fast starts with llama-local, and the running
+gateway serves the next request from it, within about a second, without a restart (and
+without the cached answer, which belongs to the old route):
+  {reroute} && sleep 2 && {curl.format(model="fast")}
+
+Every request above is one line of the usage log (no prompt, no key):
+  tail -n 2 {tmp / "usage.jsonl"}
+
+The OpenAI Python SDK (pip install openai), pasted into a shell:
+  python3 - <<'EOF'
+from openai import OpenAI
+client = OpenAI(base_url="{base}/v1", api_key="{DEMO_KEY}")
+reply = client.chat.completions.create(
+    model="fast", messages=[{{"role": "user", "content": "Hi"}}])
+print(reply.model, reply.choices[0].message.content)
+EOF
 
 Press Ctrl+C to stop.
 """
@@ -113,7 +125,7 @@ async def _serve(port: int, tmp: Path, store_url: str) -> None:
         while not server.started and not serving.done():
             await asyncio.sleep(0.01)
         if server.started:  # the examples work from the moment they are printed
-            print(examples(port), flush=True)
+            print(examples(port, tmp), flush=True)
         await serving
     finally:
         await runner.cleanup()

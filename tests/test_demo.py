@@ -19,11 +19,15 @@ EXPECTED = [
     '"code":"budget_exceeded"',  # a budget refusal
     '"remaining_usd":',  # /v1/budget
     "data: [DONE]",  # Claude, streamed
+    '"model":"llama-local"',  # a reload: the edited tier, served by the same process
+    '"requested":"fast"',  # the usage log
+    "llama-local mock answer",  # the OpenAI SDK: `fast` now starts with llama-local
 ]
+COMMANDS = ("curl ", "sed ", "tail ", "python3 ")
 
 
 @pytest.fixture(scope="module")
-def demo() -> Iterator[list[str]]:
+def printed() -> Iterator[list[str]]:
     if shutil.which("curl") is None:
         pytest.fail("the demo's examples are curl commands: apt-get install -y curl",
                     pytrace=False)
@@ -36,13 +40,27 @@ def demo() -> Iterator[list[str]]:
         printed.append(line)
         if line.startswith("Press Ctrl+C"):
             break
-    yield [line.strip() for line in printed if line.strip().startswith("curl ")]
+    yield printed
     process.terminate()
     process.wait(10)
     process.stdout.close()
 
 
-def test_the_demo_prints_a_curl_example_per_feature(demo: list[str]) -> None:
+@pytest.fixture(scope="module")
+def demo(printed: list[str]) -> list[str]:
+    """The shell commands it printed, in order; a here-document is one command."""
+    commands: list[str] = []
+    lines = iter(printed)
+    for line in lines:
+        if line.strip().startswith(COMMANDS):
+            command = line.strip()
+            if command.endswith("<<'EOF'"):
+                command += "\n" + "".join(iter(lines.__next__, "EOF\n")) + "EOF"
+            commands.append(command)
+    return commands
+
+
+def test_the_demo_prints_a_command_per_feature(demo: list[str]) -> None:
     assert len(demo) == len(EXPECTED)
 
 
@@ -52,3 +70,4 @@ def test_each_printed_example_works_when_pasted(demo: list[str], index: int) -> 
                             timeout=30)
     assert pasted.returncode == 0, pasted.stderr
     assert EXPECTED[index] in pasted.stdout
+
