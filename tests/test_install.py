@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,8 +20,9 @@ from tests.test_readme import REPO, code_blocks
 def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The repository's tracked files, as a clone has them, installed into a new virtualenv.
 
-    The virtualenv sees this interpreter's packages, so installing needs no network; the
-    gateway itself is built and installed from the copy, without -e.
+    The virtualenv sees this interpreter's packages (through a .pth file, which works whether
+    this interpreter is a system one or itself a virtualenv), so installing needs no network;
+    the gateway itself is built and installed from the copy, without -e.
     """
     tmp = tmp_path_factory.mktemp("install")
     tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True,
@@ -30,9 +32,14 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
             (tmp / "clone" / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / name, tmp / "clone" / name)
     # Without a pip (and setuptools) of its own, it builds with this interpreter's.
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip",
-                    str(tmp / "venv")], check=True, timeout=120)
-    subprocess.run([str(tmp / "venv/bin/python"), "-m", "pip", "install", "--quiet", "--no-deps",
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp / "venv")],
+                   check=True, timeout=120)
+    python = str(tmp / "venv/bin/python")
+    site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    ours = {sysconfig.get_path("purelib"), sysconfig.get_path("platlib")}
+    Path(site, "parent-packages.pth").write_text("\n".join(sorted(ours)) + "\n")
+    subprocess.run([python, "-m", "pip", "install", "--quiet", "--no-deps",
                     "--no-build-isolation", "--no-index", str(tmp / "clone")],
                    check=True, timeout=300, capture_output=True)
     return tmp / "venv"
