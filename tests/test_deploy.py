@@ -179,6 +179,9 @@ def test_compose_runs_gateway_serve_on_the_published_port() -> None:
     assert (args.command, args.host, args.port, args.workers) == ("serve", "0.0.0.0", 4000, 1)
     assert [interpolate(p) for p in gateway["ports"]] == ["4000:4000"]
     assert gateway["env_file"] == [{"path": ".env", "required": False}]
+    # `gateway serve` lets requests in flight finish for 30 s after SIGTERM; Docker's
+    # default is to SIGKILL after 10 s.
+    assert int(gateway["stop_grace_period"].removesuffix("s")) > 30
 
 
 def test_env_example_or_the_image_gives_every_variable_router_yaml_reads() -> None:
