@@ -5,18 +5,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import signal
 import sys
 import traceback
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -25,11 +26,11 @@ from gateway.budget import Budgets
 from gateway.config import CONFIG_ENV, Config, ConfigError, load_config
 from gateway.cooldown import Cooldowns
 from gateway.embedded_store import EMBEDDED_STORE_ENV
-from gateway.errors import GatewayError, InvalidRequest, MethodNotAllowed, NotFound
+from gateway.errors import GatewayError, MethodNotAllowed, NotFound
 from gateway.metrics import Metrics
 from gateway.pipeline import Services
 from gateway.records import Records, open_usage_log
-from gateway.routes import router
+from gateway.routes import routes
 from gateway.store import Store
 
 log = logging.getLogger("gateway")
@@ -45,7 +46,7 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = uuid.uuid4().hex
+        request_id = secrets.token_hex(16)
         scope.setdefault("state", {})["request_id"] = request_id
         header = (b"x-request-id", request_id.encode())
         started = False
@@ -101,12 +102,7 @@ async def _on_http_error(request: Request, exc: Exception) -> Response:
     return _error_response(request, error)
 
 
-async def _on_validation_error(request: Request, exc: Exception) -> Response:
-    return _error_response(request, InvalidRequest("the request is not valid: check its "
-                                                   "fields against the OpenAI API"))
-
-
-def create_app(config: Config, store_url: str | None = None) -> FastAPI:
+def create_app(config: Config, store_url: str | None = None) -> Starlette:
     """`store_url` is the embedded store's, used when settings.redis_url is empty."""
     url = config.settings.redis_url or store_url
     if not url:
@@ -114,7 +110,7 @@ def create_app(config: Config, store_url: str | None = None) -> FastAPI:
                          "(embedded_store.running) and pass its URL")
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await asyncio.to_thread(reload.prepare, config)
         http = upstream.open_session(config.settings.timeouts)
         metrics = Metrics()
@@ -146,14 +142,9 @@ def create_app(config: Config, store_url: str | None = None) -> FastAPI:
             await services.http.close()
             await store.close()
 
-    app = FastAPI(title="gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.include_router(router)
-    handlers: dict[Any, Any] = {GatewayError: _on_gateway_error, HTTPException: _on_http_error,
-                                RequestValidationError: _on_validation_error}
-    for exc_class, handler in handlers.items():
-        app.add_exception_handler(exc_class, handler)
-    app.add_middleware(RequestIdMiddleware)
-    return app
+    handlers: dict[Any, Any] = {GatewayError: _on_gateway_error, HTTPException: _on_http_error}
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers,
+                     middleware=[Middleware(RequestIdMiddleware)])
 
 
 def _reload_on_sighup(services: Services, reloader: reload.Reloader) -> bool:
@@ -165,7 +156,7 @@ def _reload_on_sighup(services: Services, reloader: reload.Reloader) -> bool:
     return True
 
 
-def create_app_from_env() -> FastAPI:
+def create_app_from_env() -> Starlette:
     """The uvicorn factory: every worker process loads the file named by $GATEWAY_CONFIG."""
     # A SIGHUP before the lifespan installs its handler must not kill the process.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)

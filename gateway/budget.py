@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import uuid
+import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
@@ -184,7 +184,7 @@ class Budgets:
         day, budget = today(), budget_microusd(key)
         if budget is None or worst == 0:
             return Reservation(key, day, "", 0)
-        rid = uuid.uuid4().hex
+        rid = secrets.token_hex(16)
         args = [key.name, budget, worst, minimum, rid, self.hold_s, RESERVATIONS_KEPT_S]
         granted, spent, reserved = await self.store.run(
             lambda _: self._reserve(keys=_keys(key, day), args=args))

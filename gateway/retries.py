@@ -50,6 +50,23 @@ async def with_retries(call: Callable[[], Awaitable[T]], policy: RetrySettings,
             return True  # the provider asks for longer than we wait: fall back now
         return state.upcoming_sleep >= remaining_s()
 
+    try:
+        return await call()  # most calls succeed: they need none of tenacity's bookkeeping
+    except ProviderError as exc:
+        if not exc.is_retryable or policy.max_retries == 0:
+            raise
+        first_failure = exc
+
+    replayed = False
+
+    async def again() -> T:
+        """Attempt 1 is the failure above, replayed, so tenacity counts and waits as ever."""
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            raise first_failure
+        return await call()
+
     retrying = AsyncRetrying(retry=retry_if_exception(_retryable), stop=stop, wait=wait,
                              reraise=True)
-    return await retrying(call)
+    return await retrying(again)

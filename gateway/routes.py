@@ -10,8 +10,9 @@ from datetime import date
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Request
+from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
 
 from gateway import (
     auth,
@@ -30,7 +31,6 @@ from gateway.cost import dollars
 from gateway.errors import GatewayError, InvalidRequest, NotReady, PayloadTooLarge
 from gateway.store import StoreDown
 
-router = APIRouter()
 JSON = "application/json"
 
 
@@ -100,17 +100,14 @@ def _status_of(exc: BaseException) -> int:
     return streaming.CLIENT_LEFT if isinstance(exc, asyncio.CancelledError) else 500
 
 
-@router.post("/v1/chat/completions")
 async def chat_completions(request: Request) -> Response:
     return await _serve(request, validation.parse_chat, pipeline.chat)
 
 
-@router.post("/v1/embeddings")
 async def embeddings(request: Request) -> Response:
     return await _serve(request, validation.parse_embeddings, pipeline.embeddings)
 
 
-@router.get("/v1/models")
 async def list_models(request: Request) -> Response:
     config = request.app.state.services.config
     key = auth.authenticate(request.headers, config)
@@ -120,7 +117,6 @@ async def list_models(request: Request) -> Response:
     return Response(orjson.dumps({"object": "list", "data": data}), media_type=JSON)
 
 
-@router.get("/v1/budget")
 async def key_budget(request: Request) -> Response:
     services: pipeline.Services = request.app.state.services
     key = auth.authenticate(request.headers, services.config)
@@ -136,7 +132,6 @@ async def key_budget(request: Request) -> Response:
     return Response(orjson.dumps(body), media_type=JSON)
 
 
-@router.get("/admin/spend")
 async def admin_spend(request: Request) -> Response:
     services: pipeline.Services = request.app.state.services
     config = services.config
@@ -156,7 +151,6 @@ async def admin_spend(request: Request) -> Response:
     return Response(orjson.dumps(body), media_type=JSON)
 
 
-@router.get("/admin/config")
 async def admin_config(request: Request) -> Response:
     services: pipeline.Services = request.app.state.services
     reloader: reload.Reloader = request.app.state.reloader
@@ -171,7 +165,6 @@ async def admin_config(request: Request) -> Response:
     return Response(orjson.dumps(body), media_type=JSON)
 
 
-@router.post("/admin/reload")
 async def admin_reload(request: Request) -> Response:
     services: pipeline.Services = request.app.state.services
     auth.authenticate_admin(request.headers, services.config)
@@ -188,7 +181,6 @@ async def admin_reload(request: Request) -> Response:
     return Response(orjson.dumps(body), media_type=JSON)
 
 
-@router.get("/metrics")
 async def prometheus_metrics(request: Request) -> Response:
     services: pipeline.Services = request.app.state.services
     if services.config.settings.master_key:  # per-key spend is not for every caller's eyes
@@ -197,12 +189,10 @@ async def prometheus_metrics(request: Request) -> Response:
     return Response(text, headers={"content-type": metrics.CONTENT_TYPE})
 
 
-@router.get("/health")
-async def health() -> Response:
+async def health(request: Request) -> Response:
     return Response(b'{"status":"ok"}', media_type=JSON)
 
 
-@router.get("/ready")
 async def ready(request: Request) -> Response:
     services = getattr(request.app.state, "services", None)
     if services is None:
@@ -219,3 +209,17 @@ async def ready(request: Request) -> Response:
 def _not_ready(reason: str) -> Response:
     body = {"status": "not ready", "reason": reason}
     return Response(orjson.dumps(body), status_code=503, media_type=JSON)
+
+
+routes = [
+    Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+    Route("/v1/embeddings", embeddings, methods=["POST"]),
+    Route("/v1/models", list_models, methods=["GET"]),
+    Route("/v1/budget", key_budget, methods=["GET"]),
+    Route("/admin/spend", admin_spend, methods=["GET"]),
+    Route("/admin/config", admin_config, methods=["GET"]),
+    Route("/admin/reload", admin_reload, methods=["POST"]),
+    Route("/metrics", prometheus_metrics, methods=["GET"]),
+    Route("/health", health, methods=["GET"]),
+    Route("/ready", ready, methods=["GET"]),
+]
