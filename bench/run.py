@@ -1,11 +1,15 @@
-"""The gateway against a direct call to the mock upstream, in one run: added latency and throughput.
+"""The gateway against a direct call to the mock upstream, and against LiteLLM Proxy, in one run.
 
-    python bench/run.py [--seconds 10]
+    python bench/run.py [--seconds 10] [--litellm .litellm-venv/bin/litellm]
 
-Starts the mock provider and `gateway serve` as separate processes (the gateway
-pinned to the last core, the mock and this load generator to the others, where
-the machine allows), then runs each scenario for a bounded count and time
-against both, and prints a Markdown table. Not a test: CI does not run it.
+Starts the mock upstream (`gateway.mockprovider`), then each proxy in turn pinned to
+the last core (the mock and the load generators get the other cores, where the
+machine has them): `gateway serve` with one worker, budgets on (the key has a
+budget, so every request reserves and settles) and the cache bypassed, and, when
+it is installed in its own virtualenv, LiteLLM Proxy with one worker. Plain
+requests are driven by `wrk` with bench/post.lua; streams by a small aiohttp
+client that times the first token. Every scenario is bounded in time and count.
+Prints a Markdown table. Not a test: CI does not run it.
 """
 
 from __future__ import annotations
@@ -13,25 +17,27 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import itertools
 import os
 import platform
+import re
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
 import orjson
 
+HERE = Path(__file__).resolve().parent
 KEY = "sk-bench"
-BODY = {"model": "bench", "messages": [{"role": "user", "content": "Say hello to the benchmark"}],
-        "max_tokens": 64}
+SLOW_S = 0.05  # the slow upstream's answer time: 64 concurrent requests can do 1,280/s
+MESSAGES = [{"role": "user", "content": "Say hello to the benchmark"}]
 
 
 def free_port() -> int:
@@ -40,13 +46,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def pinned(cores: set[int]) -> dict[str, object]:
-    if hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) > 1:
-        return {"preexec_fn": lambda: os.sched_setaffinity(0, cores)}
-    return {}
-
-
-def wait_for(url: str, timeout_s: float = 30) -> None:
+def wait_for(url: str, timeout_s: float = 60) -> None:
     import urllib.request
 
     deadline = time.monotonic() + timeout_s
@@ -57,165 +57,273 @@ def wait_for(url: str, timeout_s: float = 30) -> None:
         except OSError as exc:
             if getattr(exc, "code", None):  # an HTTP error status means it is up
                 return
-            time.sleep(0.05)
+            time.sleep(0.02)
     raise RuntimeError(f"{url} did not come up")
 
 
-async def one(session: aiohttp.ClientSession, url: str, headers: dict[str, str],
-              body: bytes) -> float:
-    started = time.perf_counter()
-    async with session.post(url, data=body, headers=headers) as resp:
-        await resp.read()
-        if resp.status != 200:
-            raise RuntimeError(f"{url}: {resp.status}")
-    return (time.perf_counter() - started) * 1000
-
-
-async def first_token(session: aiohttp.ClientSession, url: str, headers: dict[str, str],
-                      body: bytes) -> float:
-    started = time.perf_counter()
-    async with session.post(url, data=body, headers=headers) as resp:
-        async for line in resp.content:
-            if b'"content":"' in line and b'"content":""' not in line:
-                elapsed = (time.perf_counter() - started) * 1000
-                async for _ in resp.content:
-                    pass
-                return elapsed
-    raise RuntimeError("stream had no content")
-
-
-async def run_load(url: str, headers: dict[str, str], body: bytes | Callable[[], bytes],
-                   concurrency: int, max_requests: int, seconds: float, stream: bool = False,
-                   ) -> tuple[list[float], float]:
-    """`body` may be a function, for a new body on every request."""
-    next_body = body if callable(body) else lambda: body
-    latencies: list[float] = []
-    deadline = time.perf_counter() + seconds
-    call = first_token if stream else one
-    connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        for _ in range(min(50, max_requests)):  # warm up pools and caches
-            await call(session, url, headers, next_body())
-        started = time.perf_counter()
-
-        async def worker() -> None:
-            while len(latencies) < max_requests and time.perf_counter() < deadline:
-                latencies.append(await call(session, url, headers, next_body()))
-
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
-    return latencies, len(latencies) / elapsed
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
-
-
 def rss_mb(pid: int) -> float:
+    """The process and its children (workers, an embedded store), in MB."""
+    total = 0.0
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+            total += int(line.split()[1]) / 1024
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        total += rss_mb(int(child))
+    return total
 
 
-def children(pid: int) -> list[int]:
-    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+@dataclass
+class Target:
+    """One thing to load: the mock itself, the gateway or LiteLLM Proxy."""
+
+    name: str
+    url: str  # .../v1/chat/completions
+    headers: dict[str, str]
+    model: str  # 0 ms upstream
+    slow_model: str  # SLOW_S upstream
+
+    def body(self, model: str, **extra: object) -> bytes:
+        return orjson.dumps({"model": model, "messages": MESSAGES, "max_tokens": 64, **extra})
 
 
-async def scenarios(mock: str, gateway: str, seconds: float) -> list[tuple[str, str, str]]:
-    direct_url, gw_url = f"{mock}/v1/chat/completions", f"{gateway}/v1/chat/completions"
-    direct_h = {"content-type": "application/json", "authorization": "Bearer x"}
-    # Cache off for every scenario but the cache's own: no-store skips the store entirely.
-    gw_h = {"content-type": "application/json", "authorization": f"Bearer {KEY}",
-            "cache-control": "no-store"}
-    body = orjson.dumps({**BODY, "model": "gpt-4o-mini"})
-    gw_body = orjson.dumps(BODY)
-    rows = []
-    d, _ = await run_load(direct_url, direct_h, body, 1, 3000, seconds)
-    g, _ = await run_load(gw_url, gw_h, gw_body, 1, 3000, seconds)
-    rows.append(("added latency, concurrency 1, p50 / p99",
-                 f"{statistics.median(d):.2f} / {pct(d, .99):.2f} ms (direct)",
-                 f"+{statistics.median(g) - statistics.median(d):.2f} / "
-                 f"+{pct(g, .99) - pct(d, .99):.2f} ms"))
-    cached_h = {k: v for k, v in gw_h.items() if k != "cache-control"}
-    c, _ = await run_load(gw_url, cached_h, gw_body, 1, 3000, seconds)  # all hits but one
-    rows.append(("cache hit, concurrency 1, p50 / p99, against the direct call",
-                 "", f"{statistics.median(c) - statistics.median(d):+.2f} / "
-                     f"{pct(c, .99) - pct(d, .99):+.2f} ms"))
-    seeds = itertools.count()
+@dataclass
+class Load:
+    requests: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
 
-    def unique() -> bytes:  # a new cache key each time: all misses
-        return orjson.dumps({**BODY, "seed": next(seeds)})
 
-    m, _ = await run_load(gw_url, cached_h, unique, 1, 3000, seconds)
-    rows.append(("cache miss (lookup + store), concurrency 1, p50 / p99",
-                 "", f"+{statistics.median(m) - statistics.median(d):.2f} / "
-                     f"+{pct(m, .99) - pct(d, .99):.2f} ms"))
-    _, d_rps = await run_load(direct_url, direct_h, body, 32, 50_000, seconds)
-    _, g_rps = await run_load(gw_url, gw_h, gw_body, 32, 50_000, seconds)
-    rows.append(("requests/s, concurrency 32", f"{d_rps:.0f} (direct)", f"{g_rps:.0f}"))
-    stream_body = orjson.dumps({**BODY, "model": "gpt-4o-mini", "stream": True})
-    gw_stream = orjson.dumps({**BODY, "stream": True})
-    d, _ = await run_load(direct_url, direct_h, stream_body, 1, 2000, seconds, stream=True)
-    g, _ = await run_load(gw_url, gw_h, gw_stream, 1, 2000, seconds, stream=True)
-    rows.append(("time to first token, 1 stream, p50",
-                 f"{statistics.median(d):.2f} ms (direct)",
-                 f"+{statistics.median(g) - statistics.median(d):.2f} ms"))
-    d, _ = await run_load(direct_url, direct_h, stream_body, 8, 2000, seconds, stream=True)
-    g, _ = await run_load(gw_url, gw_h, gw_stream, 8, 2000, seconds, stream=True)
-    rows.append(("time to first token, 8 streams, p50",
-                 f"{statistics.median(d):.2f} ms (direct)",
-                 f"+{statistics.median(g) - statistics.median(d):.2f} ms"))
-    return rows
+def wrk(target: Target, model: str, connections: int, seconds: float, cores: set[int],
+        headers: dict[str, str] | None = None) -> Load:
+    env = {**os.environ, "BENCH_BODY": target.body(model).decode(),
+           "BENCH_HEADERS": "\n".join(f"{k}: {v}" for k, v in (headers or target.headers).items())}
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "10s",
+               "-s", str(HERE / "post.lua"), target.url]
+    out = subprocess.run(command, env=env, capture_output=True, text=True, timeout=seconds + 60,
+                         preexec_fn=lambda: os.sched_setaffinity(0, cores)).stdout
+    fields = dict(re.findall(r"(\w+)=([\d.]+)", out[out.index("BENCH "):]))
+    if float(fields["errors"]):
+        raise RuntimeError(f"{target.name}: {fields['errors']} failed requests:\n{out}")
+    requests = int(fields["requests"])
+    return Load(requests, requests / (float(fields["duration_us"]) / 1e6),
+                float(fields["p50_us"]) / 1000, float(fields["p99_us"]) / 1000)
+
+
+async def first_tokens(target: Target, streams: int, seconds: float) -> list[float]:
+    """Time to the first content chunk of each stream, `streams` at a time."""
+    body = target.body(target.model, stream=True)
+    times: list[float] = []
+    deadline = time.perf_counter() + seconds
+
+    async def one(session: aiohttp.ClientSession) -> float:
+        started = time.perf_counter()
+        async with session.post(target.url, data=body, headers=target.headers) as resp:
+            if resp.status != 200:
+                raise RuntimeError(f"{target.name}: stream answered {resp.status}")
+            first = None
+            async for line in resp.content:
+                if first is None and b'"content":"' in line and b'"content":""' not in line:
+                    first = (time.perf_counter() - started) * 1000
+        if first is None:
+            raise RuntimeError(f"{target.name}: a stream had no content")
+        return first
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        for _ in range(20):  # warm up
+            await one(session)
+
+        async def worker() -> None:
+            while len(times) < 5000 and time.perf_counter() < deadline:
+                times.append(await one(session))
+
+        await asyncio.gather(*(worker() for _ in range(streams)))
+    return times
+
+
+def scenarios(target: Target, seconds: float, cores: set[int]) -> dict[str, Load | float]:
+    results: dict[str, Load | float] = {
+        "c1": wrk(target, target.model, 1, seconds, cores),
+        "c32": wrk(target, target.model, 32, seconds, cores),
+        "slow64": wrk(target, target.slow_model, 64, seconds, cores),
+        "ttft8": statistics.median(asyncio.run(first_tokens(target, 8, seconds))),
+    }
+    if target.name == "gateway":  # the cache's own figure: the same request, all hits but one
+        cached = {k: v for k, v in target.headers.items() if k != "cache-control"}
+        results["hit"] = wrk(target, target.model, 1, seconds, cores, headers=cached)
+    return results
+
+
+def start(name: str, command: list[str], health: str, core: int, env: dict[str, str] | None = None,
+          ) -> tuple[subprocess.Popen[bytes], float, float]:
+    """Starts a proxy pinned to `core`; returns it, its start-to-healthy seconds, its idle RSS."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env={**os.environ, **(env or {})},
+                               preexec_fn=lambda: os.sched_setaffinity(0, {core}))
+    try:
+        wait_for(health)
+    except RuntimeError:
+        process.kill()
+        raise RuntimeError(f"{name} did not start: {' '.join(command)}") from None
+    start_s = time.perf_counter() - started
+    time.sleep(1)  # idle, after start-up's garbage
+    return process, start_s, rss_mb(process.pid)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
+
+
+def gateway_config(tmp: Path, mock_url: str) -> Path:
+    config = tmp / "router.yaml"
+    digest = hashlib.sha256(KEY.encode()).hexdigest()
+    config.write_text(
+        f"providers:\n  openai: {{api_key: x, api_base: '{mock_url}/v1'}}\n"
+        "models:\n  bench: {provider: openai, model: gpt-4o-mini}\n"
+        "  bench-slow: {provider: openai, model: slow-upstream,"
+        " price: {input_per_mtok: 0.15, output_per_mtok: 0.6}}\n"
+        f"keys:\n  - {{name: bench, key_sha256: {digest}, daily_budget_usd: 1000000}}\n"
+        f"settings:\n  data_dir: {tmp}/data\n  usage_log: {tmp}/usage.jsonl\n")
+    return config
+
+
+def litellm_config(tmp: Path, mock_url: str) -> Path:
+    config = tmp / "litellm.yaml"
+    entries = [("bench", "gpt-4o-mini"), ("bench-slow", "slow-upstream")]
+    config.write_text("model_list:\n" + "".join(
+        f"  - model_name: {name}\n    litellm_params:\n      model: openai/{model}\n"
+        f"      api_base: {mock_url}/v1\n      api_key: x\n" for name, model in entries)
+        + f"general_settings:\n  master_key: {KEY}\n")
+    return config
+
+
+def fmt(load: Load | float | None, what: str) -> str:
+    if load is None:
+        return "not run"
+    if isinstance(load, float):
+        return f"{load:.2f} ms"
+    if what == "latency":
+        return f"{load.p50_ms:.2f} / {load.p99_ms:.2f} ms"
+    return f"{load.rps:,.0f}"
+
+
+def table(direct: dict, proxies: dict[str, dict], seconds: float) -> str:
+    """Rows of the issue's targets: each proxy as added to the direct call, same run."""
+    names = list(proxies)
+    lines = ["| figure | direct to the mock | " + " | ".join(names) + " |",
+             "|---|---|" + "---|" * len(names)]
+
+    def row(label: str, cells: list[str]) -> None:
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+
+    def added(result: dict | None, key: str, base: str | None = None) -> str:
+        if result is None:
+            return "not run"
+        d, p = direct[base or key], result[key]
+        if isinstance(d, float):
+            return f"+{p - d:.2f} ms"
+        return f"+{p.p50_ms - d.p50_ms:.2f} / +{p.p99_ms - d.p99_ms:.2f} ms"
+
+    row("added latency, concurrency 1, p50 / p99",
+        [fmt(direct["c1"], "latency")] + [added(proxies[n], "c1") for n in names])
+    row("requests/s, concurrency 32, 0 ms upstream",
+        [fmt(direct["c32"], "rps")] + [fmt(proxies[n] and proxies[n]["c32"], "rps")
+                                       for n in names])
+    ideal = 64 / SLOW_S
+    row(f"{SLOW_S * 1000:.0f} ms upstream, 64 concurrent: share of the ideal {ideal:,.0f} req/s "
+        "(and of the direct call's)",
+        [f"{direct['slow64'].rps / ideal:.0%}"] +
+        [f"{proxies[n]['slow64'].rps / ideal:.0%} "
+         f"({proxies[n]['slow64'].rps / direct['slow64'].rps:.0%})" if proxies[n] else "not run"
+         for n in names])
+    row("streamed first token added, 8 streams, p50",
+        [fmt(direct["ttft8"], "ms")] + [added(proxies[n], "ttft8") for n in names])
+    row("cache hit, concurrency 1, p50 / p99 added",
+        [""] + [added(proxies[n], "hit", "c1") if proxies[n] and "hit" in proxies[n] else ""
+                for n in names])
+    row("idle memory (RSS)", [""] + [f"{proxies[n]['rss']:.0f} MB" if proxies[n] else "not run"
+                                     for n in names])
+    row("start to healthy", [""] + [f"{proxies[n]['start']:.2f} s" if proxies[n] else "not run"
+                                    for n in names])
+    if all(proxies.values()) and "LiteLLM Proxy" in proxies:
+        ratio = proxies["gateway"]["c32"].rps / proxies["LiteLLM Proxy"]["c32"].rps
+        lines.append(f"\nThe gateway serves {ratio:.1f}x LiteLLM Proxy's requests/s at "
+                     "concurrency 32.")
+    return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=10, help="bound per scenario and side")
+    parser.add_argument("--seconds", type=float, default=10, help="bound of each scenario")
+    parser.add_argument("--litellm", default=str(HERE.parent / ".litellm-venv/bin/litellm"),
+                        help="LiteLLM Proxy's `litellm` command (skipped if missing)")
     args = parser.parse_args()
-    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
-    gateway_cores, other_cores = {cores[-1]}, set(cores[:-1]) or {cores[-1]}
-    if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, other_cores)
-    mock_port, gw_port = free_port(), free_port()
-    processes = []
-    with tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmp:
-        config = Path(tmp) / "router.yaml"
-        config.write_text(
-            f"providers:\n  openai: {{api_key: x, api_base: 'http://127.0.0.1:{mock_port}/v1'}}\n"
-            "models:\n  bench: {provider: openai, model: gpt-4o-mini}\n"
-            f"keys:\n  - {{name: bench, key_sha256: {hashlib.sha256(KEY.encode()).hexdigest()}, "
-            "daily_budget_usd: 1000000}\n")  # budgets on: every request reserves and settles
-        try:
-            processes.append(subprocess.Popen(
-                [sys.executable, "-m", "gateway.mockprovider", "--port", str(mock_port)],
-                **pinned(other_cores)))
-            started = time.perf_counter()
-            gateway = subprocess.Popen(
-                [sys.executable, "-m", "gateway", "serve", "--config", str(config), "--port",
-                 str(gw_port)], stderr=subprocess.DEVNULL, **pinned(gateway_cores))
-            processes.append(gateway)
-            wait_for(f"http://127.0.0.1:{gw_port}/health")
-            start_s = time.perf_counter() - started
-            wait_for(f"http://127.0.0.1:{mock_port}/health")
-            idle_mb = rss_mb(gateway.pid)
-            store_mb = sum(rss_mb(child) for child in children(gateway.pid))  # embedded store
-            rows = asyncio.run(scenarios(f"http://127.0.0.1:{mock_port}",
-                                         f"http://127.0.0.1:{gw_port}", args.seconds))
-        finally:
-            for process in processes:
-                process.terminate()
-                process.wait(10)
-    rows += [("idle memory (RSS)", "", f"{idle_mb:.0f} MB, and {store_mb:.0f} MB for the "
-                                        "embedded store"),
-             ("start to healthy", "", f"{start_s:.2f} s")]
+    if shutil.which("wrk") is None:
+        sys.exit("bench/run.py drives plain requests with wrk: apt-get install -y wrk")
+    cores = sorted(os.sched_getaffinity(0))
+    proxy_core, others = cores[-1], set(cores[:-1]) or {cores[-1]}
+    os.sched_setaffinity(0, others)  # this process: the stream client
+    mock_port = free_port()
+    mock_url = f"http://127.0.0.1:{mock_port}"
+    mock = subprocess.Popen([sys.executable, "-m", "gateway.mockprovider", "--port", str(mock_port),
+                             "--delay", f"slow-upstream={SLOW_S}"],
+                            preexec_fn=lambda: os.sched_setaffinity(0, others))
+    proxies: dict[str, dict | None] = {}
+    try:
+        wait_for(f"{mock_url}/health")
+        direct = scenarios(Target("direct", f"{mock_url}/v1/chat/completions",
+                                  {"content-type": "application/json",
+                                   "authorization": "Bearer x"}, "gpt-4o-mini",
+                                  "slow-upstream"), args.seconds, others)
+        with tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmp:
+            port = free_port()
+            process, start_s, rss = start(
+                "gateway", [sys.executable, "-m", "gateway", "serve", "--config",
+                            str(gateway_config(Path(tmp), mock_url)), "--port", str(port)],
+                f"http://127.0.0.1:{port}/health", proxy_core)
+            try:
+                headers = {"content-type": "application/json", "authorization": f"Bearer {KEY}",
+                           "cache-control": "no-store"}
+                proxies["gateway"] = {"start": start_s, "rss": rss, **scenarios(Target(
+                    "gateway", f"http://127.0.0.1:{port}/v1/chat/completions", headers, "bench",
+                    "bench-slow"), args.seconds, others)}
+            finally:
+                stop(process)
+            proxies["LiteLLM Proxy"] = None
+            if Path(args.litellm).exists():
+                port = free_port()
+                process, start_s, rss = start(
+                    "LiteLLM Proxy", [args.litellm, "--config",
+                                      str(litellm_config(Path(tmp), mock_url)),
+                                      "--port", str(port), "--num_workers", "1"],
+                    f"http://127.0.0.1:{port}/health/liveliness", proxy_core)
+                try:
+                    headers = {"content-type": "application/json",
+                               "authorization": f"Bearer {KEY}"}
+                    proxies["LiteLLM Proxy"] = {"start": start_s, "rss": rss, **scenarios(Target(
+                        "LiteLLM Proxy", f"http://127.0.0.1:{port}/v1/chat/completions",
+                        headers, "bench", "bench-slow"), args.seconds, others)}
+                finally:
+                    stop(process)
+    finally:
+        stop(mock)
+    litellm_version = ""
+    if proxies["LiteLLM Proxy"]:
+        litellm_version = subprocess.run(
+            [str(Path(args.litellm).parent / "python"), "-c",
+             "import importlib.metadata as m; print(m.version('litellm'))"],
+            capture_output=True, text=True).stdout.strip()
     print(f"\n{datetime.now(UTC):%Y-%m-%d}, {platform.machine()}, {os.cpu_count()} cores, "
-          f"Python {platform.python_version()}, `python bench/run.py --seconds {args.seconds:g}`\n")
-    print("| figure | upstream alone | gateway |")
-    print("|---|---|---|")
-    for row in rows:
-        print(f"| {' | '.join(row)} |")
+          f"Python {platform.python_version()}"
+          + (f", LiteLLM {litellm_version}" if litellm_version else "")
+          + f": `python bench/run.py --seconds {args.seconds:g}`\n")
+    print(table(direct, proxies, args.seconds))
 
 
 if __name__ == "__main__":

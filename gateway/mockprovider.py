@@ -65,6 +65,9 @@ class MockProvider:
     received: list[Received] = field(default_factory=list)
     always: dict[str, Step] = field(default_factory=dict)  # when a model's script is empty
     answers: list[Answer] = field(default_factory=list)  # what it sent, in order
+    # Off for long runs (the benchmark): an ever longer history makes every garbage
+    # collection slower, and the mock's own pauses would show as the gateway's latency.
+    keep_history: bool = True
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _thread: threading.Thread | None = None
     _loop: asyncio.AbstractEventLoop | None = None
@@ -91,8 +94,9 @@ class MockProvider:
             return self.answers[-1]
 
     def _sent(self, answer: Answer) -> Answer:
-        with self._lock:
-            self.answers.append(answer)
+        if self.keep_history:
+            with self._lock:
+                self.answers.append(answer)
         return answer
 
     def _next(self, model: str) -> Step:
@@ -137,8 +141,9 @@ class MockProvider:
         except ValueError:
             return web.json_response(mockwire.openai_error(400, "body is not valid JSON"),
                                      status=400)
-        with self._lock:
-            self.received.append(Received(path, dict(request.headers), body))
+        if self.keep_history:
+            with self._lock:
+                self.received.append(Received(path, dict(request.headers), body))
         if request.method == "POST" and isinstance(body, dict):
             if path.endswith("/chat/completions"):
                 return await self._openai_chat(request, body)
@@ -317,8 +322,14 @@ async def _stream(request: web.Request, step: Step, events: list[bytes],
 def main() -> None:
     parser = argparse.ArgumentParser(description="Run the mock provider on loopback.")
     parser.add_argument("--port", type=int, default=9100)
+    parser.add_argument("--delay", action="append", default=[], metavar="MODEL=SECONDS",
+                        help="answer this provider model id after a delay (repeatable)")
     args = parser.parse_args()
-    web.run_app(MockProvider().app(), host="127.0.0.1", port=args.port, access_log=None, print=None,
+    mock = MockProvider(keep_history=False)
+    for delay in args.delay:
+        model, _, seconds = delay.partition("=")
+        mock.always[model] = Step(delay_s=float(seconds))
+    web.run_app(mock.app(), host="127.0.0.1", port=args.port, access_log=None, print=None,
                 handler_cancellation=True)
 
 
