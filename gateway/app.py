@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -136,6 +137,8 @@ def create_app(config: Config, store_url: str | None = None) -> Starlette:
                 asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
             if services.tasks:  # settlements of streams that just ended
                 await asyncio.wait(services.tasks, timeout=5)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(budgets.drain(), timeout=5)
             budgets.close()
             await asyncio.to_thread(services.records.shutdown)
             await reloader.close()

@@ -24,6 +24,9 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
+
 from gateway import cost
 from gateway.config import ApiKey
 from gateway.errors import BudgetExceeded
@@ -140,6 +143,14 @@ class Reservation:
     day: date
     id: str  # '' when nothing is reserved (no budget, a free request, or unmetered)
     granted: int  # micro-dollars
+    seen: Balance | None = None  # the key's balance when it was granted, this grant included
+
+    def remaining_after(self, charged: int) -> int | None:
+        """The budget left once this request is charged, as of its reservation."""
+        if self.seen is None:
+            return None
+        settled = Balance(self.seen.spent + charged, self.seen.reserved - self.granted)
+        return settled.remaining(self.key)
 
 
 def refusal(key: ApiKey, day: date, balance: Balance, minimum: int) -> BudgetExceeded:
@@ -167,7 +178,9 @@ def hold_s_for(timeouts: TimeoutSettings) -> int:
 class Budgets:
     store: Store
     hold_s: int  # how long a reservation outlives a process that died holding it
-    _pending: list[tuple[Reservation, int]] = field(default_factory=list)
+    _queued: list[tuple[Reservation, int]] = field(default_factory=list)  # not yet sent
+    _writer: asyncio.Task[None] | None = None
+    _pending: list[tuple[Reservation, int]] = field(default_factory=list)  # the store was down
     _flusher: asyncio.Task[None] | None = None
 
     def __post_init__(self) -> None:
@@ -188,26 +201,51 @@ class Budgets:
         args = [key.name, budget, worst, minimum, rid, self.hold_s, RESERVATIONS_KEPT_S]
         granted, spent, reserved = await self.store.run(
             lambda _: self._reserve(keys=_keys(key, day), args=args))
+        seen = Balance(int(spent), int(reserved))
         if not granted:
-            raise refusal(key, day, Balance(int(spent), int(reserved)), minimum)
-        return Reservation(key, day, rid, int(granted))
+            raise refusal(key, day, seen, minimum)
+        return Reservation(key, day, rid, int(granted), seen)
 
-    async def settle(self, reservation: Reservation, charged: int) -> Balance | None:
-        """Release the reservation and add the real cost; None if the store is down
-        (the settlement is then queued, never dropped)."""
+    def settle(self, reservation: Reservation, charged: int) -> None:
+        """Release the reservation and add the real cost, soon: the settlements of one moment
+        go to the store together, in one round trip, off the request's path. Until then the
+        reservation (never less than the cost) holds the money, so no budget is overspent."""
+        self._queued.append((reservation, charged))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._write_queued())
+
+    async def _write_queued(self) -> None:
+        while self._queued:
+            batch, self._queued = self._queued, []
+            try:
+                await self.store.run(lambda redis, batch=batch: self._settle_all(redis, batch))
+            except StoreDown:  # queued for the store's return, never dropped
+                self._pending.extend(batch)
+                if self._flusher is None or self._flusher.done():
+                    self._flusher = asyncio.create_task(self._flush())
+
+    async def _settle_all(self, redis: Redis, batch: list[tuple[Reservation, int]]) -> None:
+        async def send() -> None:
+            pipe = redis.pipeline(transaction=False)
+            for reservation, charged in batch:
+                args = [reservation.key.name, reservation.id, charged, SPEND_KEPT_S]
+                pipe.evalsha(self._settle.sha, 3, *_keys(reservation.key, reservation.day),
+                             *args)
+            await pipe.execute()
+
         try:
-            return await self._apply(reservation, charged)
-        except StoreDown:
-            self._pending.append((reservation, charged))
-            if self._flusher is None or self._flusher.done():
-                self._flusher = asyncio.create_task(self._flush())
-            return None
+            await send()
+        except NoScriptError:  # a restarted store forgot the script: load it, send again
+            await redis.script_load(SETTLE)
+            await send()
 
-    async def _apply(self, reservation: Reservation, charged: int) -> Balance:
-        args = [reservation.key.name, reservation.id, charged, SPEND_KEPT_S]
-        spent, reserved = await self.store.run(
-            lambda _: self._settle(keys=_keys(reservation.key, reservation.day), args=args))
-        return Balance(int(spent), int(reserved))
+    async def drain(self) -> None:
+        """Wait for queued settlements to reach the store (at shutdown)."""
+        if self._writer is not None:
+            await self._writer
+
+    async def _apply(self, reservation: Reservation, charged: int) -> None:
+        await self.store.run(lambda redis: self._settle_all(redis, [(reservation, charged)]))
 
     async def _flush(self) -> None:
         log.warning("%d spend settlement(s) wait for the store", len(self._pending))
@@ -222,9 +260,9 @@ class Budgets:
         log.warning("queued spend settlements written to the store")
 
     def close(self) -> None:
-        if self._pending:
+        if unwritten := len(self._pending) + len(self._queued):
             log.error("%d spend settlement(s) could not be written: the store did not answer "
-                      "before shutdown", len(self._pending))
+                      "before shutdown", unwritten)
         if self._flusher is not None:
             self._flusher.cancel()
 

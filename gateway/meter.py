@@ -76,14 +76,14 @@ async def settle(budgets: Budgets, metered: Metered, model: Model,
         counted = metered.counted or await _count(metered.body, metered.kind)
         usage = cost.Usage(counted.for_model(model), tokens.count_output(answer, model))
     charged = cost.of_usage(cost.Rates.of(model.price), usage)
-    balance = await budgets.settle(metered.reservation, charged)
+    budgets.settle(metered.reservation, charged)
     metered.headers["x-gateway-cost-usd"] = cost.usd(charged)
-    if balance is not None and (left := balance.remaining(metered.reservation.key)) is not None:
+    if (left := metered.reservation.remaining_after(charged)) is not None:
         metered.headers["x-gateway-budget-remaining-usd"] = cost.usd(left)
     return usage, charged
 
 
-async def release(budgets: Budgets, metered: Metered) -> None:
+def release(budgets: Budgets, metered: Metered) -> None:
     """The request failed before any answer: nothing to charge, the reservation goes."""
     if metered.reservation.id:
-        await budgets.settle(metered.reservation, 0)
+        budgets.settle(metered.reservation, 0)

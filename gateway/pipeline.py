@@ -131,11 +131,11 @@ async def chat(services: Services, call: Call) -> Outcome:
 
 @contextlib.contextmanager
 def _released_on_failure(services: Services, metered: Metered) -> Iterator[None]:
-    """No answer, nothing to charge: the reservation goes (in a task: we may be cancelled)."""
+    """No answer, nothing to charge: the reservation goes."""
     try:
         yield
     except BaseException:
-        services.spawn(meter.release(services.budgets, metered))
+        meter.release(services.budgets, metered)
         raise
 
 
