@@ -50,6 +50,7 @@ class Step:
     hang: bool = False                # never answer
     drop_after: int | None = None     # stream: cut the connection after N events
     cached_input_tokens: int = 0
+    set_cookie: str | None = None     # a Set-Cookie header on a plain OpenAI answer
 
 
 @dataclass(frozen=True)
@@ -179,7 +180,8 @@ class MockProvider:
         limit = body.get("max_completion_tokens") or body.get("max_tokens")
         answer = self._sent(_answer(step, body, messages, limit))
         if not body.get("stream"):
-            return web.json_response(mockwire.openai_completion(answer))
+            cookie = {"set-cookie": step.set_cookie} if step.set_cookie else None
+            return web.json_response(mockwire.openai_completion(answer), headers=cookie)
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         events = [mockwire.sse(c) for c in mockwire.openai_chunks(answer, include_usage)]
         return await _stream(request, step, [*events, b"data: [DONE]\n\n"], "text/event-stream")

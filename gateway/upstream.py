@@ -23,7 +23,9 @@ def open_session(timeouts: TimeoutSettings) -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
     timeout = aiohttp.ClientTimeout(total=None, connect=timeouts.connect_s,
                                     sock_connect=timeouts.connect_s)
-    return aiohttp.ClientSession(connector=connector, timeout=timeout)
+    # No cookie jar: cookies a provider sets must not ride along on other callers' requests.
+    return aiohttp.ClientSession(connector=connector, timeout=timeout,
+                                 cookie_jar=aiohttp.DummyCookieJar())
 
 
 def retry_after_s(headers: dict[str, str]) -> float | None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import openai
 import pytest
 
 from gateway.mockprovider import MockProvider, Step
+from tests.conftest import KEY_A, KEY_B, sha, start_gateway
 
 HELLO = [{"role": "user", "content": "Hello there, gateway"}]
 
@@ -259,3 +261,28 @@ def test_a_stream_that_hangs_before_its_first_token_falls_back(client: openai.Op
         assert response.headers["x-gateway-attempts"] == "2"
         text = "".join(c.choices[0].delta.content or "" for c in response.parse() if c.choices)
     assert text == mock.last_answer().text
+
+
+
+def test_a_cookie_one_callers_answer_set_never_reaches_the_provider_again(
+        tmp_path: Path, mock: MockProvider) -> None:
+    # A host name, not 127.0.0.1: a cookie jar would keep a host's cookies, never an IP's.
+    base = mock.base_url.replace("127.0.0.1", "localhost")  # type: ignore[attr-defined]
+    config = tmp_path / "router.yaml"
+    config.write_text(f"providers:\n  openai: {{api_key: k, api_base: '{base}/v1'}}\n"
+                      "models:\n  gpt: {provider: openai, model: gpt-4o-mini}\n"
+                      f"keys:\n  - {{name: a, key_sha256: {sha(KEY_A)}}}\n"
+                      f"  - {{name: b, key_sha256: {sha(KEY_B)}}}\n"
+                      f"settings: {{data_dir: {tmp_path}/data, usage_log: ''}}\n")
+    process, base_url = start_gateway(config, tmp_path / "gateway.log")
+    mock.script("gpt-4o-mini", Step(set_cookie="session=team-a-secret; Path=/"))
+    try:
+        for key, text in ((KEY_A, "first"), (KEY_B, "second")):
+            with openai.OpenAI(base_url=f"{base_url}/v1", api_key=key, max_retries=0) as client:
+                client.chat.completions.create(
+                    model="gpt", messages=[{"role": "user", "content": text}])
+    finally:
+        process.terminate()
+        process.wait(10)
+    _, second = mock.calls("gpt-4o-mini")
+    assert "cookie" not in {name.lower() for name in second.headers}
