@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import socket
@@ -116,6 +117,28 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server = RedisServer(tmp_path_factory.mktemp("redis")).start()
     yield server
     server.kill()
+
+
+@contextlib.contextmanager
+def demo_running(command: list[str], cwd: Path | None = None) -> Iterator[list[str]]:
+    """`gateway demo` started by `command`; yields what it printed up to its examples' end."""
+    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    assert process.stdout is not None
+    printed = []
+    try:
+        for line in process.stdout:
+            printed.append(line)
+            if line.startswith("Press Ctrl+C"):
+                break
+        else:
+            pytest.fail("gateway demo stopped before serving:\n" + "".join(printed),
+                        pytrace=False)
+        yield printed
+    finally:
+        process.terminate()
+        process.wait(10)
+        process.stdout.close()
 
 
 def free_port() -> int:

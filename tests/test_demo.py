@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import demo_running, free_port
 
 # In the order the demo prints them: what each pasted command's output shows.
 EXPECTED = [
@@ -31,19 +31,9 @@ def printed() -> Iterator[list[str]]:
     if shutil.which("curl") is None:
         pytest.fail("the demo's examples are curl commands: apt-get install -y curl",
                     pytrace=False)
-    process = subprocess.Popen([sys.executable, "-m", "gateway", "demo", "--port",
-                                str(free_port())], stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
-    assert process.stdout is not None
-    printed = []
-    for line in process.stdout:
-        printed.append(line)
-        if line.startswith("Press Ctrl+C"):
-            break
-    yield printed
-    process.terminate()
-    process.wait(10)
-    process.stdout.close()
+    with demo_running([sys.executable, "-m", "gateway", "demo", "--port",
+                       str(free_port())]) as printed:
+        yield printed
 
 
 @pytest.fixture(scope="module")

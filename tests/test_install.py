@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import demo_running, free_port
 from tests.test_readme import REPO, code_blocks
 
 
@@ -49,21 +49,8 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def demo_port(venv: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     port = free_port()
     elsewhere = tmp_path_factory.mktemp("cwd")  # not the repository: nothing found by accident
-    process = subprocess.Popen([str(venv / "bin/gateway"), "demo", "--port", str(port)],
-                               cwd=elsewhere, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True)
-    assert process.stdout is not None
-    printed = []
-    for line in process.stdout:
-        printed.append(line)
-        if line.startswith("Press Ctrl+C"):
-            break
-    else:
-        pytest.fail("gateway demo stopped before serving:\n" + "".join(printed), pytrace=False)
-    yield port
-    process.terminate()
-    process.wait(10)
-    process.stdout.close()
+    with demo_running([str(venv / "bin/gateway"), "demo", "--port", str(port)], cwd=elsewhere):
+        yield port
 
 
 def test_the_installed_gateway_is_the_built_one_not_the_checkout(venv: Path) -> None:
