@@ -218,7 +218,7 @@ class Budgets:
         while self._queued:
             batch, self._queued = self._queued, []
             try:
-                await self.store.run(lambda redis, batch=batch: self._settle_all(redis, batch))
+                await self._apply(batch)
             except StoreDown:  # queued for the store's return, never dropped
                 self._pending.extend(batch)
                 if self._flusher is None or self._flusher.done():
@@ -244,8 +244,8 @@ class Budgets:
         if self._writer is not None:
             await self._writer
 
-    async def _apply(self, reservation: Reservation, charged: int) -> None:
-        await self.store.run(lambda redis: self._settle_all(redis, [(reservation, charged)]))
+    async def _apply(self, batch: list[tuple[Reservation, int]]) -> None:
+        await self.store.run(lambda redis: self._settle_all(redis, batch))
 
     async def _flush(self) -> None:
         log.warning("%d spend settlement(s) wait for the store", len(self._pending))
@@ -253,7 +253,7 @@ class Budgets:
             await asyncio.sleep(1)
             while self._pending:
                 try:
-                    await self._apply(*self._pending[0])
+                    await self._apply(self._pending[:1])
                 except StoreDown:
                     break
                 self._pending.pop(0)
