@@ -72,7 +72,8 @@ BALANCE = _EXPIRE + """
 return {spent, reserved}
 """
 
-# ARGV: key name, reservation id ('' for none), cost, kept_s. Returns {spent, reserved}.
+# ARGV: key name, reservation id ('' for none), cost, kept_s. Returns nothing: settlements
+# are sent in batches, and the request's remaining budget comes from its reservation.
 SETTLE = """
 if ARGV[2] ~= '' then
   local amount = redis.call('HGET', KEYS[2], ARGV[2])
@@ -82,9 +83,8 @@ if ARGV[2] ~= '' then
     redis.call('ZREM', KEYS[3], ARGV[2])
   end
 end
-local spent = redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[3])
+redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[3])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
-return {spent, tonumber(redis.call('HGET', KEYS[2], '_total') or '0')}
 """
 
 
