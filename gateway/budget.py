@@ -37,25 +37,34 @@ log = logging.getLogger("gateway")
 SPEND_KEPT_S = 8 * 86400  # `gateway spend` and /admin/spend look back a week
 RESERVATIONS_KEPT_S = 2 * 86400
 
+# Frees one reservation and says what it held (0: it was gone already).
+_RELEASE = """
+local function release(id)
+  redis.call('ZREM', KEYS[3], id)
+  local held = redis.call('HGET', KEYS[2], id)
+  if not held then return 0 end
+  redis.call('HDEL', KEYS[2], id)
+  redis.call('HINCRBY', KEYS[2], '_total', string.format('%d', -tonumber(held)))
+  return tonumber(held)
+end
+"""
+
 # Drops expired reservations: shared by both scripts that read the reservations.
-_EXPIRE = """
+_EXPIRE = _RELEASE + """
 local now = tonumber(redis.call('TIME')[1])
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now)) do
-  local amount = redis.call('HGET', KEYS[2], id)
-  if amount then
-    redis.call('HDEL', KEYS[2], id)
-    redis.call('HINCRBY', KEYS[2], '_total', string.format('%d', -tonumber(amount)))
-  end
-  redis.call('ZREM', KEYS[3], id)
+  release(id)
 end
 local spent = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
 local reserved = tonumber(redis.call('HGET', KEYS[2], '_total') or '0')
 """
 
 # KEYS: spend hash, reservations hash, expiries zset.
-# ARGV: key name, budget, worst case, minimum, reservation id, hold_s, kept_s (all integers).
+# ARGV: key name, budget, worst case, minimum, reservation id, hold_s, kept_s (all integers),
+# and the id of a reservation this one replaces ('' for none), freed whatever the answer.
 # Returns {granted (0: refused), spent, reserved (this reservation included)}.
 RESERVE = _EXPIRE + """
+if ARGV[8] ~= '' then reserved = reserved - release(ARGV[8]) end
 local grant = math.min(tonumber(ARGV[3]), tonumber(ARGV[2]) - spent - reserved)
 if grant < tonumber(ARGV[4]) or grant < 0 then return {0, spent, reserved} end
 local amount = string.format('%d', grant)
@@ -74,15 +83,8 @@ return {spent, reserved}
 
 # ARGV: key name, reservation id ('' for none), cost, kept_s. Returns nothing: settlements
 # are sent in batches, and the request's remaining budget comes from its reservation.
-SETTLE = """
-if ARGV[2] ~= '' then
-  local amount = redis.call('HGET', KEYS[2], ARGV[2])
-  if amount then
-    redis.call('HDEL', KEYS[2], ARGV[2])
-    redis.call('HINCRBY', KEYS[2], '_total', string.format('%d', -tonumber(amount)))
-    redis.call('ZREM', KEYS[3], ARGV[2])
-  end
-end
+SETTLE = _RELEASE + """
+if ARGV[2] ~= '' then release(ARGV[2]) end
 redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[3])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 """
@@ -189,16 +191,24 @@ class Budgets:
         self._balance = redis.register_script(BALANCE)
         self._settle = redis.register_script(SETTLE)
 
-    async def reserve(self, key: ApiKey, worst: int, minimum: int) -> Reservation:
+    async def reserve(self, key: ApiKey, worst: int, minimum: int,
+                      replaces: Reservation | None = None) -> Reservation:
         """Reserve up to `worst` micro-dollars, at least `minimum`, or raise BudgetExceeded.
 
-        Raises StoreDown when the store does not answer.
+        `replaces` is freed in the same step, granted or not. Raises StoreDown when the
+        store does not answer.
         """
         day, budget = today(), budget_microusd(key)
+        if replaces is not None and replaces.day != day:  # the day turned in between
+            self.settle(replaces, 0)
+            replaces = None
         if budget is None or worst == 0:
+            if replaces is not None:
+                self.settle(replaces, 0)
             return Reservation(key, day, "", 0)
         rid = secrets.token_hex(16)
-        args = [key.name, budget, worst, minimum, rid, self.hold_s, RESERVATIONS_KEPT_S]
+        args = [key.name, budget, worst, minimum, rid, self.hold_s, RESERVATIONS_KEPT_S,
+                replaces.id if replaces is not None else ""]
         granted, spent, reserved = await self.store.run(
             lambda _: self._reserve(keys=_keys(key, day), args=args))
         seen = Balance(int(spent), int(reserved))

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 import aiohttp
 
-from gateway import budget, providers, records, tokens, upstream
+from gateway import budget, providers, records, upstream
 from gateway.config import Config, ConfigError, parse_config
 from gateway.pipeline import Services
 
@@ -56,8 +56,6 @@ def prepare(config: Config) -> None:
     """Load what `config` needs before it serves (blocking: run it off the event loop)."""
     if providers.needs_litellm(list(config.models.values())):
         providers.preload_litellm()
-    if any(key.daily_budget_usd is not None for key in config.keys):
-        tokens.preload()
 
 
 def _now() -> str:

@@ -7,6 +7,10 @@ fewer tokens). Other providers' tokenizers cut the same text into more pieces
 (Claude's by about 10-30%), so for their models the count is multiplied by
 OTHER_TOKENIZERS, and capped at the UTF-8 byte count, which bounds any
 byte-level tokenizer.
+
+That byte count is also a bound that needs no tokenizer at all: a request is
+first priced on it, and the tokenizer runs (and is loaded, the first time)
+only when that bound does not fit in what is left of a budget.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ ENCODING = "cl100k_base"
 
 @functools.cache
 def _encoding() -> Any:
-    """Loaded once (about 0.1 s); call it at start-up, off the event loop."""
+    """Loaded once, when first needed (about 0.1 s and 40 MB): see `loaded`."""
     spec = importlib.util.find_spec("litellm")
     if spec and spec.submodule_search_locations and "TIKTOKEN_CACHE_DIR" not in os.environ:
         bundled = os.path.join(next(iter(spec.submodule_search_locations)),
@@ -43,8 +47,9 @@ def _encoding() -> Any:
     return tiktoken.get_encoding(ENCODING)
 
 
-def preload() -> None:
-    _encoding()
+def loaded() -> bool:
+    """Whether counting is cheap now; until it is, count off the event loop."""
+    return _encoding.cache_info().currsize > 0
 
 
 def count_text(text: str) -> int:
@@ -92,6 +97,11 @@ class Tally:
         text = "\n".join(self.parts)
         return Counted(count_text(text), len(text.encode()), self.fixed)
 
+    def bound(self) -> Counted:
+        """A count no tokenizer exceeds, without one: every token is at least one byte."""
+        size = len("\n".join(self.parts).encode())
+        return Counted(size, size, self.fixed)
+
 
 def chat_tally(body: dict[str, Any]) -> Tally:
     tally = Tally()
@@ -129,11 +139,11 @@ def embeddings_tally(body: dict[str, Any]) -> Tally:
     return tally
 
 
-def count_output(answer: dict[str, Any], model: Model) -> int:
-    """The tokens of an answer's text and tool calls: for a stream with no usage to go by."""
+def output_tally(answer: dict[str, Any]) -> Tally:
+    """An answer's text and tool calls: for a stream with no usage to go by."""
     tally = Tally()
     for choice in answer.get("choices") or ():
         message = choice.get("message") or {}
         for name in ("content", "refusal", "reasoning_content", "tool_calls"):
             tally.text(message.get(name))
-    return tally.counted().for_model(model)
+    return tally

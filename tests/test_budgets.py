@@ -25,6 +25,7 @@ MASTER_KEY = "sk-master-test"
 BUDGETS = {  # key name -> daily budget (USD); every test spends on its own key
     "crowd": 0.30, "nearly": 0.04, "exact": 10, "streamer": 10, "claude-streamer": 10,
     "leaver": 10, "crash": 0.10, "embedder": 10, "refused": 0.001, "reader": 5,
+    "tight": 0.30,
 }
 UNBUDGETED = ("open",)
 
@@ -164,6 +165,20 @@ def test_a_nearly_spent_key_gets_a_shorter_answer_instead_of_a_refusal(
     assert 0 < clamped < 100
     assert mock.calls("gpt-pricey")[-1].body["max_tokens"] == clamped
     assert micro(budget_of(gateways[1], "nearly")["spent_usd"]) <= micro(0.04)
+
+
+def test_a_request_whose_bytes_would_not_fit_but_whose_tokens_do_is_served_whole(
+        gateways: list[str], mock: MockProvider) -> None:
+    # 700 bytes but about 100 tokens: priced on bytes ($0.80) it would not fit in $0.30,
+    # so the gateway counts it ($0.21 with 50 output tokens) and sends it as asked.
+    with client_for(gateways[0], "tight") as client:
+        raw = ask(client, "budget " * 100, max_tokens=50)
+    assert "x-gateway-max-tokens-clamped" not in raw.headers
+    assert mock.calls("gpt-pricey")[-1].body["max_tokens"] == 50
+    usage = raw.parse().usage
+    charged = usage.prompt_tokens * 1000 + usage.completion_tokens * 2000
+    balance = budget_of(gateways[1], "tight")
+    assert (micro(balance["spent_usd"]), balance["reserved_usd"]) == (charged, 0)
 
 
 def test_spending_down_to_the_last_cent_then_refusing(gateways: list[str]) -> None:
