@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import secrets
+import random
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
@@ -206,7 +206,7 @@ class Budgets:
             if replaces is not None:
                 self.settle(replaces, 0)
             return Reservation(key, day, "", 0)
-        rid = secrets.token_hex(16)
+        rid = f"{random.getrandbits(128):032x}"  # unique, not secret
         args = [key.name, budget, worst, minimum, rid, self.hold_s, RESERVATIONS_KEPT_S,
                 replaces.id if replaces is not None else ""]
         granted, spent, reserved = await self.store.run(
