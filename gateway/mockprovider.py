@@ -51,6 +51,10 @@ class Step:
     drop_after: int | None = None     # stream: cut the connection after N events
     cached_input_tokens: int = 0
     set_cookie: str | None = None     # a Set-Cookie header on a plain OpenAI answer
+    # Broken upstreams (OpenAI and Anthropic routes):
+    raw: bytes | None = None          # sent with status 200 instead of the answer, plain or SSE
+    omit_done: bool = False           # an OpenAI stream that ends without `data: [DONE]`
+    drip_s: float = 0                 # the body sent one byte at a time, this far apart
 
 
 @dataclass(frozen=True)
@@ -177,14 +181,20 @@ class MockProvider:
         if step.status != 200:
             error = mockwire.openai_error(step.status, step.error_message, step.error_code)
             return self._error(step, error)
+        if step.raw is not None:
+            return await _raw(request, step, body)
         limit = body.get("max_completion_tokens") or body.get("max_tokens")
         answer = self._sent(_answer(step, body, messages, limit))
         if not body.get("stream"):
+            reply = mockwire.openai_completion(answer)
+            if step.drip_s:
+                return await _stream(request, step, [orjson.dumps(reply)], "application/json")
             cookie = {"set-cookie": step.set_cookie} if step.set_cookie else None
-            return web.json_response(mockwire.openai_completion(answer), headers=cookie)
+            return web.json_response(reply, headers=cookie)
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         events = [mockwire.sse(c) for c in mockwire.openai_chunks(answer, include_usage)]
-        return await _stream(request, step, [*events, b"data: [DONE]\n\n"], "text/event-stream")
+        done = [] if step.omit_done else [b"data: [DONE]\n\n"]
+        return await _stream(request, step, [*events, *done], "text/event-stream")
 
     async def _openai_embeddings(self, body: dict[str, Any]) -> web.Response:
         step = self._next(str(body.get("model")))
@@ -214,6 +224,8 @@ class MockProvider:
         await self._before(step)
         if step.status != 200:
             return self._error(step, mockwire.anthropic_error(step.status, step.error_message))
+        if step.raw is not None:
+            return await _raw(request, step, body)
         messages = [{"role": "system", "content": body.get("system") or ""}, *body["messages"]]
         answer = self._sent(_answer(step, body, messages, body["max_tokens"]))
         if not body.get("stream"):
@@ -304,19 +316,27 @@ def _anthropic_problem(request: web.Request, body: dict[str, Any]) -> str | None
     return None
 
 
+async def _raw(request: web.Request, step: Step, body: dict[str, Any]) -> web.StreamResponse:
+    """Step.raw as it is, with status 200: the client must cope."""
+    content_type = "text/event-stream" if body.get("stream") else "application/json"
+    return await _stream(request, step, [step.raw or b""], content_type)
+
+
 async def _stream(request: web.Request, step: Step, events: list[bytes],
                   content_type: str) -> web.StreamResponse:
     response = web.StreamResponse(headers={"content-type": content_type,
                                            "cache-control": "no-cache"})
     await response.prepare(request)
+    if step.drip_s:
+        events = [bytes([byte]) for event in events for byte in event]
     for i, event in enumerate(events):
         if step.drop_after is not None and i >= step.drop_after:
             assert request.transport is not None
             request.transport.abort()  # the connection dies mid-answer, as real ones do
             return response
         await response.write(event)
-        if step.chunk_delay_s:
-            await asyncio.sleep(step.chunk_delay_s)
+        if step.chunk_delay_s or step.drip_s:
+            await asyncio.sleep(step.chunk_delay_s or step.drip_s)
     await response.write_eof()
     return response
 

@@ -12,7 +12,7 @@ from gateway import upstream
 from gateway.config import Model
 from gateway.errors import ProviderError, kind_for_status
 from gateway.providers import anthropic_translate
-from gateway.providers.anthropic_stream import ChunkTranslator, parse_event
+from gateway.providers.anthropic_stream import ERROR_STATUSES, ChunkTranslator, parse_event
 
 API_VERSION = "2023-06-01"
 # Anthropic says a too-long prompt only in words; no structured code exists for it.
@@ -52,6 +52,12 @@ async def complete(http: aiohttp.ClientSession, model: Model,
     request, json_mode = _request(model, body)
     message = await upstream.post_json(http, _url(model), _headers(model), request, model.name,
                                        read_error)
+    if message.get("type") != "message" or not isinstance(message.get("content"), list):
+        if message.get("type") == "error":  # a 200 that carries an error
+            error = message.get("error") or {}
+            raise read_error(ERROR_STATUSES.get(str(error.get("type")), 502), message, {})
+        raise ProviderError(f"{model.name}'s provider answered 200 without a message",
+                            status=502, kind="transient")
     return anthropic_translate.from_anthropic(message, model.name, json_mode)
 
 

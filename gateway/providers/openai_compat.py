@@ -54,22 +54,27 @@ def read_error(status: int, body: Any, headers: dict[str, str]) -> ProviderError
 
 
 async def _post(http: aiohttp.ClientSession, model: Model, endpoint: str,
-                body: dict[str, Any]) -> dict[str, Any]:
+                body: dict[str, Any], answer_field: str) -> dict[str, Any]:
     reply = await upstream.post_json(http, _url(model, endpoint), _headers(model),
                                      {**body, "model": model.provider_model}, model.name,
                                      read_error)
+    if not isinstance(reply.get(answer_field), list):
+        if "error" in reply:  # a 200 that carries an error: some proxies in front do that
+            raise read_error(502, reply, {})
+        raise ProviderError(f"{model.name}'s provider answered 200 without '{answer_field}'",
+                            status=502, kind="transient")
     reply["model"] = model.name
     return reply
 
 
 async def complete(http: aiohttp.ClientSession, model: Model,
                    body: dict[str, Any]) -> dict[str, Any]:
-    return await _post(http, model, "chat/completions", body)
+    return await _post(http, model, "chat/completions", body, "choices")
 
 
 async def embed(http: aiohttp.ClientSession, model: Model,
                 body: dict[str, Any]) -> dict[str, Any]:
-    return await _post(http, model, "embeddings", body)
+    return await _post(http, model, "embeddings", body, "data")
 
 
 async def stream(http: aiohttp.ClientSession, model: Model,
@@ -79,15 +84,22 @@ async def stream(http: aiohttp.ClientSession, model: Model,
     forwarded = {**body, "model": model.provider_model, "stream": True, "stream_options": options}
     lines = upstream.post_lines(http, _url(model, "chat/completions"), _headers(model),
                                 forwarded, model.name, read_error)
+    started: set[int] = set()  # choice indexes seen, and those that said why they ended
+    finished: set[int] = set()
     async with contextlib.aclosing(lines):
         with upstream.translated(model.name):
             async for data in upstream.sse_data(lines):
                 if data == b"[DONE]":
                     return
                 chunk = orjson.loads(data)
-                if "error" in chunk:
+                if not isinstance(chunk, dict) or "error" in chunk:
                     raise read_error(502, chunk, {})
+                for choice in chunk.get("choices") or ():
+                    started.add(choice.get("index", 0))
+                    if choice.get("finish_reason"):
+                        finished.add(choice.get("index", 0))
                 chunk["model"] = model.name
                 yield chunk
-    raise ProviderError(f"{model.name}'s stream ended without [DONE]", status=502,
-                        kind="transient")
+    if not started or finished != started:  # cut short; without [DONE] but ended is complete
+        raise ProviderError(f"{model.name}'s stream ended before its answer did", status=502,
+                            kind="transient")
