@@ -27,7 +27,7 @@ from gateway.budget import Budgets
 from gateway.config import CONFIG_ENV, Config, ConfigError, load_config
 from gateway.cooldown import Cooldowns
 from gateway.embedded_store import EMBEDDED_STORE_ENV
-from gateway.errors import GatewayError, MethodNotAllowed, NotFound
+from gateway.errors import GatewayError, HeadersTooLarge, MethodNotAllowed, NotFound
 from gateway.metrics import Metrics
 from gateway.pipeline import Services
 from gateway.records import Records, open_usage_log
@@ -35,6 +35,8 @@ from gateway.routes import routes
 from gateway.store import Store
 
 log = logging.getLogger("gateway")
+# uvicorn's parser sets no limit; 32 KB is what nginx and Node accept by default.
+MAX_HEADER_BYTES = 32 * 1024
 
 
 class RequestIdMiddleware:
@@ -61,14 +63,24 @@ class RequestIdMiddleware:
             await send(message)
 
         try:
+            if sum(len(name) + len(value) for name, value in scope["headers"]) > MAX_HEADER_BYTES:
+                too_large = HeadersTooLarge(f"the request's headers are over "
+                                            f"{MAX_HEADER_BYTES // 1024} KB; send fewer or "
+                                            "shorter headers")
+                await _response(too_large)(scope, receive, send_with_id)
+                return
             await self.app(scope, receive, send_with_id)
         except Exception as exc:  # the outermost handler: nothing below may take the process
             _log_unexpected(request_id, exc)
             if not started:
                 error = GatewayError(f"internal gateway error; quote request id {request_id} "
                                      "to your operator")
-                await Response(orjson.dumps(error.body()), status_code=500,
-                               media_type="application/json")(scope, receive, send_with_id)
+                await _response(error)(scope, receive, send_with_id)
+
+
+def _response(error: GatewayError) -> Response:
+    return Response(orjson.dumps(error.body()), status_code=error.status,
+                    media_type="application/json", headers=error.headers())
 
 
 def _log_unexpected(request_id: str, exc: Exception) -> None:
@@ -79,12 +91,11 @@ def _log_unexpected(request_id: str, exc: Exception) -> None:
 
 
 def _error_response(request: Request, error: GatewayError) -> Response:
-    headers = error.headers()
+    response = _response(error)
     trace = getattr(request.state, "trace", None)
     if trace is not None:
-        headers["x-gateway-attempts"] = str(len(trace.attempts))
-    return Response(orjson.dumps(error.body()), status_code=error.status,
-                    media_type="application/json", headers=headers)
+        response.headers["x-gateway-attempts"] = str(len(trace.attempts))
+    return response
 
 
 async def _on_gateway_error(request: Request, exc: Exception) -> Response:

@@ -6,7 +6,9 @@
     ├── Forbidden            403      tier or model not allowed for the key
     ├── NotFound             404      unknown tier, model or path
     ├── MethodNotAllowed     405
+    ├── RequestTimeout       408      the body did not arrive within timeouts.read_body_s
     ├── PayloadTooLarge      413      body over settings.max_body_mb
+    ├── HeadersTooLarge      431      request headers over 32 KB
     ├── BudgetExceeded       429      the key's daily budget cannot pay for the request
     ├── NotReady             503      no usable configuration or store
     ├── ProviderError        (the provider's status)  one failed provider call
@@ -83,10 +85,22 @@ class MethodNotAllowed(GatewayError):
     code = "method_not_allowed"
 
 
+class RequestTimeout(GatewayError):
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
+
+
 class PayloadTooLarge(GatewayError):
     status = 413
     type = "invalid_request_error"
     code = "request_too_large"
+
+
+class HeadersTooLarge(GatewayError):
+    status = 431
+    type = "invalid_request_error"
+    code = "headers_too_large"
 
 
 class BudgetExceeded(GatewayError):

@@ -28,7 +28,13 @@ from gateway import (
     validation,
 )
 from gateway.cost import dollars
-from gateway.errors import GatewayError, InvalidRequest, NotReady, PayloadTooLarge
+from gateway.errors import (
+    GatewayError,
+    InvalidRequest,
+    NotReady,
+    PayloadTooLarge,
+    RequestTimeout,
+)
 from gateway.store import StoreDown
 
 JSON = "application/json"
@@ -39,18 +45,23 @@ def _too_large(max_body_mb: float) -> PayloadTooLarge:
                            "send a smaller request")
 
 
-async def read_body(request: Request, max_body_mb: float) -> bytes:
+async def read_body(request: Request, max_body_mb: float, timeout_s: float) -> bytes:
     limit = int(max_body_mb * 1024 * 1024)
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise _too_large(max_body_mb)  # refused before reading a byte of it
     parts: list[bytes] = []
     size = 0
-    async for part in request.stream():
-        size += len(part)
-        if size > limit:
-            raise _too_large(max_body_mb)
-        parts.append(part)
+    try:
+        async with asyncio.timeout(timeout_s):  # a client that never finishes holds nothing
+            async for part in request.stream():
+                size += len(part)
+                if size > limit:
+                    raise _too_large(max_body_mb)
+                parts.append(part)
+    except TimeoutError:
+        raise RequestTimeout(f"the body did not arrive within settings.timeouts.read_body_s "
+                             f"({timeout_s:g} s); send it whole, or faster") from None
     return b"".join(parts)
 
 
@@ -84,9 +95,10 @@ async def _answer(request: Request, services: pipeline.Services, record: records
     config = record.config
     key = auth.authenticate(request.headers, config)
     record.key = key.name
-    body = parse(await read_body(request, config.settings.max_body_mb))
+    settings = config.settings
+    body = parse(await read_body(request, settings.max_body_mb, settings.timeouts.read_body_s))
     record.requested, record.stream = body["model"], bool(body.get("stream"))
-    if config.settings.log_content:
+    if settings.log_content:
         record.prompt = body.get("messages", body.get("input"))
     trace = pipeline.new_trace(config, body["model"], record.request_id)
     request.state.trace = record.trace = trace

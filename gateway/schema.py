@@ -58,6 +58,7 @@ class TimeoutSettings(Frozen):
     connect_s: PositiveFloat = 5
     first_token_s: PositiveFloat = 60
     total_s: PositiveFloat = 600
+    read_body_s: PositiveFloat = 60  # a client's whole request body, once its headers are in
 
 
 class CooldownSettings(Frozen):

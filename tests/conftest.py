@@ -62,7 +62,7 @@ keys:
 
 settings:
   max_body_mb: 1
-  timeouts: {{connect_s: 2, first_token_s: 2, total_s: 20}}
+  timeouts: {{connect_s: 2, first_token_s: 2, total_s: 20, read_body_s: 1}}
   retry: {{max_retries: 0}}               # retries and cooldowns: tests/test_resilience.py
   cooldown: {{after_failures: 1000, for_s: 0}}
   cache: {{enabled: false}}               # the cache: tests/test_cache.py

@@ -25,7 +25,7 @@ MASTER_KEY = "sk-master-test"
 BUDGETS = {  # key name -> daily budget (USD); every test spends on its own key
     "crowd": 0.30, "nearly": 0.04, "exact": 10, "streamer": 10, "claude-streamer": 10,
     "leaver": 10, "crash": 0.10, "embedder": 10, "refused": 0.001, "reader": 5,
-    "tight": 0.30,
+    "tight": 0.30, "chooser": 0.30,
 }
 UNBUDGETED = ("open",)
 
@@ -179,6 +179,19 @@ def test_a_request_whose_bytes_would_not_fit_but_whose_tokens_do_is_served_whole
     charged = usage.prompt_tokens * 1000 + usage.completion_tokens * 2000
     balance = budget_of(gateways[1], "tight")
     assert (micro(balance["spent_usd"]), balance["reserved_usd"]) == (charged, 0)
+
+
+def test_n_choices_reserve_n_times_the_output(gateways: list[str], mock: MockProvider) -> None:
+    # One choice of 50 tokens fits in $0.30 ($0.10 of output); four do not ($0.40): the
+    # gateway lowers max_tokens so that all four fit, rather than let n overspend.
+    with client_for(gateways[0], "chooser") as client:
+        raw = ask(client, "Pick one", max_tokens=50, n=4)
+    clamped = int(raw.headers["x-gateway-max-tokens-clamped"])
+    sent = mock.calls("gpt-pricey")[-1].body
+    assert (sent["n"], sent["max_tokens"]) == (4, clamped)
+    assert 4 * clamped * 2000 < micro(0.30) < 4 * 50 * 2000
+    with client_for(gateways[0], "chooser") as client, pytest.raises(openai.RateLimitError):
+        ask(client, "Pick one", max_tokens=50, n=100_000)  # not one token each fits
 
 
 def test_spending_down_to_the_last_cent_then_refusing(gateways: list[str]) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import time
+
 import httpx
 import openai
 import pytest
@@ -114,6 +117,38 @@ def test_body_over_limit_without_content_length_is_413(gateway: str) -> None:
     response = httpx.post(f"{gateway}/v1/chat/completions", content=chunks(),
                           headers={"authorization": f"Bearer {KEY_A}"}, timeout=10)
     assert_openai_error(response, 413)
+
+
+def test_headers_over_32_kb_are_431(gateway: str, client: openai.OpenAI) -> None:
+    response = post(gateway, b"{}", headers={"x-padding": "x" * 40_000})
+    assert_openai_error(response, 431, "32 KB")
+    many = {f"x-h{i}": "v" * 10 for i in range(3_000)}
+    assert_openai_error(post(gateway, b"{}", headers=many), 431)
+    assert client.chat.completions.create(model="fast", messages=HELLO).choices
+
+
+def test_a_client_that_never_finishes_its_body_gets_408_and_holds_nothing(
+        gateway: str, mock: MockProvider) -> None:
+    host, port = gateway.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\n"
+                     b"Authorization: Bearer " + KEY_A.encode() + b"\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+                     b'{"model": "fast", "mess')
+        started = time.monotonic()
+        head = conn.recv(65536)
+        waited = time.monotonic() - started
+    assert head.startswith(b"HTTP/1.1 408"), head[:200]
+    assert b"read_body_s" in head and 0.8 < waited < 5  # settings.timeouts.read_body_s: 1
+    assert mock.calls() == []
+
+
+@pytest.mark.parametrize("value", [b"1e30", b"99999999999999999999999999", b"-1", b"true"])
+def test_absurd_max_tokens_is_400_naming_it(gateway: str, mock: MockProvider,
+                                            value: bytes) -> None:
+    body = b'{"model": "fast", "messages": [{"role": "user", "content": "x"}], "max_tokens": '
+    assert_openai_error(post(gateway, body + value + b"}"), 400, "max_tokens")
+    assert mock.calls() == []
 
 
 def test_unknown_path_and_wrong_method_are_openai_shaped(gateway: str) -> None:
