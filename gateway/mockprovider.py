@@ -172,10 +172,10 @@ class MockProvider:
         return web.json_response(body, status=step.status, headers=headers)
 
     async def _openai_chat(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages:
-            return web.json_response(
-                mockwire.openai_error(400, "'messages' must be a non-empty array"), status=400)
+        problem = _openai_problem(body)
+        if problem:
+            return web.json_response(mockwire.openai_error(400, problem), status=400)
+        messages = body["messages"]
         step = self._next(str(body.get("model")))
         await self._before(step)
         if step.status != 200:
@@ -286,6 +286,24 @@ def _default_tool_call(body: dict[str, Any], model: str) -> tuple[str, dict[str,
         first = tools[0]
         name = first.get("name") or (first.get("function") or {}).get("name")
     return str(name), {"answer": f"from {model}"}
+
+
+def _openai_problem(body: dict[str, Any]) -> str | None:
+    """What the real Chat Completions API rejects with a 400, where the mock reads the body."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return "'messages' must be a non-empty array"
+    if not all(isinstance(m, dict) for m in messages):
+        return "Invalid type for 'messages[0]': expected an object"
+    tools = body.get("tools")
+    if tools is not None:
+        if not isinstance(tools, list):
+            return "Invalid type for 'tools': expected an array"
+        for i, tool in enumerate(tools):
+            function = tool.get("function") if isinstance(tool, dict) else None
+            if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+                return f"Missing required parameter: 'tools[{i}].function.name'"
+    return None
 
 
 def _anthropic_problem(request: web.Request, body: dict[str, Any]) -> str | None:

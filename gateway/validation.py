@@ -51,7 +51,7 @@ def parse_chat(raw: bytes) -> dict[str, Any]:
             raise InvalidRequest(f"messages[{i}] must be an object with 'role' and 'content'",
                                  param=f"messages[{i}]")
         role = message.get("role")
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:
             raise InvalidRequest(f"messages[{i}].role must be one of {', '.join(sorted(ROLES))}; "
                                  f"got {role!r}", param=f"messages[{i}].role")
         content = message.get("content")
