@@ -12,7 +12,8 @@ died frees itself.
 
 Spend is kept for every key, budget or not, per UTC day (`gw:spend:v1:{date}`,
 key name -> micro-dollars). A settlement the store cannot take is queued in
-memory and written when the store answers again.
+memory and written when the store answers again; each carries an id the store
+marks for ten minutes, so one sent again after its reply was lost counts once.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from gateway.store import Store, StoreDown
 log = logging.getLogger("gateway")
 SPEND_KEPT_S = 8 * 86400  # `gateway spend` and /admin/spend look back a week
 RESERVATIONS_KEPT_S = 2 * 86400
+SETTLED_MARKER_S = 600  # how long a settlement sent again after a lost reply is recognised
 
 # Frees one reservation and says what it held (0: it was gone already).
 _RELEASE = """
@@ -81,9 +83,12 @@ BALANCE = _EXPIRE + """
 return {spent, reserved}
 """
 
-# ARGV: key name, reservation id ('' for none), cost, kept_s. Returns nothing: settlements
-# are sent in batches, and the request's remaining budget comes from its reservation.
+# KEYS[4]: this settlement's marker. ARGV: key name, reservation id ('' for none), cost,
+# kept_s, marker_s. A batch whose reply was lost is sent again; the marker makes the
+# second run a no-op, so that spend is never counted twice. Returns nothing: the
+# request's remaining budget comes from its reservation.
 SETTLE = _RELEASE + """
+if not redis.call('SET', KEYS[4], '1', 'NX', 'EX', ARGV[5]) then return end
 if ARGV[2] ~= '' then release(ARGV[2]) end
 redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[3])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
@@ -107,10 +112,25 @@ def _keys(key: ApiKey, day: date) -> list[str]:
             f"gw:reservation-expiry:v1:{day:%Y-%m-%d}:{key.name}"]
 
 
+def _new_id() -> str:
+    return f"{random.getrandbits(128):032x}"  # unique, not secret: the fast generator will do
+
+
+def _settled_key(settlement_id: str) -> str:
+    return f"gw:settled:v1:{settlement_id}"
+
+
 def budget_microusd(key: ApiKey) -> int | None:
     if key.daily_budget_usd is None:
         return None
     return round(key.daily_budget_usd * 1_000_000)
+
+
+@dataclass(frozen=True)
+class Settlement:
+    reservation: Reservation
+    charged: int  # micro-dollars
+    id: str  # unique: the store applies each settlement once, however often it is sent
 
 
 @dataclass(frozen=True)
@@ -180,9 +200,9 @@ def hold_s_for(timeouts: TimeoutSettings) -> int:
 class Budgets:
     store: Store
     hold_s: int  # how long a reservation outlives a process that died holding it
-    _queued: list[tuple[Reservation, int]] = field(default_factory=list)  # not yet sent
+    _queued: list[Settlement] = field(default_factory=list)  # not yet sent
     _writer: asyncio.Task[None] | None = None
-    _pending: list[tuple[Reservation, int]] = field(default_factory=list)  # the store was down
+    _pending: list[Settlement] = field(default_factory=list)  # the store was down
     _flusher: asyncio.Task[None] | None = None
 
     def __post_init__(self) -> None:
@@ -206,7 +226,7 @@ class Budgets:
             if replaces is not None:
                 self.settle(replaces, 0)
             return Reservation(key, day, "", 0)
-        rid = f"{random.getrandbits(128):032x}"  # unique, not secret
+        rid = _new_id()
         args = [key.name, budget, worst, minimum, rid, self.hold_s, RESERVATIONS_KEPT_S,
                 replaces.id if replaces is not None else ""]
         granted, spent, reserved = await self.store.run(
@@ -220,7 +240,7 @@ class Budgets:
         """Release the reservation and add the real cost, soon: the settlements of one moment
         go to the store together, in one round trip, off the request's path. Until then the
         reservation (never less than the cost) holds the money, so no budget is overspent."""
-        self._queued.append((reservation, charged))
+        self._queued.append(Settlement(reservation, charged, _new_id()))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.get_running_loop().create_task(self._write_queued())
 
@@ -234,13 +254,15 @@ class Budgets:
                 if self._flusher is None or self._flusher.done():
                     self._flusher = asyncio.create_task(self._flush())
 
-    async def _settle_all(self, redis: Redis, batch: list[tuple[Reservation, int]]) -> None:
+    async def _settle_all(self, redis: Redis, batch: list[Settlement]) -> None:
         async def send() -> None:
             pipe = redis.pipeline(transaction=False)
-            for reservation, charged in batch:
-                args = [reservation.key.name, reservation.id, charged, SPEND_KEPT_S]
-                pipe.evalsha(self._settle.sha, 3, *_keys(reservation.key, reservation.day),
-                             *args)
+            for settlement in batch:
+                reservation = settlement.reservation
+                args = [reservation.key.name, reservation.id, settlement.charged, SPEND_KEPT_S,
+                        SETTLED_MARKER_S]
+                pipe.evalsha(self._settle.sha, 4, *_keys(reservation.key, reservation.day),
+                             _settled_key(settlement.id), *args)
             await pipe.execute()
 
         try:
@@ -254,7 +276,7 @@ class Budgets:
         if self._writer is not None:
             await self._writer
 
-    async def _apply(self, batch: list[tuple[Reservation, int]]) -> None:
+    async def _apply(self, batch: list[Settlement]) -> None:
         await self.store.run(lambda redis: self._settle_all(redis, batch))
 
     async def _flush(self) -> None:

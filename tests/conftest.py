@@ -78,12 +78,15 @@ REDIS_SERVER = os.environ.get("REDIS_SERVER", "/usr/bin/redis-server")
 class RedisServer:
     """A real redis-server on a loopback port, that a test may kill and start again."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, durable: bool = False):
         if not os.access(REDIS_SERVER, os.X_OK):
             pytest.fail(f"these tests need a real redis-server at {REDIS_SERVER}: run "
                         "`apt-get update && apt-get install -y redis-server` (or set "
                         "REDIS_SERVER to a redis-server binary)", pytrace=False)
         self.directory = directory
+        # durable: every write on disk before it is acknowledged, so a kill loses nothing
+        self.persistence = (["--appendonly", "yes", "--appendfsync", "always"] if durable
+                            else ["--appendonly", "no"])
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
@@ -91,7 +94,7 @@ class RedisServer:
     def start(self) -> RedisServer:
         self.process = subprocess.Popen(
             [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.directory)],
+             *self.persistence, "--dir", str(self.directory)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
