@@ -1,0 +1,220 @@
+"""A bounded soak: steady mixed traffic through one gateway, watching for leaks and lost records.
+
+    python bench/soak.py [--minutes 10] [--rate 40]
+
+Starts the mock upstream and `gateway serve` (one worker, embedded store, budgets
+on, cache on) and sends `--rate` requests a second for `--minutes`, then stops by
+itself. The mix: plain answers, streams, repeated questions (cache hits) and a
+tier whose first model's provider refuses connections (a fallback on every
+call). Every `--sample-s` seconds it samples the gateway's memory, open file
+descriptors and threads. At the end it checks that every answer was whole, that
+the usage log has one line per request, and that the gateway's memory and
+descriptors stayed flat over the second half of the run; it prints a Markdown
+table and exits 1 if a check failed. Not a test: CI does not run it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import free_port, rss_mb, stop, wait_for  # bench/run.py's helpers
+
+KEY = "sk-soak"
+# One in ten requests asks the cached question; streams and fallbacks share the rest.
+MIX = ("plain", "stream", "plain", "fallback", "cached", "stream", "plain", "fallback",
+       "plain", "stream")
+
+
+def config(tmp: Path, mock_url: str, dead_url: str) -> Path:
+    digest = hashlib.sha256(KEY.encode()).hexdigest()
+    path = tmp / "router.yaml"
+    path.write_text(
+        "providers:\n"
+        f"  openai: {{api_key: x, api_base: '{mock_url}/v1'}}\n"
+        f"  down: {{type: openai, api_key: x, api_base: '{dead_url}/v1'}}\n"
+        "models:\n"
+        "  soak: {provider: openai, model: gpt-4o-mini}\n"
+        "  gone: {provider: down, model: gpt-4o-mini}\n"
+        "tiers:\n  fallback: [gone, soak]\n"
+        f"keys:\n  - {{name: soak, key_sha256: {digest}, daily_budget_usd: 1000000}}\n"
+        "settings:\n"
+        "  retry: {max_retries: 0}\n"
+        # The dead provider must be called every time, not cooled down and skipped.
+        "  cooldown: {after_failures: 1000000, window_s: 1, for_s: 1}\n"
+        f"  data_dir: {tmp}/data\n  usage_log: {tmp}/usage.jsonl\n")
+    return path
+
+
+@dataclass
+class Tally:
+    sent: int = 0
+    statuses: Counter[str] = field(default_factory=Counter)
+    broken: int = 0  # a 200 whose body was not a whole answer
+    latencies_ms: list[float] = field(default_factory=list)
+
+
+async def one(session: aiohttp.ClientSession, url: str, kind: str, n: int,
+              tally: Tally) -> None:
+    model = "fallback" if kind == "fallback" else "soak"
+    question = "the usual question" if kind == "cached" else f"question number {n}"
+    body = {"model": model, "max_tokens": 32, "stream": kind == "stream",
+            "messages": [{"role": "user", "content": question}]}
+    started = time.perf_counter()
+    try:
+        async with session.post(url, data=orjson.dumps(body)) as response:
+            raw = await response.read()
+            status = response.status
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        tally.statuses[type(exc).__name__] += 1
+        return
+    tally.latencies_ms.append((time.perf_counter() - started) * 1000)
+    tally.statuses[f"{kind} {status}"] += 1
+    whole = raw.rstrip().endswith(b"data: [DONE]") if kind == "stream" else b'"choices"' in raw
+    if status == 200 and not whole:
+        tally.broken += 1
+
+
+async def load(url: str, rate: float, seconds: float, tally: Tally) -> None:
+    headers = {"authorization": f"Bearer {KEY}", "content-type": "application/json"}
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(headers=headers, timeout=timeout) as session:
+        tasks: set[asyncio.Task[None]] = set()
+        started = time.monotonic()
+        limit = int(rate * seconds)
+        while tally.sent < limit and time.monotonic() - started < seconds:
+            task = asyncio.create_task(one(session, url, MIX[tally.sent % len(MIX)],
+                                           tally.sent, tally))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            tally.sent += 1
+            # A steady rate: the next request leaves on schedule, not after the last answer.
+            await asyncio.sleep(max(0.0, started + tally.sent / rate - time.monotonic()))
+        await asyncio.gather(*tasks)
+
+
+def own_rss_mb(pid: int) -> float:
+    """The gateway process alone: the embedded store grows with cached answers, by design."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def descriptors(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def threads(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    return 0
+
+
+# elapsed s, gateway RSS MB, gateway + store RSS MB, open descriptors, threads
+Sample = tuple[float, float, float, int, int]
+
+
+def measure(pid: int, elapsed: float) -> Sample:
+    return elapsed, own_rss_mb(pid), rss_mb(pid), descriptors(pid), threads(pid)
+
+
+async def sample(pid: int, every_s: float, samples: list[Sample],
+                 done: asyncio.Event) -> None:
+    started = time.monotonic()
+    while not done.is_set():
+        samples.append(measure(pid, time.monotonic() - started))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), every_s)
+
+
+async def soak(url: str, pid: int, rate: float, seconds: float, every_s: float,
+               ) -> tuple[Tally, list[Sample]]:
+    tally, samples, done = Tally(), [], asyncio.Event()
+    sampler = asyncio.create_task(sample(pid, every_s, samples, done))
+    await load(url, rate, seconds, tally)
+    done.set()
+    await sampler
+    samples.append(measure(pid, seconds))
+    return tally, samples
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=10)
+    parser.add_argument("--rate", type=float, default=40, help="requests per second")
+    parser.add_argument("--sample-s", type=float, default=30)
+    args = parser.parse_args()
+    seconds = args.minutes * 60
+    with tempfile.TemporaryDirectory(prefix="gateway-soak-") as name:
+        tmp = Path(name)
+        mock_port, gateway_port, dead_port = free_port(), free_port(), free_port()
+        mock = subprocess.Popen([sys.executable, "-m", "gateway.mockprovider", "--port",
+                                 str(mock_port)], stdout=subprocess.DEVNULL)
+        gateway = None
+        try:
+            wait_for(f"http://127.0.0.1:{mock_port}/health")
+            path = config(tmp, f"http://127.0.0.1:{mock_port}", f"http://127.0.0.1:{dead_port}")
+            gateway = subprocess.Popen(["gateway", "serve", "--config", str(path), "--port",
+                                        str(gateway_port)], stdout=subprocess.DEVNULL,
+                                       stderr=(tmp / "gateway.log").open("wb"))
+            wait_for(f"http://127.0.0.1:{gateway_port}/ready")
+            url = f"http://127.0.0.1:{gateway_port}/v1/chat/completions"
+            tally, samples = asyncio.run(soak(url, gateway.pid, args.rate, seconds,
+                                              args.sample_s))
+            time.sleep(1)  # the usage log's writer thread catches up
+            lines = (tmp / "usage.jsonl").read_bytes().count(b"\n")
+            log = (tmp / "gateway.log").read_text()
+        finally:
+            if gateway is not None:
+                stop(gateway)
+            stop(mock)
+    report(args, tally, samples, lines, log)
+
+
+def report(args: argparse.Namespace, tally: Tally,
+           samples: list[Sample], lines: int, log: str) -> None:
+    # A leak grows for as long as traffic runs; pools and caches fill once, early on.
+    warm = [s for s in samples if s[0] >= samples[-1][0] / 2] or samples
+    rss = [s[1] for s in warm]
+    fds = [s[3] for s in warm]
+    ok = sum(n for status, n in tally.statuses.items() if status.endswith(" 200"))
+    latencies = sorted(tally.latencies_ms)
+    checks = {
+        "every request answered 200": ok == tally.sent,
+        "every answer whole": tally.broken == 0,
+        "one usage-log line per request": lines == tally.sent,
+        "gateway memory flat over the second half (within 10 MB)": max(rss) - min(rss) <= 10,
+        "file descriptors flat over the second half (within 5)": max(fds) - min(fds) <= 5,
+        "no traceback in the gateway's log": "Traceback" not in log,
+    }
+    print(f"\n{args.minutes:g} min at {args.rate:g} req/s: {tally.sent} requests, "
+          f"{dict(tally.statuses)}")
+    print(f"latency p50 {latencies[len(latencies) // 2]:.1f} ms, "
+          f"p99 {latencies[int(len(latencies) * 0.99)]:.1f} ms\n")
+    print("| elapsed | gateway RSS | with its store | open fds | threads |\n|---|---|---|---|---|")
+    for elapsed, own, total, fd, thread_count in samples:
+        print(f"| {elapsed:.0f} s | {own:.1f} MB | {total:.1f} MB | {fd} | {thread_count} |")
+    print()
+    for name, passed in checks.items():
+        print(f"- {'PASS' if passed else 'FAIL'}: {name}")
+    sys.exit(0 if all(checks.values()) else 1)
+
+
+if __name__ == "__main__":
+    main()
