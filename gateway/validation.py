@@ -58,6 +58,8 @@ def parse_chat(raw: bytes) -> dict[str, Any]:
         if not (content is None or isinstance(content, str | list)):
             raise InvalidRequest(f"messages[{i}].content must be a string or an array of parts",
                                  param=f"messages[{i}].content")
+        if isinstance(content, list):
+            _check_parts(content, i)
         if content is None and role not in ("assistant", "function"):
             raise InvalidRequest(f"messages[{i}].content is required for role '{role}'",
                                  param=f"messages[{i}].content")
@@ -70,10 +72,55 @@ def parse_chat(raw: bytes) -> dict[str, Any]:
     options = body.get("stream_options")
     if options is not None and not isinstance(options, dict):
         raise InvalidRequest("'stream_options' must be an object", param="stream_options")
+    _check_tools(body)
+    stop = body.get("stop")
+    if not (stop is None or isinstance(stop, str)
+            or (isinstance(stop, list) and all(isinstance(s, str) for s in stop))):
+        raise InvalidRequest("'stop' must be a string or an array of strings", param="stop")
+    return body
+
+
+def _check_parts(parts: list[Any], i: int) -> None:
+    for j, part in enumerate(parts):
+        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+            raise InvalidRequest(f"messages[{i}].content[{j}] must be an object with a 'type', "
+                                 'like {"type": "text", "text": "..."}',
+                                 param=f"messages[{i}].content[{j}]")
+        if part["type"] == "text" and not isinstance(part.get("text"), str):
+            raise InvalidRequest(f"messages[{i}].content[{j}].text must be a string",
+                                 param=f"messages[{i}].content[{j}].text")
+
+
+def _is_function(value: Any) -> bool:
+    return isinstance(value, dict) and isinstance(value.get("name"), str)
+
+
+def _check_tools(body: dict[str, Any]) -> None:
+    """The shapes every provider's translation relies on, as OpenAI itself checks them."""
     tools = body.get("tools")
     if tools is not None and not isinstance(tools, list):
         raise InvalidRequest("'tools' must be an array", param="tools")
-    return body
+    for i, tool in enumerate(tools or ()):
+        if not isinstance(tool, dict) or (tool.get("type", "function") == "function"
+                                          and not _is_function(tool.get("function"))):
+            raise InvalidRequest(f"tools[{i}] must be an object like {{\"type\": \"function\", "
+                                 f"\"function\": {{\"name\": ...}}}}", param=f"tools[{i}]")
+    choice = body.get("tool_choice")
+    if not (choice is None or isinstance(choice, str)
+            or (isinstance(choice, dict) and ("function" not in choice
+                                              or _is_function(choice["function"])))):
+        raise InvalidRequest("'tool_choice' must be 'none', 'auto', 'required' or "
+                             '{"type": "function", "function": {"name": ...}}',
+                             param="tool_choice")
+    for i, message in enumerate(body["messages"]):
+        calls = message.get("tool_calls")
+        if calls is None:
+            continue
+        if not isinstance(calls, list) or not all(
+                isinstance(c, dict) and _is_function(c.get("function")) for c in calls):
+            raise InvalidRequest(f"messages[{i}].tool_calls must be an array of "
+                                 '{"id", "type": "function", "function": {"name", "arguments"}}',
+                                 param=f"messages[{i}].tool_calls")
 
 
 def _is_embedding_input(value: Any) -> bool:

@@ -94,6 +94,19 @@ def test_models_lists_what_the_key_may_use(connect) -> None:
     (b'{"model": "fast", "max_tokens": 1.5, "messages": [{"role": "user", "content": "x"}]}',
      ["'max_tokens' must be a positive integer"]),
     (b"\xff\xfe{}", ["not valid JSON"]),
+    # shapes found by tests/test_fuzz.py that the Claude translation could not take
+    (b'{"model": "smart", "messages": [{"role": "robot"}], "tools": [null]}', ["role must be"]),
+    (b'{"model": "smart", "messages": [{"role": [], "content": "x"}]}', ["role must be"]),
+    (b'{"model": "smart", "tools": [null], "messages": [{"role": "user", "content": "x"}]}',
+     ["tools[0] must be"]),
+    (b'{"model": "smart", "tool_choice": {"function": 5}, '
+     b'"messages": [{"role": "user", "content": "x"}]}', ["'tool_choice' must be"]),
+    (b'{"model": "smart", "stop": 5, "messages": [{"role": "user", "content": "x"}]}',
+     ["'stop' must be"]),
+    (b'{"model": "smart", "messages": [{"role": "user", "content": [{"type": "text", '
+     b'"text": 1.0}]}]}', ["content[0].text must be a string"]),
+    (b'{"model": "smart", "messages": [{"role": "assistant", "tool_calls": [null]}]}',
+     ["tool_calls must be"]),
 ])
 def test_bad_body_is_400_saying_what_to_fix(gateway: str, mock: MockProvider, body: bytes,
                                             words: list[str]) -> None:

@@ -10,6 +10,7 @@ and the process still serving at the end. Bounded: a few hundred bodies.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,7 +21,8 @@ from hypothesis import strategies as st
 
 from tests.conftest import KEY_A
 
-FUZZ = settings(max_examples=250, deadline=None, derandomize=True,
+FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 250)), deadline=None,
+                derandomize=not os.environ.get("FUZZ_RANDOM"),
                 suppress_health_check=[HealthCheck.function_scoped_fixture,
                                        HealthCheck.too_slow])
 # A provider's client error is passed on with its status; 413 for bodies over max_body_mb.
