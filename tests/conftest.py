@@ -192,6 +192,18 @@ def start_gateway(config: Path, log: Path, env: dict[str, str] | None = None,
     return process, base_url
 
 
+@contextlib.contextmanager
+def gateway_running(config: Path, log: Path, env: dict[str, str] | None = None,
+                    workers: int = 1) -> Iterator[str]:
+    """`gateway serve` on `config`, healthy; yields its base URL and stops it afterwards."""
+    process, base_url = start_gateway(config, log, env, workers)
+    try:
+        yield base_url
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
 @pytest.fixture(scope="session")
 def gateway_files(mock: MockProvider, redis_server: RedisServer,
                   tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -205,11 +217,9 @@ def gateway_files(mock: MockProvider, redis_server: RedisServer,
 
 @pytest.fixture(scope="session")
 def gateway(gateway_files: Path) -> Iterator[str]:
-    process, base_url = start_gateway(gateway_files / "router.yaml", gateway_files / "gateway.log",
-                                      env={"TEST_OPENAI_KEY": "sk-openai-test"})
-    yield base_url
-    process.terminate()
-    process.wait(10)
+    with gateway_running(gateway_files / "router.yaml", gateway_files / "gateway.log",
+                         env={"TEST_OPENAI_KEY": "sk-openai-test"}) as base_url:
+        yield base_url
 
 
 @pytest.fixture

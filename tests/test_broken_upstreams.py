@@ -16,7 +16,7 @@ import pytest
 
 from gateway import mockwire
 from gateway.mockprovider import MockProvider, Step
-from tests.conftest import KEY_A, sha, start_gateway
+from tests.conftest import KEY_A, gateway_running, sha
 
 HELLO = [{"role": "user", "content": "hello"}]
 FIRST_TOKEN_S = 1.0
@@ -58,10 +58,8 @@ def broken_gateway(mock: MockProvider, tmp_path_factory: pytest.TempPathFactory,
     tmp = tmp_path_factory.mktemp("broken")
     config = tmp / "router.yaml"
     config.write_text(router_yaml(mock.base_url, tmp))  # type: ignore[attr-defined]
-    process, base_url = start_gateway(config, tmp / "gateway.log")
-    yield base_url
-    process.terminate()
-    process.wait(10)
+    with gateway_running(config, tmp / "gateway.log") as base_url:
+        yield base_url
     assert b"Traceback" not in (tmp / "gateway.log").read_bytes()
 
 

@@ -17,7 +17,7 @@ import openai
 import pytest
 
 from gateway.mockprovider import MockProvider, Step
-from tests.conftest import RedisServer, sha, start_gateway
+from tests.conftest import RedisServer, gateway_running, sha, start_gateway
 
 # USD per million tokens: $0.001 per input token, $0.002 per output token.
 PRICE = "price: {input_per_mtok: 1000, output_per_mtok: 2000}"
@@ -69,11 +69,9 @@ def gateways(mock: MockProvider, redis_server: RedisServer,
     tmp = tmp_path_factory.mktemp("budgets")
     config = tmp / "router.yaml"
     config.write_text(router_yaml(mock.base_url, redis_server.url))  # type: ignore[attr-defined]
-    started = [start_gateway(config, tmp / f"gateway-{i}.log") for i in range(2)]
-    yield [base_url for _, base_url in started]
-    for process, _ in started:
-        process.terminate()
-        process.wait(10)
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(gateway_running(config, tmp / f"gateway-{i}.log"))
+               for i in range(2)]
 
 
 def client_for(base_url: str, name: str, **options: Any) -> openai.OpenAI:

@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from gateway.mockprovider import MockProvider, Step
-from tests.conftest import KEY_A, KEY_B, RedisServer, sha, start_gateway
+from tests.conftest import KEY_A, KEY_B, RedisServer, gateway_running, sha, start_gateway
 
 TTL_S = 3600
 ROUTER_YAML = """\
@@ -61,10 +61,8 @@ def cached(request: pytest.FixtureRequest, mock: MockProvider,
     config = tmp / "router.yaml"
     config.write_text(ROUTER_YAML.format(mock=mock.base_url, digest_a=sha(KEY_A),  # type: ignore[attr-defined]
                                          digest_b=sha(KEY_B), tmp=tmp, ttl=TTL_S, store=store))
-    process, base_url = start_gateway(config, tmp / "gateway.log")
-    yield CachedGateway(base_url, store_url)
-    process.terminate()
-    process.wait(10)
+    with gateway_running(config, tmp / "gateway.log") as base_url:
+        yield CachedGateway(base_url, store_url)
 
 
 @pytest.fixture

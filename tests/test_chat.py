@@ -9,7 +9,7 @@ import openai
 import pytest
 
 from gateway.mockprovider import MockProvider, Step
-from tests.conftest import KEY_A, KEY_B, sha, start_gateway
+from tests.conftest import KEY_A, KEY_B, gateway_running, sha
 
 HELLO = [{"role": "user", "content": "Hello there, gateway"}]
 
@@ -274,15 +274,11 @@ def test_a_cookie_one_callers_answer_set_never_reaches_the_provider_again(
                       f"keys:\n  - {{name: a, key_sha256: {sha(KEY_A)}}}\n"
                       f"  - {{name: b, key_sha256: {sha(KEY_B)}}}\n"
                       f"settings: {{data_dir: {tmp_path}/data, usage_log: ''}}\n")
-    process, base_url = start_gateway(config, tmp_path / "gateway.log")
     mock.script("gpt-4o-mini", Step(set_cookie="session=team-a-secret; Path=/"))
-    try:
+    with gateway_running(config, tmp_path / "gateway.log") as base_url:
         for key, text in ((KEY_A, "first"), (KEY_B, "second")):
             with openai.OpenAI(base_url=f"{base_url}/v1", api_key=key, max_retries=0) as client:
                 client.chat.completions.create(
                     model="gpt", messages=[{"role": "user", "content": text}])
-    finally:
-        process.terminate()
-        process.wait(10)
     _, second = mock.calls("gpt-4o-mini")
     assert "cookie" not in {name.lower() for name in second.headers}

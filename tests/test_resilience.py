@@ -15,7 +15,7 @@ import openai
 import pytest
 
 from gateway.mockprovider import MockProvider, Step
-from tests.conftest import KEY_A, sha, start_gateway
+from tests.conftest import KEY_A, gateway_running, sha
 
 HELLO = [{"role": "user", "content": "hello"}]
 TIERS = ["badretryafter", "retry529", "retryafter", "longretryafter", "badrequest", "auth",
@@ -59,10 +59,8 @@ def resilient_gateway(mock: MockProvider, resilience_dir: Path) -> Iterator[str]
     tmp = resilience_dir
     config = tmp / "router.yaml"
     config.write_text(router_yaml(mock.base_url, tmp))  # type: ignore[attr-defined]
-    process, base_url = start_gateway(config, tmp / "gateway.log")
-    yield base_url
-    process.terminate()
-    process.wait(10)
+    with gateway_running(config, tmp / "gateway.log") as base_url:
+        yield base_url
 
 
 @pytest.fixture
