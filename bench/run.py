@@ -61,12 +61,17 @@ def wait_for(url: str, timeout_s: float = 60) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
+def proc_status(pid: int, name: str) -> int:
+    """A number from /proc/PID/status (`VmRSS` in kB, `Threads`, ...); 0 if absent."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{name}:"):
+            return int(line.split()[1])
+    return 0
+
+
 def rss_mb(pid: int) -> float:
     """The process and its children (workers, an embedded store), in MB."""
-    total = 0.0
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            total += int(line.split()[1]) / 1024
+    total = proc_status(pid, "VmRSS") / 1024
     for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
         total += rss_mb(int(child))
     return total

@@ -32,7 +32,7 @@ import aiohttp
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import free_port, rss_mb, stop, wait_for  # bench/run.py's helpers
+from run import free_port, proc_status, rss_mb, stop, wait_for  # bench/run.py's helpers
 
 KEY = "sk-soak"
 # One in ten requests asks the cached question; streams and fallbacks share the rest.
@@ -107,23 +107,8 @@ async def load(url: str, rate: float, seconds: float, tally: Tally) -> None:
         await asyncio.gather(*tasks)
 
 
-def own_rss_mb(pid: int) -> float:
-    """The gateway process alone: the embedded store grows with cached answers, by design."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def descriptors(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def threads(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("Threads:"):
-            return int(line.split()[1])
-    return 0
 
 
 # elapsed s, gateway RSS MB, gateway + store RSS MB, open descriptors, threads
@@ -131,7 +116,9 @@ Sample = tuple[float, float, float, int, int]
 
 
 def measure(pid: int, elapsed: float) -> Sample:
-    return elapsed, own_rss_mb(pid), rss_mb(pid), descriptors(pid), threads(pid)
+    # The gateway alone, then with its store: the store grows with cached answers, by design.
+    return (elapsed, proc_status(pid, "VmRSS") / 1024, rss_mb(pid), descriptors(pid),
+            proc_status(pid, "Threads"))
 
 
 async def sample(pid: int, every_s: float, samples: list[Sample],
