@@ -150,7 +150,7 @@ def create_app(config: Config, store_url: str | None = None) -> Starlette:
             if services.tasks:  # settlements of streams that just ended
                 await asyncio.wait(services.tasks, timeout=5)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(budgets.drain(), timeout=5)
+                await asyncio.wait_for(budgets.flush(), timeout=5)
             budgets.close()
             await asyncio.to_thread(services.records.shutdown)
             await reloader.close()

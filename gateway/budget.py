@@ -1,24 +1,27 @@
 """Per-key daily budgets that are never overspent: reserve the worst case, then settle.
 
-Before a provider call, one Lua script adds up the key's spend today and the
-reservations of requests in flight, and reserves this request's worst case
-only if the sum stays within the budget; being one script, it is atomic, so
-concurrent requests on any number of workers and replicas cannot all pass the
-check. When the worst case does not fit but the input and one output token
-do, it reserves what is left, and the caller lowers `max_tokens` to what that
-pays for. After the answer, a second script releases the reservation and adds
-the real cost. A reservation carries an expiry, so one held by a process that
-died frees itself.
+Before a provider call, a Lua script (budget_scripts.py) adds up the key's
+spend today and the reservations of requests in flight, and reserves this
+request's worst case only if the sum stays within the budget; being one script,
+it is atomic, so concurrent requests on any number of workers and replicas
+cannot all pass the check. When the worst case does not fit but the input and
+one output token do, it reserves what is left, and the caller lowers
+`max_tokens` to what that pays for. After the answer, the settlement releases
+the reservation and adds the real cost.
 
-Spend is kept for every key, budget or not, per UTC day (`gw:spend:v1:{date}`,
-key name -> micro-dollars). A settlement the store cannot take is queued in
-memory and written when the store answers again; each carries an id the store
-marks for ten minutes, so one sent again after its reply was lost counts once.
+The reservations and settlements of one turn of the event loop go to the
+store together at the next turn, in one command: a busy gateway pays one round
+trip for many requests. A settlement is sent after its answer, off the
+request's path; until it lands, the reservation (never less than the cost)
+holds the money, so no budget is overspent. Spend is kept for every key, budget
+or not. A settlement the store cannot take is queued in memory and written when
+the store answers again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import random
@@ -29,6 +32,7 @@ from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
 from gateway import cost
+from gateway.budget_scripts import APPLY, BALANCE
 from gateway.config import ApiKey
 from gateway.errors import BudgetExceeded
 from gateway.schema import TimeoutSettings
@@ -38,62 +42,6 @@ log = logging.getLogger("gateway")
 SPEND_KEPT_S = 8 * 86400  # `gateway spend` and /admin/spend look back a week
 RESERVATIONS_KEPT_S = 2 * 86400
 SETTLED_MARKER_S = 600  # how long a settlement sent again after a lost reply is recognised
-
-# Frees one reservation and says what it held (0: it was gone already).
-_RELEASE = """
-local function release(id)
-  redis.call('ZREM', KEYS[3], id)
-  local held = redis.call('HGET', KEYS[2], id)
-  if not held then return 0 end
-  redis.call('HDEL', KEYS[2], id)
-  redis.call('HINCRBY', KEYS[2], '_total', string.format('%d', -tonumber(held)))
-  return tonumber(held)
-end
-"""
-
-# Drops expired reservations: shared by both scripts that read the reservations.
-_EXPIRE = _RELEASE + """
-local now = tonumber(redis.call('TIME')[1])
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now)) do
-  release(id)
-end
-local spent = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
-local reserved = tonumber(redis.call('HGET', KEYS[2], '_total') or '0')
-"""
-
-# KEYS: spend hash, reservations hash, expiries zset.
-# ARGV: key name, budget, worst case, minimum, reservation id, hold_s, kept_s (all integers),
-# and the id of a reservation this one replaces ('' for none), freed whatever the answer.
-# Returns {granted (0: refused), spent, reserved (this reservation included)}.
-RESERVE = _EXPIRE + """
-if ARGV[8] ~= '' then reserved = reserved - release(ARGV[8]) end
-local grant = math.min(tonumber(ARGV[3]), tonumber(ARGV[2]) - spent - reserved)
-if grant < tonumber(ARGV[4]) or grant < 0 then return {0, spent, reserved} end
-local amount = string.format('%d', grant)
-redis.call('HSET', KEYS[2], ARGV[5], amount)
-redis.call('HINCRBY', KEYS[2], '_total', amount)
-redis.call('ZADD', KEYS[3], now + tonumber(ARGV[6]), ARGV[5])
-redis.call('EXPIRE', KEYS[2], ARGV[7])
-redis.call('EXPIRE', KEYS[3], ARGV[7])
-return {grant, spent, reserved + grant}
-"""
-
-# ARGV: key name. Returns {spent, reserved}.
-BALANCE = _EXPIRE + """
-return {spent, reserved}
-"""
-
-# KEYS[4]: this settlement's marker. ARGV: key name, reservation id ('' for none), cost,
-# kept_s, marker_s. A batch whose reply was lost is sent again; the marker makes the
-# second run a no-op, so that spend is never counted twice. Returns nothing: the
-# request's remaining budget comes from its reservation.
-SETTLE = _RELEASE + """
-if not redis.call('SET', KEYS[4], '1', 'NX', 'EX', ARGV[5]) then return end
-if ARGV[2] ~= '' then release(ARGV[2]) end
-redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[3])
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-"""
-
 
 def today() -> date:
     return datetime.now(UTC).date()
@@ -107,9 +55,11 @@ def spend_key(day: date) -> str:
     return f"gw:spend:v1:{day:%Y-%m-%d}"
 
 
-def _keys(key: ApiKey, day: date) -> list[str]:
-    return [spend_key(day), f"gw:reservations:v1:{day:%Y-%m-%d}:{key.name}",
-            f"gw:reservation-expiry:v1:{day:%Y-%m-%d}:{key.name}"]
+@functools.lru_cache(maxsize=4096)
+def _keys(name: str, day: date) -> tuple[str, str, str]:
+    """A key's spend hash, reservations hash and reservation expiries that day."""
+    return (spend_key(day), f"gw:reservations:v1:{day:%Y-%m-%d}:{name}",
+            f"gw:reservation-expiry:v1:{day:%Y-%m-%d}:{name}")
 
 
 def _new_id() -> str:
@@ -197,19 +147,29 @@ def hold_s_for(timeouts: TimeoutSettings) -> int:
 
 
 @dataclass
+class _Asked:
+    """A reservation waiting for the next batch to the store."""
+
+    key: ApiKey
+    day: date
+    args: list[str | int]  # the script's ARGV for it
+    answer: asyncio.Future[list[int]]  # granted, spent, reserved
+
+
+@dataclass
 class Budgets:
     store: Store
     hold_s: int  # how long a reservation outlives a process that died holding it
+    _asked: list[_Asked] = field(default_factory=list)  # not yet sent
     _queued: list[Settlement] = field(default_factory=list)  # not yet sent
-    _writer: asyncio.Task[None] | None = None
+    _next: asyncio.Task[None] | None = None  # the batch that takes what is asked and queued
+    _sending: set[asyncio.Task[None]] = field(default_factory=set)
     _pending: list[Settlement] = field(default_factory=list)  # the store was down
     _flusher: asyncio.Task[None] | None = None
 
     def __post_init__(self) -> None:
-        redis = self.store.redis
-        self._reserve = redis.register_script(RESERVE)
-        self._balance = redis.register_script(BALANCE)
-        self._settle = redis.register_script(SETTLE)
+        self._apply_sha = self.store.redis.register_script(APPLY).sha
+        self._balance = self.store.redis.register_script(BALANCE)
 
     async def reserve(self, key: ApiKey, worst: int, minimum: int,
                       replaces: Reservation | None = None) -> Reservation:
@@ -227,57 +187,98 @@ class Budgets:
                 self.settle(replaces, 0)
             return Reservation(key, day, "", 0)
         rid = _new_id()
-        args = [key.name, budget, worst, minimum, rid, self.hold_s, RESERVATIONS_KEPT_S,
-                replaces.id if replaces is not None else ""]
-        granted, spent, reserved = await self.store.run(
-            lambda _: self._reserve(keys=_keys(key, day), args=args))
-        seen = Balance(int(spent), int(reserved))
+        asked = _Asked(key, day, [key.name, budget, worst, minimum, rid,
+                                  replaces.id if replaces is not None else ""],
+                       asyncio.get_running_loop().create_future())
+        self._asked.append(asked)
+        self._send_soon()
+        try:
+            granted, spent, reserved = await asked.answer
+        except asyncio.CancelledError:
+            # Answered, then cancelled before this task resumed: the grant goes back.
+            if asked.answer.done() and not asked.answer.cancelled() and asked.answer.result()[0]:
+                self.settle(Reservation(key, day, rid, asked.answer.result()[0]), 0)
+            raise
+        seen = Balance(spent, reserved)
         if not granted:
             raise refusal(key, day, seen, minimum)
-        return Reservation(key, day, rid, int(granted), seen)
+        return Reservation(key, day, rid, granted, seen)
 
     def settle(self, reservation: Reservation, charged: int) -> None:
-        """Release the reservation and add the real cost, soon: the settlements of one moment
-        go to the store together, in one round trip, off the request's path. Until then the
-        reservation (never less than the cost) holds the money, so no budget is overspent."""
+        """Release the reservation and add the real cost, soon and off the request's path."""
         self._queued.append(Settlement(reservation, charged, _new_id()))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.get_running_loop().create_task(self._write_queued())
+        self._send_soon()
 
-    async def _write_queued(self) -> None:
-        while self._queued:
-            batch, self._queued = self._queued, []
-            try:
-                await self._apply(batch)
-            except StoreDown:  # queued for the store's return, never dropped
-                self._pending.extend(batch)
-                if self._flusher is None or self._flusher.done():
-                    self._flusher = asyncio.create_task(self._flush())
+    def _send_soon(self) -> None:
+        """A batch leaves at the next turn of the loop, with whatever has queued by then."""
+        if self._next is None:
+            self._next = asyncio.get_running_loop().create_task(self._send())
+            self._sending.add(self._next)
+            self._next.add_done_callback(self._sending.discard)
 
-    async def _settle_all(self, redis: Redis, batch: list[Settlement]) -> None:
-        async def send() -> None:
-            pipe = redis.pipeline(transaction=False)
-            for settlement in batch:
-                reservation = settlement.reservation
-                args = [reservation.key.name, reservation.id, settlement.charged, SPEND_KEPT_S,
-                        SETTLED_MARKER_S]
-                pipe.evalsha(self._settle.sha, 4, *_keys(reservation.key, reservation.day),
-                             _settled_key(settlement.id), *args)
-            await pipe.execute()
-
+    async def _send(self) -> None:
+        self._next = None
+        asked, self._asked = self._asked, []
+        settling, self._queued = self._queued, []
+        if not asked and not settling:
+            return
         try:
-            await send()
+            answers = await self._apply(settling, asked)
+        except StoreDown as exc:
+            self._keep(settling)
+            for one in asked:
+                if not one.answer.done():
+                    one.answer.set_exception(StoreDown(str(exc)))
+            return
+        except asyncio.CancelledError:  # shutdown: no request waits forever
+            self._keep(settling)
+            for one in asked:
+                one.answer.cancel()
+            raise
+        for i, one in enumerate(asked):
+            granted = [int(n) for n in answers[3 * i:3 * i + 3]]
+            if not one.answer.done():
+                one.answer.set_result(granted)
+            elif granted[0]:  # its request was cancelled while the store answered
+                self.settle(Reservation(one.key, one.day, str(one.args[4]), granted[0]), 0)
+
+    def _keep(self, settling: list[Settlement]) -> None:
+        """Settlements the store did not take wait for its return; none is dropped."""
+        if not settling:
+            return
+        self._pending.extend(settling)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+
+    async def _apply(self, settling: list[Settlement], asked: list[_Asked]) -> list[int]:
+        keys: list[str] = []
+        args: list[str | int] = [len(settling), len(asked), self.hold_s, RESERVATIONS_KEPT_S,
+                                 SPEND_KEPT_S, SETTLED_MARKER_S]
+        for settlement in settling:
+            reservation = settlement.reservation
+            keys += [*_keys(reservation.key.name, reservation.day),
+                     _settled_key(settlement.id)]
+            args += [reservation.key.name, reservation.id, settlement.charged]
+        for one in asked:
+            keys += _keys(one.key.name, one.day)
+            args += one.args
+        return await self.store.run(lambda redis: self._run_apply(redis, keys, args))
+
+    async def _run_apply(self, redis: Redis, keys: list[str], args: list[str | int],
+                         ) -> list[int]:
+        try:
+            return await redis.evalsha(self._apply_sha, len(keys), *keys, *args)
         except NoScriptError:  # a restarted store forgot the script: load it, send again
-            await redis.script_load(SETTLE)
-            await send()
+            await redis.script_load(APPLY)
+            return await redis.evalsha(self._apply_sha, len(keys), *keys, *args)
 
-    async def drain(self) -> None:
-        """Wait for queued settlements to reach the store (at shutdown)."""
-        if self._writer is not None:
-            await self._writer
-
-    async def _apply(self, batch: list[Settlement]) -> None:
-        await self.store.run(lambda redis: self._settle_all(redis, batch))
+    async def flush(self) -> None:
+        """Send what is queued now, and wait for every batch on its way (for reads, and at
+        shutdown)."""
+        if self._queued or self._asked:
+            self._send_soon()
+        if self._sending:
+            await asyncio.wait(set(self._sending))
 
     async def _flush(self) -> None:
         log.warning("%d spend settlement(s) wait for the store", len(self._pending))
@@ -285,7 +286,7 @@ class Budgets:
             await asyncio.sleep(1)
             while self._pending:
                 try:
-                    await self._apply(self._pending[:1])
+                    await self._apply(self._pending[:1], [])
                 except StoreDown:
                     break
                 self._pending.pop(0)
@@ -299,12 +300,15 @@ class Budgets:
             self._flusher.cancel()
 
     async def balance(self, key: ApiKey, day: date | None = None) -> Balance:
+        """The key's balance, this process's queued settlements included."""
+        await self.flush()
         day = day or today()
         spent, reserved = await self.store.run(
-            lambda _: self._balance(keys=_keys(key, day), args=[key.name]))
+            lambda _: self._balance(keys=_keys(key.name, day), args=[key.name]))
         return Balance(int(spent), int(reserved))
 
     async def spend_on(self, day: date) -> dict[str, int]:
         """Every key's spend that day, in micro-dollars."""
+        await self.flush()
         raw = await self.store.run(lambda redis: redis.hgetall(spend_key(day)))
         return {name.decode(): int(value) for name, value in raw.items()}
