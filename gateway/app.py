@@ -15,12 +15,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
-from starlette.applications import Starlette
+from starlette.datastructures import State
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
-from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.routing import Router
+from starlette.types import Lifespan, Message, Receive, Scope, Send
 
 from gateway import budget, reload, upstream
 from gateway.budget import Budgets
@@ -28,6 +27,7 @@ from gateway.config import CONFIG_ENV, Config, ConfigError, load_config
 from gateway.cooldown import Cooldowns
 from gateway.embedded_store import EMBEDDED_STORE_ENV
 from gateway.errors import GatewayError, HeadersTooLarge, MethodNotAllowed, NotFound
+from gateway.fallbacks import Trace
 from gateway.metrics import Metrics
 from gateway.pipeline import Services
 from gateway.records import Records, open_usage_log
@@ -39,19 +39,29 @@ log = logging.getLogger("gateway")
 MAX_HEADER_BYTES = 32 * 1024
 
 
-class RequestIdMiddleware:
-    """Gives every request an id and every response its `x-request-id` header."""
+class Gateway:
+    """The ASGI application: Starlette's router inside one layer of ours.
 
-    def __init__(self, app: ASGIApp):
-        self.app = app
+    That layer gives every request its id (the `x-request-id` header), refuses
+    oversized headers, and turns every error into an OpenAI-shaped answer: ours
+    (GatewayError), the router's 404 and 405, and, as the outermost handler, any
+    other exception, logged without its text. One layer instead of Starlette's
+    three keeps the hot path short.
+    """
+
+    def __init__(self, lifespan: Lifespan[Any]):
+        self.state = State()  # `services` and `reloader`, set by the lifespan
+        self.router = Router(routes, lifespan=lifespan)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["app"] = self  # the routes' request.app; the router raises HTTPException
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
+            await self.router(scope, receive, send)
             return
         # Unique, not secret: the fast generator (reseeded in every forked worker) will do.
         request_id = f"{random.getrandbits(128):032x}"
-        scope.setdefault("state", {})["request_id"] = request_id
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
         header = (b"x-request-id", request_id.encode())
         started = False
 
@@ -64,12 +74,15 @@ class RequestIdMiddleware:
 
         try:
             if sum(len(name) + len(value) for name, value in scope["headers"]) > MAX_HEADER_BYTES:
-                too_large = HeadersTooLarge(f"the request's headers are over "
-                                            f"{MAX_HEADER_BYTES // 1024} KB; send fewer or "
-                                            "shorter headers")
-                await _response(too_large)(scope, receive, send_with_id)
-                return
-            await self.app(scope, receive, send_with_id)
+                raise HeadersTooLarge(f"the request's headers are over "
+                                      f"{MAX_HEADER_BYTES // 1024} KB; send fewer or shorter "
+                                      "headers")
+            await self.router(scope, receive, send_with_id)
+        except (GatewayError, HTTPException) as exc:
+            if started:
+                raise
+            error = exc if isinstance(exc, GatewayError) else _http_error(scope, exc)
+            await _response(error, state.get("trace"))(scope, receive, send_with_id)
         except Exception as exc:  # the outermost handler: nothing below may take the process
             _log_unexpected(request_id, exc)
             if not started:
@@ -78,9 +91,20 @@ class RequestIdMiddleware:
                 await _response(error)(scope, receive, send_with_id)
 
 
-def _response(error: GatewayError) -> Response:
+def _http_error(scope: Scope, exc: HTTPException) -> GatewayError:
+    method, path = scope["method"], scope["path"]
+    if exc.status_code == 405:
+        return MethodNotAllowed(f"{method} is not allowed on {path}")
+    return NotFound(f"no such endpoint: {method} {path}; the gateway serves "
+                    "/v1/chat/completions, /v1/embeddings and /v1/models", code="not_found")
+
+
+def _response(error: GatewayError, trace: Trace | None = None) -> Response:
+    headers = error.headers()
+    if trace is not None:
+        headers["x-gateway-attempts"] = str(len(trace.attempts))
     return Response(orjson.dumps(error.body()), status_code=error.status,
-                    media_type="application/json", headers=error.headers())
+                    media_type="application/json", headers=headers)
 
 
 def _log_unexpected(request_id: str, exc: Exception) -> None:
@@ -90,32 +114,7 @@ def _log_unexpected(request_id: str, exc: Exception) -> None:
     log.error("request %s: internal error %s%s", request_id, type(exc).__name__, where)
 
 
-def _error_response(request: Request, error: GatewayError) -> Response:
-    response = _response(error)
-    trace = getattr(request.state, "trace", None)
-    if trace is not None:
-        response.headers["x-gateway-attempts"] = str(len(trace.attempts))
-    return response
-
-
-async def _on_gateway_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, GatewayError)
-    return _error_response(request, exc)
-
-
-async def _on_http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    if exc.status_code == 405:
-        error: GatewayError = MethodNotAllowed(f"{request.method} is not allowed on "
-                                               f"{request.url.path}")
-    else:
-        error = NotFound(f"no such endpoint: {request.method} {request.url.path}; the gateway "
-                         "serves /v1/chat/completions, /v1/embeddings and /v1/models",
-                         code="not_found")
-    return _error_response(request, error)
-
-
-def create_app(config: Config, store_url: str | None = None) -> Starlette:
+def create_app(config: Config, store_url: str | None = None) -> Gateway:
     """`store_url` is the embedded store's, used when settings.redis_url is empty."""
     url = config.settings.redis_url or store_url
     if not url:
@@ -123,7 +122,7 @@ def create_app(config: Config, store_url: str | None = None) -> Starlette:
                          "(embedded_store.running) and pass its URL")
 
     @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Gateway) -> AsyncIterator[None]:
         await asyncio.to_thread(reload.prepare, config)
         http = upstream.open_session(config.settings.timeouts)
         metrics = Metrics()
@@ -157,9 +156,7 @@ def create_app(config: Config, store_url: str | None = None) -> Starlette:
             await services.http.close()
             await store.close()
 
-    handlers: dict[Any, Any] = {GatewayError: _on_gateway_error, HTTPException: _on_http_error}
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers,
-                     middleware=[Middleware(RequestIdMiddleware)])
+    return Gateway(lifespan)
 
 
 def _reload_on_sighup(services: Services, reloader: reload.Reloader) -> bool:
@@ -171,7 +168,7 @@ def _reload_on_sighup(services: Services, reloader: reload.Reloader) -> bool:
     return True
 
 
-def create_app_from_env() -> Starlette:
+def create_app_from_env() -> Gateway:
     """The uvicorn factory: every worker process loads the file named by $GATEWAY_CONFIG."""
     # A SIGHUP before the lifespan installs its handler must not kill the process.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
