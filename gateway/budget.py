@@ -42,6 +42,7 @@ log = logging.getLogger("gateway")
 SPEND_KEPT_S = 8 * 86400  # `gateway spend` and /admin/spend look back a week
 RESERVATIONS_KEPT_S = 2 * 86400
 SETTLED_MARKER_S = 600  # how long a settlement sent again after a lost reply is recognised
+BATCH_MAX = 200  # reservations, and settlements, per command: one script must not hold Redis long
 
 def today() -> date:
     return datetime.now(UTC).date()
@@ -195,9 +196,11 @@ class Budgets:
         try:
             granted, spent, reserved = await asked.answer
         except asyncio.CancelledError:
-            # Answered, then cancelled before this task resumed: the grant goes back.
-            if asked.answer.done() and not asked.answer.cancelled() and asked.answer.result()[0]:
-                self.settle(Reservation(key, day, rid, asked.answer.result()[0]), 0)
+            answer = asked.answer
+            # Granted, then cancelled before this task resumed: the grant goes back.
+            if (answer.done() and not answer.cancelled() and answer.exception() is None
+                    and answer.result()[0]):
+                self.settle(Reservation(key, day, rid, answer.result()[0]), 0)
             raise
         seen = Balance(spent, reserved)
         if not granted:
@@ -218,8 +221,10 @@ class Budgets:
 
     async def _send(self) -> None:
         self._next = None
-        asked, self._asked = self._asked, []
-        settling, self._queued = self._queued, []
+        asked, self._asked = self._asked[:BATCH_MAX], self._asked[BATCH_MAX:]
+        settling, self._queued = self._queued[:BATCH_MAX], self._queued[BATCH_MAX:]
+        if self._asked or self._queued:  # the rest goes in the next batch, at once
+            self._send_soon()
         if not asked and not settling:
             return
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -25,7 +26,7 @@ MASTER_KEY = "sk-master-test"
 BUDGETS = {  # key name -> daily budget (USD); every test spends on its own key
     "crowd": 0.30, "nearly": 0.04, "exact": 10, "streamer": 10, "claude-streamer": 10,
     "leaver": 10, "crash": 0.10, "embedder": 10, "refused": 0.001, "reader": 5,
-    "tight": 0.30, "chooser": 0.30,
+    "tight": 0.30, "chooser": 0.30, "burst": 3,
 }
 UNBUDGETED = ("open",)
 
@@ -137,6 +138,34 @@ def test_a_hundred_concurrent_requests_on_two_replicas_never_overspend(
     assert micro(balance["spent_usd"]) == sum(served)
     assert balance["reserved_usd"] == 0
     assert len(mock.calls("gpt-pricey")) == len(served)  # refused ones never reached it
+
+
+def test_a_burst_of_three_hundred_requests_on_one_gateway_is_metered_exactly(
+        gateways: list[str], mock: MockProvider) -> None:
+    """Reservations and settlements travel to Redis in batches; none may be lost or doubled."""
+    mock.always["gpt-pricey"] = Step(delay_s=0.05)
+
+    async def burst() -> list[tuple[int, int]]:
+        async with openai.AsyncOpenAI(base_url=f"{gateways[0]}/v1", api_key=key_of("burst"),
+                                      max_retries=0) as client:
+            async def one(i: int) -> tuple[int, int]:
+                try:
+                    raw = await client.chat.completions.with_raw_response.create(
+                        model="metered", max_tokens=10,
+                        messages=[{"role": "user", "content": f"Burst request {i}"}])
+                except openai.RateLimitError:
+                    return 429, 0
+                return 200, micro(raw.headers["x-gateway-cost-usd"])
+
+            return await asyncio.gather(*(one(i) for i in range(300)))
+
+    results = asyncio.run(burst())
+    served = [charged for status, charged in results if status == 200]
+    balance = budget_of(gateways[0], "burst")
+    assert 0 < len(served) < 300  # the budget ran out part of the way
+    assert micro(balance["spent_usd"]) == sum(served) <= micro(3)
+    assert balance["reserved_usd"] == 0
+    assert len(mock.calls("gpt-pricey")) == len(served)
 
 
 def test_a_refusal_is_a_429_the_sdk_does_not_retry(gateways: list[str],
