@@ -28,9 +28,6 @@ import random
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
-from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
-
 from gateway import cost
 from gateway.budget_scripts import APPLY, BALANCE
 from gateway.config import ApiKey
@@ -43,6 +40,7 @@ SPEND_KEPT_S = 8 * 86400  # `gateway spend` and /admin/spend look back a week
 RESERVATIONS_KEPT_S = 2 * 86400
 SETTLED_MARKER_S = 600  # how long a settlement sent again after a lost reply is recognised
 BATCH_MAX = 200  # reservations, and settlements, per command: one script must not hold Redis long
+
 
 def today() -> date:
     return datetime.now(UTC).date()
@@ -153,8 +151,12 @@ class _Asked:
 
     key: ApiKey
     day: date
+    id: str
     args: list[str | int]  # the script's ARGV for it
     answer: asyncio.Future[list[int]]  # granted, spent, reserved
+
+    def granted(self, amount: int) -> Reservation:
+        return Reservation(self.key, self.day, self.id, amount)
 
 
 @dataclass
@@ -169,7 +171,7 @@ class Budgets:
     _flusher: asyncio.Task[None] | None = None
 
     def __post_init__(self) -> None:
-        self._apply_sha = self.store.redis.register_script(APPLY).sha
+        self._apply_script = self.store.redis.register_script(APPLY)
         self._balance = self.store.redis.register_script(BALANCE)
 
     async def reserve(self, key: ApiKey, worst: int, minimum: int,
@@ -188,8 +190,8 @@ class Budgets:
                 self.settle(replaces, 0)
             return Reservation(key, day, "", 0)
         rid = _new_id()
-        asked = _Asked(key, day, [key.name, budget, worst, minimum, rid,
-                                  replaces.id if replaces is not None else ""],
+        asked = _Asked(key, day, rid, [key.name, budget, worst, minimum, rid,
+                                       replaces.id if replaces is not None else ""],
                        asyncio.get_running_loop().create_future())
         self._asked.append(asked)
         self._send_soon()
@@ -200,7 +202,7 @@ class Budgets:
             # Granted, then cancelled before this task resumed: the grant goes back.
             if (answer.done() and not answer.cancelled() and answer.exception() is None
                     and answer.result()[0]):
-                self.settle(Reservation(key, day, rid, answer.result()[0]), 0)
+                self.settle(asked.granted(answer.result()[0]), 0)
             raise
         seen = Balance(spent, reserved)
         if not granted:
@@ -245,7 +247,7 @@ class Budgets:
             if not one.answer.done():
                 one.answer.set_result(granted)
             elif granted[0]:  # its request was cancelled while the store answered
-                self.settle(Reservation(one.key, one.day, str(one.args[4]), granted[0]), 0)
+                self.settle(one.granted(granted[0]), 0)
 
     def _keep(self, settling: list[Settlement]) -> None:
         """Settlements the store did not take wait for its return; none is dropped."""
@@ -267,15 +269,8 @@ class Budgets:
         for one in asked:
             keys += _keys(one.key.name, one.day)
             args += one.args
-        return await self.store.run(lambda redis: self._run_apply(redis, keys, args))
-
-    async def _run_apply(self, redis: Redis, keys: list[str], args: list[str | int],
-                         ) -> list[int]:
-        try:
-            return await redis.evalsha(self._apply_sha, len(keys), *keys, *args)
-        except NoScriptError:  # a restarted store forgot the script: load it, send again
-            await redis.script_load(APPLY)
-            return await redis.evalsha(self._apply_sha, len(keys), *keys, *args)
+        # redis-py's Script loads it again into a restarted store that forgot it.
+        return await self.store.run(lambda _: self._apply_script(keys=keys, args=args))
 
     async def flush(self) -> None:
         """Send what is queued now, and wait for every batch on its way (for reads, and at
