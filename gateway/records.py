@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -97,12 +98,18 @@ class Records:
             self.usage_log.close()
 
 
-def open_usage_log(config: Config) -> UsageLog | None:
+def usage_log_args(config: Config) -> tuple[Path, float, int] | None:
+    """What the usage log is opened with (None: no usage log); a reload compares them."""
     settings = config.settings
     if not settings.usage_log:
         return None
-    return UsageLog(config.resolve_path(settings.usage_log), settings.usage_log_max_mb,
-                    settings.usage_log_keep)
+    return (config.resolve_path(settings.usage_log), settings.usage_log_max_mb,
+            settings.usage_log_keep)
+
+
+def open_usage_log(config: Config) -> UsageLog | None:
+    args = usage_log_args(config)
+    return None if args is None else UsageLog(*args)
 
 
 def _ms(seconds: float) -> float:

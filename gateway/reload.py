@@ -91,7 +91,7 @@ class Reloader:
         new = self._keep_restart_only(old, new)
         await asyncio.to_thread(prepare, new)
         self._swap(old, new)
-        if _usage_log_settings(old) != _usage_log_settings(new):
+        if records.usage_log_args(old) != records.usage_log_args(new):
             retired, self.services.records.usage_log = (self.services.records.usage_log,
                                                         records.open_usage_log(new))
             if retired is not None:  # writes what it has queued, then closes
@@ -168,11 +168,6 @@ class Reloader:
 
     async def close(self) -> None:
         await self._close_retired(float("inf"))
-
-
-def _usage_log_settings(config: Config) -> tuple[object, ...]:
-    s = config.settings
-    return (s.usage_log and config.resolve_path(s.usage_log), s.usage_log_max_mb, s.usage_log_keep)
 
 
 def _signature(path: Path) -> Signature:
