@@ -80,7 +80,8 @@ async def relay(opened: OpenStream, include_usage: bool, trace: Trace, ended: En
             if (event := _for_client(chunk, include_usage)) is not None:
                 yield event
         status = 200
-        # Settled and cached before [DONE], so the client's next request sees both.
+        # Cached, and its settlement on its way to the store, before [DONE]: the client's
+        # next request sees both (on another replica, once that batch has landed).
         await asyncio.shield(spawn(ended(assembler.completion(), status)))
         yield DONE
     finally:
