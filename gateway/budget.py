@@ -65,8 +65,7 @@ def _new_id() -> str:
     return f"{random.getrandbits(128):032x}"  # unique, not secret: the fast generator will do
 
 
-def _settled_key(settlement_id: str) -> str:
-    return f"gw:settled:v1:{settlement_id}"
+SETTLED_PREFIX = "gw:settled:v1:"  # + a reservation's id: the marker its settlement leaves
 
 
 def budget_microusd(key: ApiKey) -> int | None:
@@ -79,7 +78,7 @@ def budget_microusd(key: ApiKey) -> int | None:
 class Settlement:
     reservation: Reservation
     charged: int  # micro-dollars
-    id: str  # unique: the store applies each settlement once, however often it is sent
+    marker: str  # the reservation's id, or one of its own: the store applies it once
 
 
 @dataclass(frozen=True)
@@ -146,16 +145,17 @@ def hold_s_for(timeouts: TimeoutSettings) -> int:
 
 
 @dataclass
-class _Asked:
-    """A reservation waiting for the next batch to the store."""
+class _Grow:
+    """A reservation made or grown, waiting for the next batch to the store."""
 
     key: ApiKey
     day: date
     id: str
+    new: bool  # a reservation not yet in the store: one that may exist must be freed
     args: list[str | int]  # the script's ARGV for it
-    answer: asyncio.Future[list[int]]  # granted, spent, reserved
+    answer: asyncio.Future[list[int]] | None  # held, spent, reserved; None: nobody waits
 
-    def granted(self, amount: int) -> Reservation:
+    def held(self, amount: int) -> Reservation:
         return Reservation(self.key, self.day, self.id, amount)
 
 
@@ -163,7 +163,7 @@ class _Asked:
 class Budgets:
     store: Store
     hold_s: int  # how long a reservation outlives a process that died holding it
-    _asked: list[_Asked] = field(default_factory=list)  # not yet sent
+    _grows: list[_Grow] = field(default_factory=list)  # not yet sent
     _queued: list[Settlement] = field(default_factory=list)  # not yet sent
     _next: asyncio.Task[None] | None = None  # the batch that takes what is asked and queued
     _sending: set[asyncio.Task[None]] = field(default_factory=set)
@@ -175,11 +175,11 @@ class Budgets:
         self._balance = self.store.redis.register_script(BALANCE)
 
     async def reserve(self, key: ApiKey, worst: int, minimum: int,
-                      replaces: Reservation | None = None) -> Reservation:
+                      replaces: Reservation | None = None, used: int = 0) -> Reservation:
         """Reserve up to `worst` micro-dollars, at least `minimum`, or raise BudgetExceeded.
 
-        `replaces` is freed in the same step, granted or not. Raises StoreDown when the
-        store does not answer.
+        `replaces` is freed in the same step, granted or not; `used` starts the request's
+        tally (what a crash is charged). Raises StoreDown when the store does not answer.
         """
         day, budget = today(), budget_microusd(key)
         if replaces is not None and replaces.day != day:  # the day turned in between
@@ -190,28 +190,57 @@ class Budgets:
                 self.settle(replaces, 0)
             return Reservation(key, day, "", 0)
         rid = _new_id()
-        asked = _Asked(key, day, rid, [key.name, budget, worst, minimum, rid,
-                                       replaces.id if replaces is not None else ""],
-                       asyncio.get_running_loop().create_future())
-        self._asked.append(asked)
-        self._send_soon()
-        try:
-            granted, spent, reserved = await asked.answer
-        except asyncio.CancelledError:
-            answer = asked.answer
-            # Granted, then cancelled before this task resumed: the grant goes back.
-            if (answer.done() and not answer.cancelled() and answer.exception() is None
-                    and answer.result()[0]):
-                self.settle(asked.granted(answer.result()[0]), 0)
-            raise
+        held, spent, reserved = await self._ask(
+            key, day, rid, [budget, 0, worst, minimum, rid,
+                            replaces.id if replaces is not None else "", used or ""])
         seen = Balance(spent, reserved)
-        if not granted:
+        if not held:
             raise refusal(key, day, seen, minimum)
-        return Reservation(key, day, rid, granted, seen)
+        return Reservation(key, day, rid, held, seen)
+
+    async def grow(self, reservation: Reservation, target: int, minimum: int,
+                   used: int) -> Reservation:
+        """Grow a reservation towards `target` micro-dollars in all, by at least `minimum`;
+        what the store holds for it after (unchanged when the budget has no more, 0 when
+        it is gone). Records `used` as its tally. Raises StoreDown."""
+        budget = budget_microusd(reservation.key)
+        if budget is None or not reservation.id:
+            return reservation
+        held, spent, reserved = await self._ask(
+            reservation.key, reservation.day, reservation.id,
+            [budget, reservation.granted, target, minimum, reservation.id, "", used])
+        return Reservation(reservation.key, reservation.day, reservation.id, held,
+                           Balance(spent, reserved))
+
+    def tally(self, reservation: Reservation, used: int) -> None:
+        """Record what the request has used so far (charged if its process dies), soon."""
+        if reservation.id and (budget := budget_microusd(reservation.key)) is not None:
+            g = reservation.granted
+            self._grows.append(_Grow(reservation.key, reservation.day, reservation.id, False,
+                                     [reservation.key.name, budget, g, g, 1, reservation.id,
+                                      "", used], None))
+            self._send_soon()
+
+    async def _ask(self, key: ApiKey, day: date, rid: str, args: list[str | int],
+                   ) -> list[int]:
+        grow = _Grow(key, day, rid, args[1] == 0, [key.name, *args],
+                     asyncio.get_running_loop().create_future())
+        self._grows.append(grow)
+        self._send_soon()
+        answer = grow.answer
+        assert answer is not None
+        try:
+            return await answer
+        except asyncio.CancelledError:
+            # Granted, then cancelled before this task resumed: the grant goes back.
+            if grow.new and answer.done() and not answer.cancelled() and (
+                    answer.exception() is None and answer.result()[0]):
+                self.settle(grow.held(answer.result()[0]), 0)
+            raise
 
     def settle(self, reservation: Reservation, charged: int) -> None:
         """Release the reservation and add the real cost, soon and off the request's path."""
-        self._queued.append(Settlement(reservation, charged, _new_id()))
+        self._queued.append(Settlement(reservation, charged, reservation.id or _new_id()))
         self._send_soon()
 
     def _send_soon(self) -> None:
@@ -223,31 +252,38 @@ class Budgets:
 
     async def _send(self) -> None:
         self._next = None
-        asked, self._asked = self._asked[:BATCH_MAX], self._asked[BATCH_MAX:]
+        grows, self._grows = self._grows[:BATCH_MAX], self._grows[BATCH_MAX:]
         settling, self._queued = self._queued[:BATCH_MAX], self._queued[BATCH_MAX:]
-        if self._asked or self._queued:  # the rest goes in the next batch, at once
+        if self._grows or self._queued:  # the rest goes in the next batch, at once
             self._send_soon()
-        if not asked and not settling:
+        if not grows and not settling:
             return
         try:
-            answers = await self._apply(settling, asked)
+            answers = await self._apply(settling, grows)
         except StoreDown as exc:
-            self._keep(settling)
-            for one in asked:
-                if not one.answer.done():
+            self._keep(settling + self._maybe_made(grows))
+            for one in grows:
+                if one.answer is not None and not one.answer.done():
                     one.answer.set_exception(StoreDown(str(exc)))
             return
         except asyncio.CancelledError:  # shutdown: no request waits forever
-            self._keep(settling)
-            for one in asked:
-                one.answer.cancel()
+            self._keep(settling + self._maybe_made(grows))
+            for one in grows:
+                if one.answer is not None:
+                    one.answer.cancel()
             raise
-        for i, one in enumerate(asked):
-            granted = [int(n) for n in answers[3 * i:3 * i + 3]]
-            if not one.answer.done():
-                one.answer.set_result(granted)
-            elif granted[0]:  # its request was cancelled while the store answered
-                self.settle(one.granted(granted[0]), 0)
+        for i, one in enumerate(grows):
+            held = [int(n) for n in answers[3 * i:3 * i + 3]]
+            if one.answer is not None and not one.answer.done():
+                one.answer.set_result(held)
+            elif one.new and held[0]:  # its request was cancelled while the store answered
+                self.settle(one.held(held[0]), 0)
+
+    @staticmethod
+    def _maybe_made(grows: list[_Grow]) -> list[Settlement]:
+        """A reservation whose command failed may have been made all the same (the reply
+        was lost): it is freed when the store answers again, and never made after that."""
+        return [Settlement(one.held(0), 0, one.id) for one in grows if one.new]
 
     def _keep(self, settling: list[Settlement]) -> None:
         """Settlements the store did not take wait for its return; none is dropped."""
@@ -257,16 +293,18 @@ class Budgets:
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
 
-    async def _apply(self, settling: list[Settlement], asked: list[_Asked]) -> list[int]:
+    def _common(self, settlements: int, grows: int) -> list[str | int]:
+        return [settlements, grows, self.hold_s, RESERVATIONS_KEPT_S, SPEND_KEPT_S,
+                SETTLED_MARKER_S, SETTLED_PREFIX]
+
+    async def _apply(self, settling: list[Settlement], grows: list[_Grow]) -> list[int]:
         keys: list[str] = []
-        args: list[str | int] = [len(settling), len(asked), self.hold_s, RESERVATIONS_KEPT_S,
-                                 SPEND_KEPT_S, SETTLED_MARKER_S]
+        args = self._common(len(settling), len(grows))
         for settlement in settling:
             reservation = settlement.reservation
-            keys += [*_keys(reservation.key.name, reservation.day),
-                     _settled_key(settlement.id)]
-            args += [reservation.key.name, reservation.id, settlement.charged]
-        for one in asked:
+            keys += _keys(reservation.key.name, reservation.day)
+            args += [reservation.key.name, reservation.id, settlement.charged, settlement.marker]
+        for one in grows:
             keys += _keys(one.key.name, one.day)
             args += one.args
         # redis-py's Script loads it again into a restarted store that forgot it.
@@ -275,7 +313,7 @@ class Budgets:
     async def flush(self) -> None:
         """Send what is queued now, and wait for every batch on its way (for reads, and at
         shutdown)."""
-        if self._queued or self._asked:
+        if self._queued or self._grows:
             self._send_soon()
         if self._sending:
             await asyncio.wait(set(self._sending))
@@ -303,8 +341,9 @@ class Budgets:
         """The key's balance, this process's queued settlements included."""
         await self.flush()
         day = day or today()
+        args = [*self._common(0, 0), key.name]
         spent, reserved = await self.store.run(
-            lambda _: self._balance(keys=_keys(key.name, day), args=[key.name]))
+            lambda _: self._balance(keys=_keys(key.name, day), args=args))
         return Balance(int(spent), int(reserved))
 
     async def spend_on(self, day: date) -> dict[str, int]:

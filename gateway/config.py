@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from gateway import pricemap
+from gateway import output_limit, pricemap
 from gateway.schema import ModelSpec, ProviderSpec, RouterFile, Settings
 from gateway.yamlpos import PositionIndex
 
@@ -53,6 +53,8 @@ class Price:
     input_per_mtok: float
     output_per_mtok: float
     cached_input_per_mtok: float | None = None
+    cache_write_per_mtok: float | None = None  # prompt-cache writes kept 5 minutes
+    cache_write_1h_per_mtok: float | None = None  # and kept an hour
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,7 @@ class Model:
     provider_model: str
     price: Price
     max_output_tokens: int | None
+    reasoning: bool = False  # it may think before answering, in tokens it may not show
 
     @property
     def unusable(self) -> str | None:
@@ -311,9 +314,11 @@ def _model(name: str, m: ModelSpec, provider: Provider, report) -> Model | None:
     listed = pricemap.lookup(provider.type, m.model)
     if m.price is not None:
         given = m.price
-        price = Price(given.input_per_mtok, given.output_per_mtok, given.cached_input_per_mtok)
+        price = Price(given.input_per_mtok, given.output_per_mtok, given.cached_input_per_mtok,
+                      given.cache_write_per_mtok, given.cache_write_1h_per_mtok)
     elif listed and listed.input_per_mtok is not None and listed.output_per_mtok is not None:
-        price = Price(listed.input_per_mtok, listed.output_per_mtok, listed.cached_input_per_mtok)
+        price = Price(listed.input_per_mtok, listed.output_per_mtok, listed.cached_input_per_mtok,
+                      listed.cache_write_per_mtok, listed.cache_write_1h_per_mtok)
     else:
         report(("models", name, "price"),
                f"litellm's price map has no price for {provider.type}/{m.model}; set "
@@ -325,8 +330,10 @@ def _model(name: str, m: ModelSpec, provider: Provider, report) -> Model | None:
                "Anthropic needs max_tokens on every call and litellm's map does not know this "
                "model's output limit; set max_output_tokens")
         return None
+    reasoning = bool(listed and listed.reasoning) or m.model.lower().startswith(
+        output_limit.COMPLETION_TOKENS_ONLY)
     return Model(name=name, provider=provider, provider_model=m.model, price=price,
-                 max_output_tokens=max_output)
+                 max_output_tokens=max_output, reasoning=reasoning)
 
 
 def key_digest(key: str) -> bytes:

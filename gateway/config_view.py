@@ -6,6 +6,7 @@ credentials) and the credentials a URL may hold; keys are shown by name only.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -29,10 +30,8 @@ def effective(config: Config) -> dict[str, Any]:
         },
         "models": {
             m.name: {"provider": m.provider.name, "model": m.provider_model,
-                     "price": {"input_per_mtok": m.price.input_per_mtok,
-                               "output_per_mtok": m.price.output_per_mtok,
-                               "cached_input_per_mtok": m.price.cached_input_per_mtok},
-                     "max_output_tokens": m.max_output_tokens}
+                     "price": dataclasses.asdict(m.price),
+                     "max_output_tokens": m.max_output_tokens, "reasoning": m.reasoning}
             for m in config.models.values()
         },
         "tiers": {name: list(chain) for name, chain in config.tiers.items()},

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -29,6 +29,8 @@ from gateway.schema import Settings
 
 log = logging.getLogger("gateway")
 T = TypeVar("T")
+# The body as one model of the chain is sent it (its output limit in the field it reads).
+BodyFor = Callable[[Model], dict[str, Any]]
 
 
 @dataclass
@@ -72,7 +74,7 @@ class OpenStream:
 
     model: Model
     head: list[dict[str, Any]]
-    rest: AsyncIterator[dict[str, Any]]
+    rest: AsyncGenerator[dict[str, Any], None]
 
 
 def _candidates(chain: Chain) -> list[Model]:
@@ -148,12 +150,12 @@ async def _over_chain(chain: Chain, call: Callable[[Model], Awaitable[T]]) -> tu
 
 
 async def _one_answer(chain: Chain, operation: str,
-                      body: dict[str, Any]) -> tuple[Model, dict[str, Any]]:
+                      body_for: BodyFor) -> tuple[Model, dict[str, Any]]:
     async def call(model: Model) -> dict[str, Any]:
         adapter_call = getattr(adapter_for(model), operation)
         try:
             async with asyncio.timeout(_call_timeout_s(chain)):
-                reply: dict[str, Any] = await adapter_call(chain.http, model, body)
+                reply: dict[str, Any] = await adapter_call(chain.http, model, body_for(model))
                 return reply
         except TimeoutError as exc:
             raise _timed_out(chain, "answer") from exc
@@ -161,13 +163,13 @@ async def _one_answer(chain: Chain, operation: str,
     return await _over_chain(chain, call)
 
 
-async def complete(chain: Chain, body: dict[str, Any]) -> tuple[Model, dict[str, Any]]:
+async def complete(chain: Chain, body_for: BodyFor) -> tuple[Model, dict[str, Any]]:
     """A chat answer, not streamed."""
-    return await _one_answer(chain, "complete", body)
+    return await _one_answer(chain, "complete", body_for)
 
 
-async def embed(chain: Chain, body: dict[str, Any]) -> tuple[Model, dict[str, Any]]:
-    return await _one_answer(chain, "embed", body)
+async def embed(chain: Chain, body_for: BodyFor) -> tuple[Model, dict[str, Any]]:
+    return await _one_answer(chain, "embed", body_for)
 
 
 def has_token(chunk: dict[str, Any]) -> bool:
@@ -178,9 +180,9 @@ def has_token(chunk: dict[str, Any]) -> bool:
     return False
 
 
-async def open_stream(chain: Chain, body: dict[str, Any]) -> OpenStream:
+async def open_stream(chain: Chain, body_for: BodyFor) -> OpenStream:
     async def call(model: Model) -> OpenStream:
-        chunks = adapter_for(model).stream(chain.http, model, body)
+        chunks = adapter_for(model).stream(chain.http, model, body_for(model))
         head: list[dict[str, Any]] = []
         try:
             async with asyncio.timeout(_call_timeout_s(chain)):

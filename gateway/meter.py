@@ -1,10 +1,11 @@
-"""A request's money: its worst case reserved before the call, its real cost settled after.
+"""A request's money: reserved before the call, watched while it streams, settled after.
 
-The glue between one request and budget.py: bound the input, price the worst
-case on the chain, reserve it (or count the input exactly when that does not
-fit, then refuse, or lower max_tokens to what is left), then charge the
-answer's usage, or counted tokens when a provider sent none (a stream cut
-short, a client that left).
+The glue between one request and budget.py: bound the input, price what is
+reserved up front on the chain (worst_case.py), reserve it (or count the input
+exactly when that does not fit, then refuse, or lower an unseen model's limit
+to what is left), send each model the limit that was paid for, then charge the
+answer's usage, with counted tokens wherever a provider's count is missing or
+not believable (a stream cut short, a client that left, a broken provider).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from gateway import budget, cost, tokens, worst_case
+from gateway import budget, cost, output_limit, tokens, worst_case
 from gateway.budget import Budgets, Reservation
 from gateway.config import ApiKey, Config, Model
 from gateway.errors import BudgetExceeded, NotReady
@@ -28,14 +29,48 @@ COUNT_INLINE_CHARS = 32_768  # counting more text than this moves off the event 
 class Metered:
     reservation: Reservation
     kind: Kind
-    body: dict[str, Any]  # what is sent: max_tokens may have been lowered
+    body: dict[str, Any]  # as the client sent it
+    worst: worst_case.WorstCase | None = None  # None: not metered
     counted: tokens.Counted | None = None  # the tokenizer's count, when it was needed
-    shortened: bool = False  # the gateway lowered max_tokens
+    bound: tokens.Counted | None = None  # the input's byte bound
+    limits: dict[str, int] = field(default_factory=dict)  # model name -> output limit sent
+    # "clamped": a limit was lowered to what the budget pays; "cut": the answer was ended
+    # where the budget was. Such an answer is not cached if it ended at that limit.
+    limited: Literal["clamped", "cut"] | None = None
+    on_store_error: str = "refuse"
     headers: dict[str, str] = field(default_factory=dict)
+
+    def body_for(self, model: Model) -> dict[str, Any]:
+        """The body as this model is sent it: the limit paid for, in the field it reads."""
+        if self.kind != "chat":
+            return self.body
+        return output_limit.with_limit(self.body, model, self.limits.get(model.name))
+
+    def input_estimate(self, model: Model) -> int:
+        """Input tokens as the tally guesses them: the count, else 3 bytes a token."""
+        if self.counted is not None:
+            return self.counted.for_model(model)
+        if self.bound is None:
+            return 0
+        return -(-self.bound.text_bytes // 3) + self.bound.fixed_tokens
+
+    @property
+    def watched(self) -> bool:
+        """Whether some answer may outgrow the reservation, so that the provider must be
+        streamed from and watched even for a client that did not ask for a stream."""
+        return (bool(self.reservation.id) and self.worst is not None
+                and not self.worst.covered(self.reservation.granted))
 
 
 def _tally(body: dict[str, Any], kind: Kind) -> tokens.Tally:
     return tokens.chat_tally(body) if kind == "chat" else tokens.embeddings_tally(body)
+
+
+async def counted_input(metered: Metered) -> tokens.Counted:
+    """The input as the tokenizer counts it (counted now if it was not yet)."""
+    if metered.counted is None:
+        metered.counted = await _exact(_tally(metered.body, metered.kind))
+    return metered.counted
 
 
 async def _exact(tally: tokens.Tally) -> tokens.Counted:
@@ -45,21 +80,25 @@ async def _exact(tally: tokens.Tally) -> tokens.Counted:
     return await asyncio.to_thread(tally.counted)
 
 
-def _worst(models: tuple[Model, ...], body: dict[str, Any], kind: Kind,
-           counted: tokens.Counted) -> worst_case.WorstCase:
+def _worst(config: Config, key: ApiKey, models: tuple[Model, ...], body: dict[str, Any],
+           kind: Kind, counted: tokens.Counted) -> worst_case.WorstCase:
     if kind == "chat":
-        return worst_case.of_chat(models, body, counted)
+        return worst_case.of_chat(models, body, counted,
+                                  config.settings.budgets.output_slice_tokens,
+                                  budget.budget_microusd(key) or 0)
     return worst_case.of_embeddings(models, counted)
 
 
 async def reserve(budgets: Budgets, config: Config, key: ApiKey, models: tuple[Model, ...],
                   body: dict[str, Any], kind: Kind) -> Metered:
+    on_store_error = config.settings.budgets.on_store_error
     if budget.budget_microusd(key) is None:
         return Metered(Reservation(key, budget.today(), "", 0), kind, body)
     tally = _tally(body, kind)
     counted = None
+    bound = tally.bound()
     # Priced on the byte bound first: most requests fit and are never tokenized.
-    worst = _worst(models, body, kind, tally.bound())
+    worst = _worst(config, key, models, body, kind, bound)
     reservation: Reservation | None = None
     try:
         with contextlib.suppress(BudgetExceeded):
@@ -67,43 +106,54 @@ async def reserve(budgets: Budgets, config: Config, key: ApiKey, models: tuple[M
         if reservation is None or reservation.granted < worst.microusd:
             # The bound does not fit: count, and ask for what the request needs instead.
             counted = await _exact(tally)
-            worst = _worst(models, body, kind, counted)
+            worst = _worst(config, key, models, body, kind, counted)
             reservation = await budgets.reserve(key, worst.microusd, worst.minimum_microusd,
                                                 replaces=reservation)
     except StoreDown:
         if reservation is not None:  # the bound's reservation, when the store answers again
             budgets.settle(reservation, 0)
-        if config.settings.budgets.on_store_error == "refuse":
+        if on_store_error == "refuse":
             raise NotReady(f"the budget of key {key.name} cannot be checked: the store does "
                            "not answer; budgeted requests are refused until it does "
                            "(settings.budgets.on_store_error: refuse)") from None
-        return Metered(Reservation(key, budget.today(), "", 0), kind, body, counted)
-    metered = Metered(reservation, kind, body, counted)
-    if reservation.granted < worst.microusd:
-        max_tokens = worst.tokens_for(reservation.granted)
-        metered.body = worst_case.with_max_tokens(body, max_tokens)
-        metered.shortened = True
-        metered.headers["x-gateway-max-tokens-clamped"] = str(max_tokens)
-    elif worst.cap is not None:
-        metered.body = worst_case.with_max_tokens(body, worst.cap)
-        metered.shortened = True
+        return Metered(Reservation(key, budget.today(), "", 0), kind, body, counted=counted)
+    metered = Metered(reservation, kind, body, worst, counted, bound,
+                      on_store_error=on_store_error)
+    if kind == "chat":
+        metered.limits = worst.limits(reservation.granted)
+        if (clamped := worst.clamped(reservation.granted)) is not None:
+            metered.limited = "clamped"
+            metered.headers["x-gateway-max-tokens-clamped"] = str(clamped)
     return metered
 
 
 async def settle(budgets: Budgets, metered: Metered, model: Model,
                  answer: dict[str, Any]) -> tuple[cost.Usage, int]:
     """Charge the answer; sets the cost and remaining-budget headers. The usage and cost."""
-    usage = cost.usage_of(answer)
-    if usage is None:
-        counted = metered.counted or await _exact(_tally(metered.body, metered.kind))
-        output = await _exact(tokens.output_tally(answer))
-        usage = cost.Usage(counted.for_model(model), output.for_model(model))
-    charged = cost.of_usage(cost.Rates.of(model.price), usage)
+    reported = cost.usage_of(answer)
+    input_tokens = output_tokens = 0
+    if reported.input_tokens is None:
+        input_tokens = (await counted_input(metered)).for_model(model)
+    if reported.output_tokens is None:
+        output_tokens = (await _exact(tokens.output_tally(answer))).for_model(model)
+    usage = reported.complete(input_tokens, output_tokens)
+    if reported.input_tokens is None or reported.output_tokens is None:
+        answer["usage"] = usage_body(usage)  # what the client reads is what was charged
+    charged = cost.of_usage(cost.rates(model.price), usage)
     budgets.settle(metered.reservation, charged)
     metered.headers["x-gateway-cost-usd"] = cost.usd(charged)
     if (left := metered.reservation.remaining_after(charged)) is not None:
         metered.headers["x-gateway-budget-remaining-usd"] = cost.usd(left)
     return usage, charged
+
+
+def usage_body(usage: cost.Usage) -> dict[str, Any]:
+    body: dict[str, Any] = {"prompt_tokens": usage.input_tokens,
+                            "completion_tokens": usage.output_tokens,
+                            "total_tokens": usage.input_tokens + usage.output_tokens}
+    if usage.cached_tokens:
+        body["prompt_tokens_details"] = {"cached_tokens": usage.cached_tokens}
+    return body
 
 
 def release(budgets: Budgets, metered: Metered) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import dataclasses
 import struct
 import threading
 from collections import defaultdict, deque
@@ -32,6 +33,8 @@ ANTHROPIC_FIELDS = frozenset({
     "model", "messages", "max_tokens", "system", "metadata", "stop_sequences", "stream",
     "temperature", "top_k", "top_p", "tools", "tool_choice", "thinking", "service_tier",
 })
+# OpenAI's models that refuse `max_tokens` (they take `max_completion_tokens`).
+REASONING_MODELS = ("o1", "o3", "o4", "gpt-5")
 ANTHROPIC_BLOCKS = frozenset({"text", "image", "document", "tool_use", "tool_result", "thinking"})
 
 
@@ -50,6 +53,10 @@ class Step:
     hang: bool = False                # never answer
     drop_after: int | None = None     # stream: cut the connection after N events
     cached_input_tokens: int = 0
+    cache_write_tokens: int = 0       # Anthropic prompt-cache writes kept 5 minutes
+    cache_write_1h_tokens: int = 0    # and kept an hour
+    usage: dict[str, Any] | None = None  # sent as the usage instead of the true one
+    ignore_limit: bool = False        # write the whole answer whatever max_tokens says
     set_cookie: str | None = None     # a Set-Cookie header on a plain OpenAI answer
     # Broken upstreams (OpenAI and Anthropic routes):
     raw: bytes | None = None          # sent with status 200 instead of the answer, plain or SSE
@@ -173,6 +180,11 @@ class MockProvider:
 
     async def _openai_chat(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
         problem = _openai_problem(body)
+        if problem is None and "max_tokens" in body and str(body.get("model")).startswith(
+                REASONING_MODELS):
+            return web.json_response(mockwire.openai_error(
+                400, "Unsupported parameter: 'max_tokens' is not supported with this model. "
+                "Use 'max_completion_tokens' instead.", "unsupported_parameter"), status=400)
         if problem:
             return web.json_response(mockwire.openai_error(400, problem), status=400)
         messages = body["messages"]
@@ -265,11 +277,14 @@ def _answer(step: Step, body: dict[str, Any], messages: list[Any], limit: Any) -
     text = step.text
     if text is None:
         text = "" if tool_call else f"mock answer from {model} to: {(user_texts or [''])[-1][:60]}"
+    asked = (user_texts or [""])[-1]
     answer = Answer(model, text, tool_call, input_tokens, step.cached_input_tokens,
-                    "tool_calls" if tool_call else "stop")
-    if isinstance(limit, int) and not tool_call and limit < answer.output_tokens:
-        cut = "".join(answer.pieces[:limit])
-        answer = Answer(model, cut, None, input_tokens, step.cached_input_tokens, "length")
+                    "tool_calls" if tool_call else "stop", asked, step.cache_write_tokens,
+                    step.cache_write_1h_tokens, step.usage)
+    if (isinstance(limit, int) and not tool_call and limit < answer.output_tokens
+            and not step.ignore_limit):
+        answer = dataclasses.replace(answer, text="".join(answer.pieces[:limit]),
+                                     finish_reason="length")
     return answer
 
 

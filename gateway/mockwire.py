@@ -34,6 +34,10 @@ class Answer:
     input_tokens: int
     cached_input_tokens: int
     finish_reason: str  # OpenAI's vocabulary: stop, length, tool_calls
+    asked: str = ""  # the last user message: which request this answers
+    cache_write_tokens: int = 0  # parts of input_tokens (Anthropic): written for 5 minutes
+    cache_write_1h_tokens: int = 0  # and for an hour
+    usage_sent: dict[str, Any] | None = None  # a broken usage sent instead of the true one
 
     @property
     def pieces(self) -> list[str]:
@@ -65,6 +69,8 @@ def openai_error(status: int, message: str, code: str | None = None) -> dict[str
 
 
 def openai_usage(a: Answer) -> dict[str, Any]:
+    if a.usage_sent is not None:
+        return a.usage_sent
     usage: dict[str, Any] = {"prompt_tokens": a.input_tokens, "completion_tokens": a.output_tokens,
                              "total_tokens": a.input_tokens + a.output_tokens}
     if a.cached_input_tokens:
@@ -123,8 +129,14 @@ def anthropic_error(status: int, message: str) -> dict[str, Any]:
 
 
 def anthropic_usage(a: Answer, output_tokens: int) -> dict[str, Any]:
-    return {"input_tokens": a.input_tokens - a.cached_input_tokens, "output_tokens": output_tokens,
-            "cache_creation_input_tokens": 0, "cache_read_input_tokens": a.cached_input_tokens}
+    if a.usage_sent is not None:
+        return a.usage_sent
+    written = a.cache_write_tokens + a.cache_write_1h_tokens
+    return {"input_tokens": a.input_tokens - a.cached_input_tokens - written,
+            "output_tokens": output_tokens, "cache_creation_input_tokens": written,
+            "cache_read_input_tokens": a.cached_input_tokens,
+            "cache_creation": {"ephemeral_5m_input_tokens": a.cache_write_tokens,
+                               "ephemeral_1h_input_tokens": a.cache_write_1h_tokens}}
 
 
 def anthropic_blocks(a: Answer) -> list[dict[str, Any]]:
@@ -172,7 +184,8 @@ def anthropic_events(a: Answer) -> list[tuple[str, dict[str, Any]]]:
     events.append(("message_delta", {"type": "message_delta",
                                      "delta": {"stop_reason": OPENAI_TO_ANTHROPIC_STOP[
                                          a.finish_reason], "stop_sequence": None},
-                                     "usage": {"output_tokens": a.output_tokens}}))
+                                     "usage": ({"output_tokens": a.output_tokens}
+                                               if a.usage_sent is None else a.usage_sent)}))
     events.append(("message_stop", {"type": "message_stop"}))
     return events
 

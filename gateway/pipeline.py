@@ -2,8 +2,9 @@
 
     models = routing.plan(...)                  # tier -> models; 404/403 before any I/O
     if hit := await cache.get(...): ...         # a hit calls no provider and costs nothing
-    metered = await meter.reserve(...)          # the worst case, atomically; 429 if unpayable
+    metered = await meter.reserve(...)          # up front, atomically; 429 if unpayable
     reply = await fallbacks.complete(...)       # or open_stream / embed: retries and fallbacks
+    watch.watched(...)                          # a stream's output against its reservation
     await meter.settle(...); await cache.put(...)   # a stream: at its end, or when cut
     -> an Outcome: a JSON body, or an SSE stream, plus the x-gateway-* headers
 """
@@ -20,19 +21,20 @@ from typing import Any
 import aiohttp
 import orjson
 
-from gateway import cache, cost, fallbacks, meter, routing, streaming
+from gateway import cache, completions, cost, fallbacks, meter, routing, streaming, watch
 from gateway.budget import Budgets
 from gateway.cache import Lookup
 from gateway.config import ApiKey, Config, Model
 from gateway.cooldown import Cooldowns
-from gateway.fallbacks import Chain, Trace
+from gateway.errors import ProviderError
+from gateway.fallbacks import BodyFor, Chain, OpenStream, Trace
 from gateway.meter import Metered
 from gateway.records import Record, Records
 from gateway.store import Store
 
 FREE = cost.usd(0)  # x-gateway-cost-usd of a cache hit
 # fallbacks.complete or fallbacks.embed: one whole answer along the chain.
-Ask = Callable[[Chain, dict[str, Any]], Awaitable[tuple[Model, dict[str, Any]]]]
+Ask = Callable[[Chain, BodyFor], Awaitable[tuple[Model, dict[str, Any]]]]
 
 
 @dataclass
@@ -75,15 +77,16 @@ class Call:
     cache_control: str | None = None
 
     def answered(self, model: str, usage: cost.Usage, cost_microusd: int,
-                 reply: dict[str, Any]) -> None:
+                 reply: dict[str, Any], metered: Metered) -> None:
         self.record.model = model
-        self.record.charged(usage.input_tokens, usage.output_tokens, cost_microusd)
+        self.record.budget_limited = metered.limited
+        self.record.charged(usage, cost_microusd)
         if self.config.settings.log_content:
             self.record.answer = reply.get("choices")
 
     def hit(self, model: str) -> None:
         self.record.model, self.record.cache = model, "hit"
-        self.record.charged(0, 0, 0)
+        self.record.charged(cost.Usage(0, 0), 0)
 
 
 def new_trace(config: Config, requested: str, request_id: str) -> Trace:
@@ -124,9 +127,11 @@ async def chat(services: Services, call: Call) -> Outcome:
                                   call.body, "chat")
     if stream:
         return await _chat_stream(services, chain, lookup, metered, call, include_usage)
+    if metered.watched:  # the answer may outgrow its reservation: watch it come
+        return await _assembled(services, call, chain, lookup, metered)
     return await _answered(services, call, chain, lookup, metered, fallbacks.complete,
                            lambda reply: cache.is_complete_chat(
-                               reply, length_ok=not metered.shortened))
+                               reply, length_ok=metered.limited is None))
 
 
 @contextlib.contextmanager
@@ -144,26 +149,69 @@ async def _answered(services: Services, call: Call, chain: Chain, lookup: Lookup
                     ) -> Outcome:
     """A whole answer, not streamed: asked along the chain, charged, cached if complete."""
     with _released_on_failure(services, metered):
-        model, reply = await ask(chain, metered.body)
+        model, reply = await ask(chain, metered.body_for)
+    return await _charged(services, call, lookup, metered, model, reply, complete(reply))
+
+
+async def _charged(services: Services, call: Call, lookup: Lookup, metered: Metered,
+                   model: Model, reply: dict[str, Any], complete: bool) -> Outcome:
     usage, charged = await meter.settle(services.budgets, metered, model, reply)
-    call.answered(model.name, usage, charged, reply)
+    call.answered(model.name, usage, charged, reply, metered)
     body = orjson.dumps(reply)
-    if complete(reply):
+    if complete:
         await cache.put(services.store, lookup, model.name, body)
     return Outcome(_headers(model, call.trace, lookup, metered), body=body)
+
+
+async def _assembled(services: Services, call: Call, chain: Chain, lookup: Lookup,
+                     metered: Metered) -> Outcome:
+    """A whole answer, streamed from the provider so that it can be watched, then sent whole.
+    A failure after the first token is charged for what was made, then raised."""
+    with _released_on_failure(services, metered):
+        opened = watch.watched(services.budgets, metered,
+                               await fallbacks.open_stream(chain, metered.body_for))
+    assembler = completions.Assembler()
+    try:
+        await _gather(opened, assembler, call.trace)
+    except BaseException:  # charged even when the client left: its task is cancelled
+        services.spawn(_settle_partial(services, metered, opened.model, assembler))
+        raise
+    reply = assembler.completion()
+    return await _charged(services, call, lookup, metered, opened.model, reply,
+                          cache.is_complete_chat(reply, length_ok=metered.limited is None))
+
+
+async def _gather(opened: OpenStream, assembler: completions.Assembler, trace: Trace) -> None:
+    for chunk in opened.head:
+        assembler.add(chunk)
+    try:
+        async with asyncio.timeout(max(trace.remaining_s(), 0.001)):
+            async for chunk in opened.rest:
+                assembler.add(chunk)
+    except TimeoutError:
+        raise ProviderError("the request's total time limit was reached mid-answer",
+                            status=504, kind="transient", timed_out=True) from None
+    finally:
+        await opened.rest.aclose()
+
+
+async def _settle_partial(services: Services, metered: Metered, model: Model,
+                          assembler: completions.Assembler) -> None:
+    await meter.settle(services.budgets, metered, model, assembler.completion())
 
 
 async def _chat_stream(services: Services, chain: Chain, lookup: Lookup, metered: Metered,
                        call: Call, include_usage: bool) -> Outcome:
     with _released_on_failure(services, metered):
-        opened = await fallbacks.open_stream(chain, metered.body)
+        opened = watch.watched(services.budgets, metered,
+                               await fallbacks.open_stream(chain, metered.body_for))
     call.record.first_token_at = time.perf_counter()
 
     async def ended(answer: dict[str, Any], status: int) -> None:
         try:
             usage, charged = await meter.settle(services.budgets, metered, opened.model, answer)
-            call.answered(opened.model.name, usage, charged, answer)
-            if status == 200 and cache.is_complete_chat(answer, length_ok=not metered.shortened):
+            call.answered(opened.model.name, usage, charged, answer, metered)
+            if status == 200 and cache.is_complete_chat(answer, length_ok=metered.limited is None):
                 await cache.put(services.store, lookup, opened.model.name, orjson.dumps(answer))
         finally:
             services.records.close(call.record, status)

@@ -25,7 +25,10 @@ class ListedModel:
     input_per_mtok: float | None
     output_per_mtok: float | None
     cached_input_per_mtok: float | None
+    cache_write_per_mtok: float | None
+    cache_write_1h_per_mtok: float | None
     max_output_tokens: int | None
+    reasoning: bool  # litellm's supports_reasoning
 
 
 def _litellm_dir() -> Path:
@@ -73,5 +76,8 @@ def lookup(provider_type: str, provider_model: str) -> ListedModel | None:
         input_per_mtok=_per_mtok(entry, "input_cost_per_token"),
         output_per_mtok=output,
         cached_input_per_mtok=_per_mtok(entry, "cache_read_input_token_cost"),
+        cache_write_per_mtok=_per_mtok(entry, "cache_creation_input_token_cost"),
+        cache_write_1h_per_mtok=_per_mtok(entry, "cache_creation_input_token_cost_above_1hr"),
         max_output_tokens=max_output if isinstance(max_output, int) else None,
+        reasoning=entry.get("supports_reasoning") is True,
     )

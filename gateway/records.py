@@ -35,9 +35,9 @@ class Record:
     stream: bool = False
     cache: str = "off"
     model: str | None = None
-    input_tokens: int | None = None
-    output_tokens: int | None = None
+    usage: cost.Usage | None = None
     cost_microusd: int | None = None
+    budget_limited: str | None = None  # "clamped" or "cut": the budget shortened the answer
     first_token_at: float | None = None  # perf_counter when the first token was sent
     trace: Trace | None = None
     error_code: str | None = None
@@ -45,9 +45,8 @@ class Record:
     answer: Any = None
     closed: bool = False
 
-    def charged(self, input_tokens: int, output_tokens: int, cost_microusd: int) -> None:
-        self.input_tokens, self.output_tokens = input_tokens, output_tokens
-        self.cost_microusd = cost_microusd
+    def charged(self, usage: cost.Usage, cost_microusd: int) -> None:
+        self.usage, self.cost_microusd = usage, cost_microusd
 
 
 class Records:
@@ -74,9 +73,9 @@ class Records:
         if record.first_token_at is not None:
             m.ttft.labels(requested).observe(record.first_token_at - record.started)
         key = record.key or "none"
-        if record.model is not None and record.cost_microusd is not None:
-            m.tokens.labels(key, record.model, "input").inc(record.input_tokens or 0)
-            m.tokens.labels(key, record.model, "output").inc(record.output_tokens or 0)
+        if record.model is not None and record.usage is not None:
+            m.tokens.labels(key, record.model, "input").inc(record.usage.input_tokens)
+            m.tokens.labels(key, record.model, "output").inc(record.usage.output_tokens)
             m.cost.labels(key, record.model).inc(cost.dollars(record.cost_microusd) or 0)
         if record.error_code == "budget_exceeded":
             m.budget_refusals.labels(key).inc()
@@ -118,6 +117,7 @@ def _ms(seconds: float) -> float:
 
 def _line(record: Record, status: int, ended: float) -> dict[str, Any]:
     attempts = record.trace.attempts if record.trace is not None else []
+    usage = record.usage
     line: dict[str, Any] = {
         "ts": record.ts,
         "request_id": record.request_id,
@@ -128,9 +128,14 @@ def _line(record: Record, status: int, ended: float) -> dict[str, Any]:
                       "latency_ms": a.latency_ms} for a in attempts],
         "stream": record.stream,
         "cache": record.cache,
-        "input_tokens": record.input_tokens,
-        "output_tokens": record.output_tokens,
+        "input_tokens": usage.input_tokens if usage else None,
+        "output_tokens": usage.output_tokens if usage else None,
+        # parts of input_tokens, priced apart: prompt-cache reads, and writes (5 min, 1 h)
+        "cache_read_tokens": usage.cached_tokens if usage else None,
+        "cache_write_tokens": usage.cache_write_tokens if usage else None,
+        "cache_write_1h_tokens": usage.cache_write_1h_tokens if usage else None,
         "cost_usd": cost.dollars(record.cost_microusd),
+        "budget_limited": record.budget_limited,
         "latency_ms": _ms(ended - record.started),
         "ttft_ms": (None if record.first_token_at is None
                     else _ms(record.first_token_at - record.started)),

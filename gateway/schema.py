@@ -15,6 +15,8 @@ class PriceSpec(Frozen):
     input_per_mtok: NonNegativeFloat
     output_per_mtok: NonNegativeFloat
     cached_input_per_mtok: NonNegativeFloat | None = None
+    cache_write_per_mtok: NonNegativeFloat | None = None  # default: 1.25 x input
+    cache_write_1h_per_mtok: NonNegativeFloat | None = None  # default: 2 x input
 
 
 class ProviderSpec(Frozen):
@@ -46,6 +48,8 @@ class CacheSettings(Frozen):
 
 class BudgetSettings(Frozen):
     on_store_error: Literal["refuse", "allow"] = "refuse"
+    # Output reserved up front, and added each time a streaming answer nears it.
+    output_slice_tokens: Annotated[int, Field(ge=16, le=1_000_000)] = 4096
 
 
 class RetrySettings(Frozen):

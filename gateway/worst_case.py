@@ -1,10 +1,25 @@
-"""A request's worst-case cost, and the max_tokens a smaller reservation can pay for. Pure.
+"""What a request may cost on its chain, what is reserved up front, and the limit each
+model is sent. Pure.
 
-The worst case is priced on the dearest model of the chain (a fallback may land
-there): its counted input, plus `n` times the output the provider may produce,
-which is the client's `max_tokens`, else the model's output limit. A model
-whose limit nobody knows gets DEFAULT_OUTPUT_LIMIT, sent as `max_tokens`, so
-that the provider enforces what the gateway reserved.
+Per model of the chain (a fallback may land on any): the counted input, plus
+`n` times the output limit the provider is sent, which is the client's
+(output_limit.asked), else the model's own, else DEFAULT_OUTPUT_LIMIT.
+
+How much of that output is reserved before the call depends on whether the
+gateway sees the output as it is made:
+
+- **Watched** (most models): a worst case up to SHARE of the key's daily budget
+  is reserved whole; a larger one only up to a slice of output: at most
+  `settings.budgets.output_slice_tokens`, and at most SHARE of the budget. The
+  answer is streamed from the provider (internally, for a client that did not
+  ask for a stream), and the reservation grows by a slice each time the output
+  nears it (watch.py); when the budget cannot pay for more, the gateway ends
+  the answer there with `finish_reason: "length"`. So a long limit
+  does not hold a budget hostage, and no answer is cut that the budget can pay for.
+- **Unseen** (models that think in tokens they bill but do not stream: OpenAI's
+  o-series and gpt-5, Claude with `thinking` on, and any model litellm marks as
+  reasoning): the whole limit is reserved up front; when it does not fit, the
+  limit sent is lowered to what the reservation pays for (the clamp).
 """
 
 from __future__ import annotations
@@ -12,76 +27,113 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from gateway import cost
+from gateway import cost, output_limit
 from gateway.config import Model
 from gateway.tokens import Counted
 
 DEFAULT_OUTPUT_LIMIT = 8192
-MAX_TOKENS_FIELDS = ("max_tokens", "max_completion_tokens")
+SHARE = 0.01  # of a daily budget: a worst case this small is reserved whole; else a slice
 
 
 @dataclass(frozen=True)
 class Priced:
-    """One model's share of the worst case, in pico-dollars."""
+    """One model's share of the worst case; money in pico-dollars."""
 
+    model: Model
     input_pico: int
-    output_pico_per_token: int  # times n: every choice may run to the limit
-    output_tokens: int
+    output_pico: int  # per output token
+    choices: int
+    limit: int  # output tokens per choice the provider is sent
+    watched: bool  # the output is seen as it is made: reserve a slice, then extend
+    share_pico: int  # SHARE of the budget: a worst case up to it is reserved whole
+    slice_pico: int  # output reserved up front, and added at a time, otherwise
+
+    @property
+    def full_pico(self) -> int:
+        return self.input_pico + self.output_pico * self.choices * self.limit
+
+    @property
+    def upfront_pico(self) -> int:
+        output = self.output_pico * self.choices * self.limit
+        if self.watched and self.full_pico > self.share_pico:
+            output = min(output, self.slice_pico)
+        return self.input_pico + output
+
+    @property
+    def minimum_pico(self) -> int:
+        return self.input_pico + self.output_pico * self.choices
+
+    def limit_for(self, granted_pico: int) -> int:
+        """The output limit to send when `granted` is reserved: a watched model gets its
+        whole limit (the gateway cuts it at the budget); an unseen one what is paid for."""
+        if self.watched or not self.output_pico:
+            return self.limit
+        paid = (granted_pico - self.input_pico) // (self.output_pico * self.choices)
+        return max(1, min(self.limit, paid))
 
 
 @dataclass(frozen=True)
 class WorstCase:
     per_model: tuple[Priced, ...]
-    cap: int | None  # max_tokens the gateway must send for the reservation to hold
 
     @property
     def microusd(self) -> int:
-        return cost.microusd(max((p.input_pico + p.output_pico_per_token * p.output_tokens
-                                  for p in self.per_model), default=0))
+        """What is reserved before the call."""
+        return cost.microusd(max((p.upfront_pico for p in self.per_model), default=0))
 
     @property
     def minimum_microusd(self) -> int:
         """The input and one output token: below that, no answer can be paid for."""
-        return cost.microusd(max((p.input_pico + p.output_pico_per_token
-                                  for p in self.per_model), default=0))
+        return cost.microusd(max((p.minimum_pico for p in self.per_model), default=0))
 
-    def tokens_for(self, granted_microusd: int) -> int:
-        """The largest max_tokens that `granted` pays for on every model of the chain."""
+    def priced(self, model: Model) -> Priced | None:
+        return next((p for p in self.per_model if p.model is model), None)
+
+    def limits(self, granted_microusd: int) -> dict[str, int]:
+        """Per model name, the output limit it is sent."""
         granted = granted_microusd * cost.PICO_PER_MICRO
-        fits = [(granted - p.input_pico) // p.output_pico_per_token
-                for p in self.per_model if p.output_pico_per_token]
-        return min([*fits, *(p.output_tokens for p in self.per_model)])
+        return {p.model.name: p.limit_for(granted) for p in self.per_model}
+
+    def clamped(self, granted_microusd: int) -> int | None:
+        """The lowest limit sent below its model's own, when the grant made one lower."""
+        granted = granted_microusd * cost.PICO_PER_MICRO
+        lowered = [p.limit_for(granted) for p in self.per_model
+                   if p.limit_for(granted) < p.limit]
+        return min(lowered) if lowered else None
+
+    def covered(self, granted_microusd: int) -> bool:
+        """Whether the grant pays for everything the provider may produce on every model
+        (no answer needs watching)."""
+        granted = granted_microusd * cost.PICO_PER_MICRO
+        return all(not p.watched or p.full_pico <= granted for p in self.per_model)
 
 
-def client_max_tokens(body: dict[str, Any]) -> int | None:
-    given = [body[name] for name in MAX_TOKENS_FIELDS if isinstance(body.get(name), int)]
-    return min(given) if given else None
+def thinks_unseen(model: Model, body: dict[str, Any]) -> bool:
+    """Whether the model may bill output tokens it does not stream."""
+    if not model.reasoning:
+        return False
+    if model.provider.type != "anthropic":
+        return True
+    thinking = body.get("thinking")  # Claude thinks only when asked; it streams a summary
+    return isinstance(thinking, dict) and thinking.get("type") != "disabled"
 
 
-def of_chat(models: tuple[Model, ...], body: dict[str, Any], counted: Counted) -> WorstCase:
+def of_chat(models: tuple[Model, ...], body: dict[str, Any], counted: Counted,
+            slice_tokens: int, budget_microusd: int) -> WorstCase:
+    share = round(budget_microusd * SHARE) * cost.PICO_PER_MICRO
     choices = body.get("n") if isinstance(body.get("n"), int) else 1
-    asked = client_max_tokens(body)
-    cap = asked
-    if asked is None and any(m.max_output_tokens is None and m.price.output_per_mtok > 0
-                             for m in models):
-        cap = DEFAULT_OUTPUT_LIMIT
+    asked = output_limit.asked(body)
     per_model = []
     for model in models:
-        rates = cost.Rates.of(model.price)
-        limits = [v for v in (cap, model.max_output_tokens) if v is not None]
-        output = min(limits) if limits else DEFAULT_OUTPUT_LIMIT
-        per_model.append(Priced(counted.for_model(model) * rates.input,
-                                rates.output * choices, output))
-    return WorstCase(tuple(per_model), cap if asked is None else None)
+        rates = cost.rates(model.price)
+        limits = [v for v in (asked, model.max_output_tokens) if v is not None]
+        slice_pico = max(rates.output * choices, min(rates.output * slice_tokens, share))
+        per_model.append(Priced(model, counted.for_model(model) * rates.input, rates.output,
+                                choices, min(limits) if limits else DEFAULT_OUTPUT_LIMIT,
+                                not thinks_unseen(model, body), share, slice_pico))
+    return WorstCase(tuple(per_model))
 
 
 def of_embeddings(models: tuple[Model, ...], counted: Counted) -> WorstCase:
-    per_model = tuple(Priced(counted.for_model(m) * cost.Rates.of(m.price).input, 0, 0)
-                      for m in models)
-    return WorstCase(per_model, None)
-
-
-def with_max_tokens(body: dict[str, Any], tokens: int) -> dict[str, Any]:
-    """The body with its output limit lowered to `tokens`, in the field(s) the client used."""
-    named = [name for name in MAX_TOKENS_FIELDS if name in body] or ["max_tokens"]
-    return {**body, **dict.fromkeys(named, tokens)}
+    return WorstCase(tuple(Priced(m, counted.for_model(m) * cost.rates(m.price).input, 0, 1,
+                                  0, False, 0, 0) for m in models))

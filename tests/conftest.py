@@ -78,7 +78,7 @@ REDIS_SERVER = os.environ.get("REDIS_SERVER", "/usr/bin/redis-server")
 class RedisServer:
     """A real redis-server on a loopback port, that a test may kill and start again."""
 
-    def __init__(self, directory: Path, durable: bool = False):
+    def __init__(self, directory: Path, durable: bool = False, debug: bool = False):
         if not os.access(REDIS_SERVER, os.X_OK):
             pytest.fail(f"these tests need a real redis-server at {REDIS_SERVER}: run "
                         "`apt-get update && apt-get install -y redis-server` (or set "
@@ -87,6 +87,8 @@ class RedisServer:
         # durable: every write on disk before it is acknowledged, so a kill loses nothing
         self.persistence = (["--appendonly", "yes", "--appendfsync", "always"] if durable
                             else ["--appendonly", "no"])
+        if debug:  # DEBUG SLEEP: a test may stall it (Redis 7 turns DEBUG off by default)
+            self.persistence += ["--enable-debug-command", "local"]
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None

@@ -184,13 +184,14 @@ def test_a_refusal_is_a_429_the_sdk_does_not_retry(gateways: list[str],
     assert mock.calls("gpt-pricey") == []
 
 
-def test_a_nearly_spent_key_gets_a_shorter_answer_instead_of_a_refusal(
+def test_a_nearly_spent_key_gets_the_answer_up_to_where_its_budget_ends(
         gateways: list[str], mock: MockProvider) -> None:
+    mock.script("gpt-pricey", Step(text="budget " * 100))
     with client_for(gateways[0], "nearly") as client:
         raw = ask(client, "Tell me a long story about budgets", max_tokens=100)
-    clamped = int(raw.headers["x-gateway-max-tokens-clamped"])
-    assert 0 < clamped < 100
-    assert mock.calls("gpt-pricey")[-1].body["max_tokens"] == clamped
+    assert mock.calls("gpt-pricey")[-1].body["max_tokens"] == 100  # as asked: not lowered
+    assert raw.parse().choices[0].finish_reason == "length"
+    assert raw.headers["x-gateway-budget-cut"] == "true"
     assert micro(budget_of(gateways[1], "nearly")["spent_usd"]) <= micro(0.04)
 
 
@@ -209,16 +210,13 @@ def test_a_request_whose_bytes_would_not_fit_but_whose_tokens_do_is_served_whole
 
 
 def test_n_choices_reserve_n_times_the_output(gateways: list[str], mock: MockProvider) -> None:
-    # One choice of 50 tokens fits in $0.30 ($0.10 of output); four do not ($0.40): the
-    # gateway lowers max_tokens so that all four fit, rather than let n overspend.
     with client_for(gateways[0], "chooser") as client:
-        raw = ask(client, "Pick one", max_tokens=50, n=4)
-    clamped = int(raw.headers["x-gateway-max-tokens-clamped"])
-    sent = mock.calls("gpt-pricey")[-1].body
-    assert (sent["n"], sent["max_tokens"]) == (4, clamped)
-    assert 4 * clamped * 2000 < micro(0.30) < 4 * 50 * 2000
-    with client_for(gateways[0], "chooser") as client, pytest.raises(openai.RateLimitError):
-        ask(client, "Pick one", max_tokens=50, n=100_000)  # not one token each fits
+        ask(client, "Pick one", max_tokens=50, n=4)
+        sent = mock.calls("gpt-pricey")[-1].body
+        assert (sent["n"], sent["max_tokens"]) == (4, 50)
+        with pytest.raises(openai.RateLimitError):
+            ask(client, "Pick one", max_tokens=50, n=100_000)  # not one token each fits
+    assert micro(budget_of(gateways[1], "chooser")["spent_usd"]) <= micro(0.30)
 
 
 def test_spending_down_to_the_last_cent_then_refusing(gateways: list[str]) -> None:

@@ -195,15 +195,37 @@ def response_schema(response_format: Any) -> dict[str, Any] | None:
 
 
 def openai_usage(usage: dict[str, Any]) -> dict[str, Any]:
-    cached = usage.get("cache_read_input_tokens") or 0
-    prompt = (usage.get("input_tokens") or 0) + cached + (
-        usage.get("cache_creation_input_tokens") or 0)
-    completion = usage.get("output_tokens") or 0
+    """Anthropic's usage as OpenAI's: the prompt is the plain input plus cache reads and
+    writes; reads and writes are named in `prompt_tokens_details` as litellm names them
+    (`cache_creation_tokens`, split by TTL in `cache_creation_token_details`)."""
+    cached = _tokens(usage.get("cache_read_input_tokens")) or 0
+    written = _tokens(usage.get("cache_creation_input_tokens")) or 0
+    plain = _tokens(usage.get("input_tokens"))
+    prompt = None if plain is None else plain + cached + written
+    completion = _tokens(usage.get("output_tokens"))
+    total = None if prompt is None or completion is None else prompt + completion
     out: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion,
-                           "total_tokens": prompt + completion}
+                           "total_tokens": total}
+    details: dict[str, Any] = {}
     if cached:
-        out["prompt_tokens_details"] = {"cached_tokens": cached}
+        details["cached_tokens"] = cached
+    if written:
+        split = usage.get("cache_creation")
+        split = split if isinstance(split, dict) else {}
+        written_1h = min(_tokens(split.get("ephemeral_1h_input_tokens")) or 0, written)
+        details["cache_creation_tokens"] = written
+        details["cache_creation_token_details"] = {
+            "ephemeral_5m_input_tokens": written - written_1h,
+            "ephemeral_1h_input_tokens": written_1h}
+    if details:
+        out["prompt_tokens_details"] = details
     return out
+
+
+def _tokens(value: Any) -> int | None:
+    """A count as Anthropic sent it, None when it sent none: the gateway counts those
+    (cost.usage_of also refuses negative and absurd ones)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def from_anthropic(message: dict[str, Any], model_name: str, json_mode: bool) -> dict[str, Any]:

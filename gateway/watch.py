@@ -1,0 +1,197 @@
+"""A budgeted answer's output, watched as it streams: the reservation grows ahead of it,
+a running tally is kept in the store, and the answer ends where the budget does.
+
+Only an answer whose reservation does not cover everything the provider may
+make (its limit) is enforced. Every token is at least one byte of UTF-8, so the
+bytes seen bound the tokens made: before that bound comes within half a slice
+of what is reserved, the reservation grows by a slice (one batched round trip,
+off the stream's path); a chunk the reservation cannot pay for waits for that
+growth. When the budget has no more, the output is counted with the tokenizer
+from then on (a byte per token is about 4x too high for prose), and the first
+chunk that the count says the reservation cannot pay for is not sent: the
+gateway closes the provider's stream and ends each unfinished choice with
+`finish_reason: "length"`.
+
+The tally is an estimate of what the request has used (the input, and the
+output at 3 characters a token, a byte a token outside ASCII: high for prose,
+about right for code), written to the store when the stream opens and after
+every TALLY_BYTES of output. If the process dies, its reservation expires and
+the tally is charged: a crash loses at most the output since the last tally.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from gateway import cost, meter, tokens
+from gateway.budget import Budgets
+from gateway.fallbacks import OpenStream
+from gateway.meter import Metered
+from gateway.store import StoreDown
+
+log = logging.getLogger("gateway")
+TALLY_BYTES = 512
+CHARS_PER_TOKEN = 3  # the tally's estimate for ASCII text
+
+
+def output_texts(chunk: dict[str, Any]) -> list[str]:
+    """The text a chunk adds to the answer: content, reasoning, refusals, tool calls."""
+    texts: list[str] = []
+    for choice in chunk.get("choices") or ():
+        for name, value in (choice.get("delta") or {}).items():
+            if name == "tool_calls":
+                for call in value or ():
+                    function = (call.get("function") or {}) if isinstance(call, dict) else {}
+                    texts += [v for v in (function.get("name"), function.get("arguments"))
+                              if isinstance(v, str)]
+            elif name != "role" and isinstance(value, str):
+                texts.append(value)
+    return texts
+
+
+class Watch:
+    def __init__(self, budgets: Budgets, metered: Metered, opened: OpenStream):
+        worst = metered.worst
+        priced = worst.priced(opened.model) if worst is not None else None
+        assert priced is not None and worst is not None, "a metered request's stream only"
+        self.budgets, self.metered, self.model = budgets, metered, opened.model
+        self.enforced = not worst.covered(metered.reservation.granted)
+        self.input_pico, self.rate = priced.input_pico, priced.output_pico
+        self.input_estimate_pico = (metered.input_estimate(self.model)
+                                    * cost.rates(self.model.price).input)
+        self.cap = cost.microusd(priced.full_pico)  # never reserve past what can be made
+        self.slice = max(1, cost.microusd(priced.slice_pico))
+        self.ascii = self.other = 0  # the output so far: ASCII characters, other bytes
+        self.texts: list[str] = []  # kept while enforced, for the count at the budget's end
+        self.counted: int | None = None  # output tokens counted, once the budget has no more
+        self.tallied_bytes = 0
+        self.growing: asyncio.Task[None] | None = None
+        self.exhausted = False  # the budget has no more for it
+        self.unmetered = False  # the store went down, and on_store_error is allow
+        self.started: set[int] = set()
+        self.finished: set[int] = set()
+        self.last: dict[str, Any] = {}
+        for chunk in opened.head:
+            self._add(chunk, output_texts(chunk))
+        self._tally()  # the input is billed from here on, even if the process dies
+        self.stream = OpenStream(opened.model, opened.head, self._watched(opened.rest))
+
+    @property
+    def used(self) -> int:
+        """The most the answer can have cost so far, micro-dollars: a byte per token, or,
+        once counted, the count (with the input counted too)."""
+        if self.counted is not None:
+            return cost.microusd(self.input_pico + self.counted * self.rate)
+        return cost.microusd(self.input_pico + (self.ascii + self.other) * self.rate)
+
+    def _estimate(self) -> int:
+        output = self.counted
+        if output is None:
+            output = math.ceil(self.ascii / CHARS_PER_TOKEN) + self.other
+        return min(cost.microusd(self.input_estimate_pico + output * self.rate),
+                   self.metered.reservation.granted)
+
+    def _add(self, chunk: dict[str, Any], texts: list[str]) -> None:
+        for text in texts:
+            if text.isascii():
+                self.ascii += len(text)
+            else:
+                self.other += len(text.encode())
+        if self.enforced:
+            self.texts += texts
+        for choice in chunk.get("choices") or ():
+            index = choice.get("index", 0)
+            self.started.add(index)
+            if choice.get("finish_reason"):
+                self.finished.add(index)
+        self.last = chunk
+
+    def _tally(self) -> None:
+        self.tallied_bytes = self.ascii + self.other
+        self.budgets.tally(self.metered.reservation, self._estimate())
+
+    async def _watched(self, rest: AsyncGenerator[dict[str, Any], None],
+                       ) -> AsyncGenerator[dict[str, Any], None]:
+        async with contextlib.aclosing(rest):  # closing this closes the provider's stream
+            async for chunk in rest:
+                texts = output_texts(chunk)
+                self._add(chunk, texts)
+                if self.counted is not None and texts:
+                    self.counted += await self._count(texts)
+                if self.enforced and not self.unmetered and not await self._paid():
+                    for cut in self._cut():
+                        yield cut
+                    return
+                if self.ascii + self.other - self.tallied_bytes >= TALLY_BYTES:
+                    self._tally()
+                yield chunk
+
+    async def _count(self, texts: list[str]) -> int:
+        text = "".join(texts)
+        if tokens.loaded() and len(text) < meter.COUNT_INLINE_CHARS:
+            counted = tokens.count_text(text)
+        else:
+            counted = await asyncio.to_thread(tokens.count_text, text)
+        return tokens.Counted(counted, len(text.encode()), 0).for_model(self.model)
+
+    async def _paid(self) -> bool:
+        """Whether the reservation pays for the output so far, grown first if it must be."""
+        used, granted = self.used, self.metered.reservation.granted
+        if (used + self.slice // 2 > granted and self.growing is None and not self.exhausted
+                and granted < self.cap):
+            self.growing = asyncio.get_running_loop().create_task(self._grow(used))
+        if used > granted and self.growing is not None:
+            await asyncio.shield(self.growing)
+        if self.unmetered or used <= self.metered.reservation.granted:
+            return True
+        if self.counted is None:  # the byte bound ran out: count what it stood for
+            input_tokens = (await meter.counted_input(self.metered)).for_model(self.model)
+            self.input_pico = input_tokens * cost.rates(self.model.price).input
+            self.counted = await self._count(self.texts)
+            self.texts = []
+            return self.used <= self.metered.reservation.granted
+        return False
+
+    async def _grow(self, used: int) -> None:
+        reservation = self.metered.reservation
+        target = min(self.cap, max(reservation.granted, used) + self.slice)
+        try:
+            grown = await self.budgets.grow(reservation, target,
+                                            max(1, cost.microusd(self.rate)), self._estimate())
+        except StoreDown:
+            if self.metered.on_store_error == "allow":
+                log.warning("the store does not answer: a stream of key %s goes on unmetered",
+                            reservation.key.name)
+                self.unmetered = True
+            else:
+                self.exhausted = True
+            return
+        finally:
+            self.growing = None
+        self.tallied_bytes = self.ascii + self.other
+        if grown.granted <= reservation.granted:
+            self.exhausted = True  # no more in the budget (or the reservation is gone)
+        else:
+            self.metered.reservation = grown
+
+    def _cut(self) -> list[dict[str, Any]]:
+        """The end of an answer the budget cannot pay more of: each unfinished choice stops
+        with finish_reason "length", as if the provider had reached a limit."""
+        self.metered.limited = "cut"
+        self.metered.headers["x-gateway-budget-cut"] = "true"
+        head = {k: self.last[k] for k in ("id", "created", "model") if k in self.last}
+        return [{**head, "object": "chat.completion.chunk",
+                 "choices": [{"index": index, "delta": {}, "finish_reason": "length"}]}
+                for index in sorted(self.started - self.finished) or [0]]
+
+
+def watched(budgets: Budgets, metered: Metered, opened: OpenStream) -> OpenStream:
+    """The stream as the client gets it: watched when the request is metered."""
+    if not metered.reservation.id or metered.worst is None:
+        return opened
+    return Watch(budgets, metered, opened).stream

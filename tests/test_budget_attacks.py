@@ -1,0 +1,479 @@
+"""The money guarantee, attacked: no tenant spends past its budget, and no budget refuses
+what it could pay for. Two gateway processes share one real Redis, as two replicas would;
+the mock provider writes as much as it is allowed to (or more, when scripted so).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from gateway.mockprovider import MockProvider, Step
+from gateway.watch import CHARS_PER_TOKEN, TALLY_BYTES
+from tests.conftest import RedisServer, gateway_running, sha, start_gateway
+
+CHEAP = "price: {input_per_mtok: 10, output_per_mtok: 20}"  # micro-dollars per token
+MASTER_KEY = "sk-master-attacks"
+BUDGETS = {  # key name -> daily budget (USD); every test spends on its own key
+    "two-limits-openai": 0.02, "two-limits-anthropic": 0.02, "capped": 0.005,
+    "capped-stream": 0.005, "reasoner": 1, "reasoner-tight": 0.05,
+    "cache-writer": 10, "cache-priced": 10, "no-usage": 10, "negative": 10,
+    "claude-coder": 1, "short": 0.05, "short-stream": 0.05, "mixed": 0.3, "crashed": 10,
+    "stalled": 100,
+}
+UNBUDGETED = ("unbudgeted",)
+WORDS = " ".join(f"word{i}" for i in range(3000))
+
+
+def key_of(name: str) -> str:
+    return f"sk-attack-{name}"
+
+
+def router_yaml(mock_url: str, redis_url: str, tmp: Path, total_s: float = 20) -> str:
+    keys = [f"  - {{name: {n}, key_sha256: {sha(key_of(n))}, daily_budget_usd: {b}}}"
+            for n, b in BUDGETS.items()]
+    keys += [f"  - {{name: {n}, key_sha256: {sha(key_of(n))}}}" for n in UNBUDGETED]
+    return "\n".join([
+        "providers:",
+        f"  openai: {{api_key: sk-o, api_base: '{mock_url}/v1'}}",
+        f"  anthropic: {{api_key: sk-a, api_base: '{mock_url}'}}",
+        "models:",
+        f"  cheap: {{provider: openai, model: gpt-cheap, {CHEAP}}}",
+        f"  claude-cheap: {{provider: anthropic, model: claude-cheap, {CHEAP}, "
+        "max_output_tokens: 8192}",
+        f"  capped: {{provider: openai, model: gpt-capped, {CHEAP}, max_output_tokens: 100}}",
+        "  reasoner: {provider: openai, model: gpt-5, price: {input_per_mtok: 1, "
+        "output_per_mtok: 2}}",
+        "  sonnet: {provider: anthropic, model: claude-sonnet-4-5}",
+        "  sonnet-priced: {provider: anthropic, model: claude-sonnet-4-5, price: "
+        "{input_per_mtok: 3, output_per_mtok: 15, cache_write_per_mtok: 5, "
+        "cache_write_1h_per_mtok: 7}}",
+        "tiers:",
+        "  coding: [sonnet]",
+        "keys:", *keys,
+        "settings:",
+        f"  redis_url: '{redis_url}'",
+        f"  master_key: {MASTER_KEY}",
+        "  cache: {enabled: false}",
+        "  retry: {max_retries: 0}",
+        "  log_content: true",
+        f"  usage_log: {tmp}/usage.jsonl",
+        f"  timeouts: {{connect_s: 2, first_token_s: 5, total_s: {total_s}}}",
+    ]) + "\n"
+
+
+@pytest.fixture(scope="module")
+def files(mock: MockProvider, redis_server: RedisServer,
+          tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("attacks")
+    (tmp / "router.yaml").write_text(
+        router_yaml(mock.base_url, redis_server.url, tmp))  # type: ignore[attr-defined]
+    return tmp
+
+
+@pytest.fixture(scope="module")
+def gateways(files: Path) -> Iterator[list[str]]:
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(gateway_running(files / "router.yaml",
+                                                   files / f"gateway-{i}.log"))
+               for i in range(2)]
+
+
+def client_for(base_url: str, name: str, **options: Any) -> openai.OpenAI:
+    options.setdefault("max_retries", 0)
+    return openai.OpenAI(base_url=f"{base_url}/v1", api_key=key_of(name), **options)
+
+
+def balance(base_url: str, name: str, settled: bool = True) -> dict[str, Any]:
+    """The key's balance; `settled`: once no request of it holds a reservation."""
+    deadline = time.monotonic() + 10
+    while True:
+        response = httpx.get(f"{base_url}/v1/budget",
+                             headers={"authorization": f"Bearer {key_of(name)}"})
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        if not settled or body["reserved_usd"] == 0 or time.monotonic() > deadline:
+            return body
+        time.sleep(0.05)
+
+
+def micro(usd: str | float) -> int:
+    return round(float(usd) * 1_000_000)
+
+
+def log_lines(files: Path, key: str) -> list[dict[str, Any]]:
+    text = (files / "usage.jsonl").read_text() if (files / "usage.jsonl").exists() else ""
+    return [line for line in map(json.loads, text.splitlines()) if line["key"] == key]
+
+
+def logged_spend(files: Path, key: str, expected_lines: int) -> int:
+    """The key's charges in the usage log, once its lines are all written."""
+    deadline = time.monotonic() + 5
+    while len(lines := log_lines(files, key)) < expected_lines and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(lines) == expected_lines
+    return sum(micro(line["cost_usd"] or 0) for line in lines)
+
+
+def chat(client: openai.OpenAI, model: str, text: str, **options: Any) -> Any:
+    return client.chat.completions.with_raw_response.create(
+        model=model, messages=[{"role": "user", "content": text}], **options)
+
+
+def concurrently(count: int, one: Any) -> list[Any]:
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        return list(pool.map(one, range(count)))
+
+
+# --- spend past the budget -----------------------------------------------------------------
+
+@pytest.mark.parametrize("path, model, provider_model", [
+    ("openai", "cheap", "gpt-cheap"), ("anthropic", "claude-cheap", "claude-cheap")])
+def test_two_output_limits_in_one_body_cannot_spend_past_the_budget(
+        gateways: list[str], mock: MockProvider, files: Path, path: str, model: str,
+        provider_model: str) -> None:
+    """max_tokens: 1 beside max_completion_tokens: 2000 must not reserve 1 and send 2000."""
+    name = f"two-limits-{path}"
+    mock.always[provider_model] = Step(text=WORDS, delay_s=0.05)
+    clients = [client_for(base, name) for base in gateways]
+
+    def one(i: int) -> int:
+        try:
+            raw = chat(clients[i % 2], model, f"Write a lot, number {i}", max_tokens=1,
+                       max_completion_tokens=2000)
+        except openai.RateLimitError:
+            return 429
+        return raw.http_response.status_code
+
+    try:
+        statuses = concurrently(10, one)
+    finally:
+        for client in clients:
+            client.close()
+    assert 200 in statuses
+    spent = micro(balance(gateways[0], name)["spent_usd"])
+    assert spent <= micro(BUDGETS[name])
+    assert spent == logged_spend(files, name, 10)
+    for call in mock.calls(provider_model):  # one limit went out, the one that was paid for
+        limits = {call.body.get(f) for f in ("max_tokens", "max_completion_tokens")} - {None}
+        assert len(limits) == 1
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_models_known_output_limit_is_sent_when_a_budget_is_in_play(
+        gateways: list[str], mock: MockProvider, stream: bool) -> None:
+    name = "capped-stream" if stream else "capped"
+    mock.always["gpt-capped"] = Step(text=WORDS)  # 3,000 tokens, when nothing stops it
+    with client_for(gateways[0], name) as client:
+        if stream:
+            chunks = list(client.chat.completions.create(
+                model="capped", stream=True, messages=[{"role": "user", "content": "Go"}]))
+            finish = [c.choices[0].finish_reason for c in chunks if c.choices][-1]
+        else:
+            finish = chat(client, "capped", "Go").parse().choices[0].finish_reason
+    assert mock.calls("gpt-capped")[-1].body["max_tokens"] == 100
+    assert finish == "length"
+    assert micro(balance(gateways[1], name)["spent_usd"]) <= micro(BUDGETS[name])
+
+
+def test_a_reasoning_model_gets_its_limit_as_max_completion_tokens(
+        gateways: list[str], mock: MockProvider) -> None:
+    # gpt-5 answers 400 to max_tokens (so does the mock, as OpenAI does).
+    with client_for(gateways[0], "reasoner") as client:
+        chat(client, "reasoner", "Think")  # no limit: the model's own is sent
+        sent = mock.calls("gpt-5")[-1].body
+        assert "max_tokens" not in sent and sent["max_completion_tokens"] == 128_000
+        chat(client, "reasoner", "Think", max_tokens=50)  # the client's field, moved
+        sent = mock.calls("gpt-5")[-1].body
+        assert "max_tokens" not in sent and sent["max_completion_tokens"] == 50
+    with client_for(gateways[0], "unbudgeted") as client:  # no budget: moved all the same
+        chat(client, "reasoner", "Think", max_tokens=60)
+        assert mock.calls("gpt-5")[-1].body["max_completion_tokens"] == 60
+
+
+def test_a_clamp_on_a_reasoning_model_is_written_where_it_reads_it(
+        gateways: list[str], mock: MockProvider) -> None:
+    """Its thinking is billed and not streamed: the whole limit is reserved up front, and
+    lowered (the clamp) when the budget cannot pay for it."""
+    with client_for(gateways[0], "reasoner-tight") as client:
+        raw = chat(client, "reasoner", "Think hard")
+    clamped = int(raw.headers["x-gateway-max-tokens-clamped"])
+    sent = mock.calls("gpt-5")[-1].body
+    assert "max_tokens" not in sent and sent["max_completion_tokens"] == clamped < 128_000
+    assert clamped * 2 <= micro(BUDGETS["reasoner-tight"])
+
+
+def _debug_sleep(port: int, seconds: float) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(f"DEBUG SLEEP {seconds}\r\n".encode())
+        assert sock.recv(16).startswith(b"+OK")
+
+
+def test_a_stalled_redis_leaves_no_phantom_reservation(
+        mock: MockProvider, tmp_path: Path) -> None:
+    """redis-py resends a command whose reply timed out: the second must change nothing."""
+    server = RedisServer(tmp_path, debug=True).start()
+    config = tmp_path / "router.yaml"
+    config.write_text(router_yaml(mock.base_url, server.url, tmp_path))  # type: ignore[attr-defined]
+    stop = threading.Event()
+    statuses: list[int] = []
+    try:
+        with gateway_running(config, tmp_path / "gateway.log") as base_url:
+            def traffic(worker: int) -> None:
+                with client_for(base_url, "stalled", timeout=30) as client:
+                    i = 0
+                    while not stop.is_set() and i < 400:
+                        i += 1
+                        try:
+                            chat(client, "cheap", f"stall {worker} {i}", max_tokens=20)
+                            statuses.append(200)
+                        except openai.APIStatusError as exc:
+                            statuses.append(exc.status_code)
+
+            workers = [threading.Thread(target=traffic, args=(w,)) for w in range(6)]
+            for worker in workers:
+                worker.start()
+            for _ in range(5):
+                time.sleep(0.3)
+                _debug_sleep(server.port, 1.5)
+            stop.set()
+            for worker in workers:
+                worker.join(60)
+            logged = logged_spend(tmp_path, "stalled", len(statuses))
+            deadline = time.monotonic() + 10  # settlements queued in the stall land
+            while True:
+                after = balance(base_url, "stalled", settled=False)
+                if ((after["reserved_usd"] == 0 and micro(after["spent_usd"]) == logged)
+                        or time.monotonic() > deadline):
+                    break
+                time.sleep(0.2)
+            assert statuses.count(200) > 0
+            assert after["reserved_usd"] == 0, "reservations no request holds"
+            assert micro(after["spent_usd"]) == logged
+    finally:
+        server.kill()
+
+
+def test_anthropic_prompt_cache_writes_are_priced_as_writes(
+        gateways: list[str], mock: MockProvider, files: Path) -> None:
+    prompt = "word " * 10_050  # the mock bills 10,056 input tokens: 56 plain, 10,000 written
+    mock.script("claude-sonnet-4-5", Step(text="cached", cache_write_tokens=6000,
+                                          cache_write_1h_tokens=4000))
+    with client_for(gateways[0], "cache-writer") as client:
+        raw = chat(client, "sonnet", prompt, max_tokens=10)
+    # litellm's map: $3 input, $3.75 a 5-minute write, $6 an hour's write, $15 output
+    expected = math.ceil(56 * 3 + 6000 * 3.75 + 4000 * 6 + 1 * 15)
+    assert micro(raw.headers["x-gateway-cost-usd"]) == expected
+    [line] = [line for line in log_lines(files, "cache-writer")]
+    assert (line["input_tokens"], line["cache_write_tokens"], line["cache_write_1h_tokens"],
+            line["cache_read_tokens"]) == (10_056, 6000, 4000, 0)
+    mock.script("claude-sonnet-4-5", Step(text="cached", cache_write_tokens=6000,
+                                          cache_write_1h_tokens=4000))
+    with client_for(gateways[0], "cache-priced") as client:  # router.yaml's own rates
+        raw = chat(client, "sonnet-priced", prompt, max_tokens=10, stream=True,
+                   stream_options={"include_usage": True})
+        list(raw.parse())
+    spent = micro(balance(gateways[1], "cache-priced")["spent_usd"])
+    assert spent == 56 * 3 + 6000 * 5 + 4000 * 7 + 15
+
+
+@pytest.mark.parametrize("model, provider_model", [
+    ("cheap", "gpt-cheap"), ("claude-cheap", "claude-cheap")])
+def test_an_answer_without_usage_is_charged_for_its_counted_tokens(
+        gateways: list[str], mock: MockProvider, model: str, provider_model: str) -> None:
+    before = micro(balance(gateways[0], "no-usage")["spent_usd"])
+    mock.script(provider_model, Step(text="hello " * 200, usage={}))
+    with client_for(gateways[0], "no-usage") as client:
+        raw = chat(client, model, "Say hello two hundred times", max_tokens=500)
+    charged = micro(raw.headers["x-gateway-cost-usd"])
+    assert charged >= 200 * 20  # 200 output tokens at least, and the input
+    usage = raw.parse().usage  # the client reads what it was charged for
+    assert usage.completion_tokens >= 200 and usage.prompt_tokens > 0
+    assert micro(balance(gateways[1], "no-usage")["spent_usd"]) == before + charged
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_negative_usage_never_lowers_the_spend(
+        gateways: list[str], mock: MockProvider, stream: bool) -> None:
+    before = micro(balance(gateways[0], "negative")["spent_usd"])
+    broken = {"prompt_tokens": -1_000_000, "completion_tokens": 5, "total_tokens": -999_995}
+    mock.script("gpt-cheap", Step(text="five words of an answer", usage=broken))
+    with client_for(gateways[0], "negative") as client:
+        if stream:
+            list(client.chat.completions.create(
+                model="cheap", stream=True, stream_options={"include_usage": True},
+                messages=[{"role": "user", "content": "Count"}]))
+        else:
+            assert chat(client, "cheap", "Count").http_response.status_code == 200
+    assert micro(balance(gateways[1], "negative")["spent_usd"]) > before
+
+
+def test_a_crashed_gateway_charges_what_its_stream_had_made(
+        gateways: list[str], mock: MockProvider, redis_server: RedisServer,
+        tmp_path: Path) -> None:
+    config = tmp_path / "router.yaml"
+    config.write_text(router_yaml(mock.base_url, redis_server.url, tmp_path,  # type: ignore[attr-defined]
+                                  total_s=2))
+    process, doomed = start_gateway(config, tmp_path / "doomed.log")
+    mock.script("gpt-cheap", Step(text=WORDS, chunk_delay_s=0.005))
+    relayed = ""
+    body = {"model": "cheap", "stream": True, "max_tokens": 3000,
+            "messages": [{"role": "user", "content": "Go on"}]}
+    with httpx.stream("POST", f"{doomed}/v1/chat/completions", json=body, timeout=10,
+                      headers={"authorization": f"Bearer {key_of('crashed')}"}) as response:
+        for line in response.iter_lines():
+            if line.startswith("data: {"):
+                chunk = json.loads(line[6:])
+                relayed += "".join(c["delta"].get("content") or "" for c in chunk["choices"])
+            if len(relayed.split()) >= 95:
+                os.kill(process.pid, signal.SIGKILL)  # no chance to settle anything
+                break
+    process.wait(10)
+    deadline = time.monotonic() + 15  # total_s 2 + the 5 s margin, and some slack
+    while balance(gateways[0], "crashed", settled=False)["reserved_usd"] > 0:
+        assert time.monotonic() < deadline, "the reservation did not expire"
+        time.sleep(0.2)
+    spent = micro(balance(gateways[0], "crashed")["spent_usd"])
+    # The tally: 3 characters a token, written every TALLY_BYTES of output.
+    assert spent >= (len(relayed.encode()) - TALLY_BYTES) // CHARS_PER_TOKEN * 20 > 0
+
+
+# --- refusals the budget could pay for -----------------------------------------------------
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_eight_concurrent_claude_requests_without_a_limit_are_all_served_whole(
+        gateways: list[str], mock: MockProvider, stream: bool) -> None:
+    """64,000 output tokens at $15 per million is $0.96: reserved whole, one would fit."""
+    mock.always["claude-sonnet-4-5"] = Step(delay_s=0.3)
+    clients = [client_for(base, "claude-coder") for base in gateways]
+
+    def one(i: int) -> tuple[str, str | None, dict[str, str]]:
+        text = f"Fix bug {i} {'streamed' if stream else ''}"
+        if stream:
+            chunks = list(clients[i % 2].chat.completions.create(
+                model="coding", stream=True, messages=[{"role": "user", "content": text}]))
+            answer = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+            return answer, [c.choices[0].finish_reason for c in chunks if c.choices][-1], {}
+        raw = chat(clients[i % 2], "coding", text)
+        choice = raw.parse().choices[0]
+        return choice.message.content or "", choice.finish_reason, dict(raw.headers)
+
+    try:
+        results = concurrently(8, one)
+    finally:
+        for client in clients:
+            client.close()
+    for i, (answer, finish, headers) in enumerate(results):
+        assert answer.startswith("mock answer from claude-sonnet-4-5 to: Fix bug") , i
+        assert finish == "stop"
+        assert "x-gateway-max-tokens-clamped" not in headers
+    assert micro(balance(gateways[0], "claude-coder")["spent_usd"]) < micro(0.01)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_answer_the_budget_cannot_finish_ends_where_the_budget_does(
+        gateways: list[str], mock: MockProvider, files: Path, stream: bool) -> None:
+    name = "short-stream" if stream else "short"
+    mock.always["gpt-cheap"] = Step(text=WORDS * 2)
+    with client_for(gateways[0], name) as client:
+        if stream:
+            chunks = list(client.chat.completions.create(
+                model="cheap", stream=True, messages=[{"role": "user", "content": "Go"}]))
+            finish = [c.choices[0].finish_reason for c in chunks if c.choices][-1]
+        else:
+            raw = chat(client, "cheap", "Go")
+            finish = raw.parse().choices[0].finish_reason
+            assert raw.headers["x-gateway-budget-cut"] == "true"
+    assert finish == "length"
+    spent = micro(balance(gateways[1], name)["spent_usd"])
+    assert micro(BUDGETS[name]) * 0.5 < spent <= micro(BUDGETS[name])
+    assert spent == logged_spend(files, name, 1)
+
+
+def test_two_hundred_mixed_requests_on_two_replicas_spend_exactly_within_the_budget(
+        gateways: list[str], mock: MockProvider, files: Path) -> None:
+    """Both limit fields, no limit, n=2, tools, streams read whole, streams abandoned and
+    streams cut by the budget, at once across two processes: the spend stays within the
+    budget, equals the usage log's sum, and equals the provider's own usage x price for
+    every answer the provider finished."""
+    mock.always["gpt-cheap"] = Step(text=" ".join(f"w{i}" for i in range(300)), delay_s=0.02,
+                                    chunk_delay_s=0.001)
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {
+        "type": "object", "properties": {"q": {"type": "string"}}}}}]
+
+    async def run() -> list[tuple[str, int]]:
+        clients = [openai.AsyncOpenAI(base_url=f"{base}/v1", api_key=key_of("mixed"),
+                                      max_retries=0) for base in gateways]
+        raw = [httpx.AsyncClient(base_url=base, timeout=30) for base in gateways]
+
+        async def one(i: int) -> tuple[str, int]:
+            kind = ("both", "none", "n2", "tools", "stream", "abandon")[i % 6]
+            text = f"mix {kind} {i}"
+            client = clients[i % 2]
+            messages = [{"role": "user", "content": text}]
+            try:
+                if kind == "both":
+                    await client.chat.completions.create(model="cheap", messages=messages,
+                                                         max_tokens=1, max_completion_tokens=400)
+                elif kind == "none":
+                    await client.chat.completions.create(model="cheap", messages=messages)
+                elif kind == "n2":
+                    await client.chat.completions.create(model="cheap", messages=messages, n=2,
+                                                         max_tokens=200)
+                elif kind == "tools":
+                    await client.chat.completions.create(model="cheap", messages=messages,
+                                                         tools=tools)
+                elif kind == "stream":
+                    stream = await client.chat.completions.create(
+                        model="cheap", messages=messages, stream=True)
+                    async for _ in stream:
+                        pass
+                else:
+                    body = {"model": "cheap", "stream": True, "messages": messages}
+                    async with raw[i % 2].stream(
+                            "POST", "/v1/chat/completions", json=body,
+                            headers={"authorization": f"Bearer {key_of('mixed')}"}) as response:
+                        async for _ in response.aiter_bytes():
+                            break  # the client leaves after its first bytes
+                    return text, 499
+            except openai.RateLimitError:
+                return text, 429
+            return text, 200
+
+        try:
+            return await asyncio.gather(*(one(i) for i in range(200)))
+        finally:
+            for client in clients:
+                await client.close()
+            for http in raw:
+                await http.aclose()
+
+    results = asyncio.run(run())
+    assert sum(1 for _, status in results if status == 200) > 10
+    spent = micro(balance(gateways[0], "mixed")["spent_usd"])
+    assert spent <= micro(BUDGETS["mixed"])
+    assert spent == logged_spend(files, "mixed", 200)
+    finished = {a.asked: a for a in mock.answers if a.asked.startswith("mix ")
+                and a.finish_reason in ("stop", "tool_calls", "length")}
+    for line in log_lines(files, "mixed"):
+        asked = line["prompt"][-1]["content"]
+        sent = finished.get(asked)
+        if (line["status"] == 200 and sent is not None and line["budget_limited"] is None
+                and not asked.startswith("mix abandon")):
+            assert micro(line["cost_usd"]) == sent.input_tokens * 10 + sent.output_tokens * 20, (
+                asked)
