@@ -175,11 +175,11 @@ class Budgets:
         self._balance = self.store.redis.register_script(BALANCE)
 
     async def reserve(self, key: ApiKey, worst: int, minimum: int,
-                      replaces: Reservation | None = None, used: int = 0) -> Reservation:
+                      replaces: Reservation | None = None) -> Reservation:
         """Reserve up to `worst` micro-dollars, at least `minimum`, or raise BudgetExceeded.
 
-        `replaces` is freed in the same step, granted or not; `used` starts the request's
-        tally (what a crash is charged). Raises StoreDown when the store does not answer.
+        `replaces` is freed in the same step, granted or not. Raises StoreDown when the
+        store does not answer.
         """
         day, budget = today(), budget_microusd(key)
         if replaces is not None and replaces.day != day:  # the day turned in between
@@ -192,7 +192,7 @@ class Budgets:
         rid = _new_id()
         held, spent, reserved = await self._ask(
             key, day, rid, [budget, 0, worst, minimum, rid,
-                            replaces.id if replaces is not None else "", used or ""])
+                            replaces.id if replaces is not None else "", ""])
         seen = Balance(spent, reserved)
         if not held:
             raise refusal(key, day, seen, minimum)

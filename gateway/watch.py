@@ -147,22 +147,29 @@ class Watch:
             self.growing = asyncio.get_running_loop().create_task(self._grow(used))
         if used > granted and self.growing is not None:
             await asyncio.shield(self.growing)
-        if self.unmetered or used <= self.metered.reservation.granted:
+        if self._covers():
             return True
         if self.counted is None:  # the byte bound ran out: count what it stood for
             input_tokens = (await meter.counted_input(self.metered)).for_model(self.model)
             self.input_pico = input_tokens * cost.rates(self.model.price).input
             self.counted = await self._count(self.texts)
             self.texts = []
-            return self.used <= self.metered.reservation.granted
-        return False
+            if self._covers():
+                return True
+        if self.metered.reservation.granted < self.cap:  # once more: holds may have gone
+            await self._grow(self.used, self.used - self.metered.reservation.granted)
+        return self._covers()
 
-    async def _grow(self, used: int) -> None:
+    def _covers(self) -> bool:
+        return self.unmetered or self.used <= self.metered.reservation.granted
+
+    async def _grow(self, used: int, minimum: int = 0) -> None:
         reservation = self.metered.reservation
         target = min(self.cap, max(reservation.granted, used) + self.slice)
         try:
             grown = await self.budgets.grow(reservation, target,
-                                            max(1, cost.microusd(self.rate)), self._estimate())
+                                            max(1, minimum, cost.microusd(self.rate)),
+                                            self._estimate())
         except StoreDown:
             if self.metered.on_store_error == "allow":
                 log.warning("the store does not answer: a stream of key %s goes on unmetered",
@@ -184,7 +191,8 @@ class Watch:
         with finish_reason "length", as if the provider had reached a limit."""
         self.metered.limited = "cut"
         self.metered.headers["x-gateway-budget-cut"] = "true"
-        head = {k: self.last[k] for k in ("id", "created", "model") if k in self.last}
+        head: dict[str, Any] = {k: self.last[k] for k in ("id", "created", "model")
+                                if k in self.last}
         return [{**head, "object": "chat.completion.chunk",
                  "choices": [{"index": index, "delta": {}, "finish_reason": "length"}]}
                 for index in sorted(self.started - self.finished) or [0]]

@@ -121,7 +121,8 @@ def thinks_unseen(model: Model, body: dict[str, Any]) -> bool:
 def of_chat(models: tuple[Model, ...], body: dict[str, Any], counted: Counted,
             slice_tokens: int, budget_microusd: int) -> WorstCase:
     share = round(budget_microusd * SHARE) * cost.PICO_PER_MICRO
-    choices = body.get("n") if isinstance(body.get("n"), int) else 1
+    given = body.get("n")
+    choices = given if isinstance(given, int) and given > 0 else 1
     asked = output_limit.asked(body)
     per_model = []
     for model in models:
