@@ -31,6 +31,9 @@ OPENAI_FAMILIES = ("gpt-", "o1", "o3", "o4", "chatgpt-", "text-embedding-", "dav
 PER_MESSAGE = 4  # role and separators, as OpenAI's chat format adds them
 PER_REPLY = 3  # the assistant's turn opened for the answer
 PER_IMAGE = 2_000  # above what Claude (about 1,600) and GPT-4o (up to 1,105) bill for one
+# The system prompt a provider adds when tools are offered (Claude: 313 to 346 tokens; a
+# JSON response_format is sent to Claude as a tool).
+PER_TOOLS = 400
 ENCODING = "cl100k_base"
 
 
@@ -120,6 +123,8 @@ def chat_tally(body: dict[str, Any]) -> Tally:
             tally.text(content)
         for name in ("name", "tool_calls", "function_call"):
             tally.text(message.get(name))
+    if body.get("tools") or body.get("functions") or body.get("response_format"):
+        tally.fixed += PER_TOOLS
     for name in ("tools", "functions", "tool_choice", "response_format"):
         tally.text(body.get(name))
     tally.fixed += PER_REPLY

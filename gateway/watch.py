@@ -60,7 +60,9 @@ class Watch:
         priced = worst.priced(opened.model) if worst is not None else None
         assert priced is not None and worst is not None, "a metered request's stream only"
         self.budgets, self.metered, self.model = budgets, metered, opened.model
-        self.enforced = not worst.covered(metered.reservation.granted)
+        # What the provider may make on this model is paid for already: nothing to enforce.
+        granted_pico = metered.reservation.granted * cost.PICO_PER_MICRO
+        self.enforced = priced.watched and priced.full_pico > granted_pico
         self.input_pico, self.rate = priced.input_pico, priced.output_pico
         self.input_estimate_pico = (metered.input_estimate(self.model)
                                     * cost.rates(self.model.price).input)
