@@ -139,6 +139,10 @@ def refusal(key: ApiKey, day: date, balance: Balance, minimum: int) -> BudgetExc
     return BudgetExceeded(f"{what}; resets at {resets_at(day)}")
 
 
+class Blocked(BudgetExceeded):
+    """The request would fit but for what requests in flight hold: worth waiting for."""
+
+
 def hold_s_for(timeouts: TimeoutSettings) -> int:
     """A reservation outlives any request (total_s bounds them all), plus a margin."""
     return math.ceil(timeouts.total_s) + 5
@@ -153,7 +157,8 @@ class _Grow:
     id: str
     new: bool  # a reservation not yet in the store: one that may exist must be freed
     args: list[str | int]  # the script's ARGV for it
-    answer: asyncio.Future[list[int]] | None  # held, spent, reserved; None: nobody waits
+    # held, spent, reserved, blocked; None: nobody waits for it
+    answer: asyncio.Future[list[int]] | None
 
     def held(self, amount: int) -> Reservation:
         return Reservation(self.key, self.day, self.id, amount)
@@ -175,11 +180,13 @@ class Budgets:
         self._balance = self.store.redis.register_script(BALANCE)
 
     async def reserve(self, key: ApiKey, worst: int, minimum: int,
-                      replaces: Reservation | None = None) -> Reservation:
+                      replaces: Reservation | None = None,
+                      patient: bool = False) -> Reservation:
         """Reserve up to `worst` micro-dollars, at least `minimum`, or raise BudgetExceeded.
 
-        `replaces` is freed in the same step, granted or not. Raises StoreDown when the
-        store does not answer.
+        `replaces` is freed in the same step, granted or not. `patient`: when `worst` would
+        fit but for other requests' holds, raise Blocked instead of granting a part.
+        Raises StoreDown when the store does not answer.
         """
         day, budget = today(), budget_microusd(key)
         if replaces is not None and replaces.day != day:  # the day turned in between
@@ -190,27 +197,32 @@ class Budgets:
                 self.settle(replaces, 0)
             return Reservation(key, day, "", 0)
         rid = _new_id()
-        held, spent, reserved = await self._ask(
+        held, spent, reserved, blocked = await self._ask(
             key, day, rid, [budget, 0, worst, minimum, rid,
-                            replaces.id if replaces is not None else "", ""])
+                            replaces.id if replaces is not None else "", "",
+                            int(patient)])
         seen = Balance(spent, reserved)
+        if not held and blocked and patient:
+            raise Blocked(str(refusal(key, day, seen, minimum)))
         if not held:
             raise refusal(key, day, seen, minimum)
         return Reservation(key, day, rid, held, seen)
 
-    async def grow(self, reservation: Reservation, target: int, minimum: int,
-                   used: int) -> Reservation:
+    async def grow(self, reservation: Reservation, target: int, minimum: int, used: int,
+                   patient: bool = False) -> tuple[Reservation, bool]:
         """Grow a reservation towards `target` micro-dollars in all, by at least `minimum`;
         what the store holds for it after (unchanged when the budget has no more, 0 when
-        it is gone). Records `used` as its tally. Raises StoreDown."""
+        it is gone), and whether other requests' holds stood in the way (with `patient`,
+        nothing is granted then). Records `used` as its tally. Raises StoreDown."""
         budget = budget_microusd(reservation.key)
         if budget is None or not reservation.id:
-            return reservation
-        held, spent, reserved = await self._ask(
+            return reservation, False
+        held, spent, reserved, blocked = await self._ask(
             reservation.key, reservation.day, reservation.id,
-            [budget, reservation.granted, target, minimum, reservation.id, "", used])
+            [budget, reservation.granted, target, minimum, reservation.id, "", used,
+             int(patient)])
         return Reservation(reservation.key, reservation.day, reservation.id, held,
-                           Balance(spent, reserved))
+                           Balance(spent, reserved)), bool(blocked)
 
     def tally(self, reservation: Reservation, used: int) -> None:
         """Record what the request has used so far (charged if its process dies), soon."""
@@ -218,7 +230,7 @@ class Budgets:
             g = reservation.granted
             self._grows.append(_Grow(reservation.key, reservation.day, reservation.id, False,
                                      [reservation.key.name, budget, g, g, 1, reservation.id,
-                                      "", used], None))
+                                      "", used, 0], None))
             self._send_soon()
 
     async def _ask(self, key: ApiKey, day: date, rid: str, args: list[str | int],
@@ -273,7 +285,7 @@ class Budgets:
                     one.answer.cancel()
             raise
         for i, one in enumerate(grows):
-            held = [int(n) for n in answers[3 * i:3 * i + 3]]
+            held = [int(n) for n in answers[4 * i:4 * i + 4]]
             if one.answer is not None and not one.answer.done():
                 one.answer.set_result(held)
             elif one.new and held[0]:  # its request was cancelled while the store answered

@@ -56,8 +56,10 @@ end
 #   marker id (the reservation id, or a settlement id of its own); per grow: key name,
 #   budget, held now (0 for a new reservation), target, least worth adding, reservation id,
 #   id of a reservation it replaces ('' for none: freed whatever the answer), tally used
-#   so far ('' to leave it).
-# Returns, per grow: held (0: refused or gone), spent, reserved (this grant included).
+#   so far ('' to leave it), patient ('1': when other requests' holds make the grant
+#   smaller than it would be without them, grant nothing, and say so).
+# Returns, per grow: held (0: refused or gone), spent, reserved (this grant included),
+#   blocked (1: other requests' holds made the grant smaller).
 APPLY = _COMMON + """
 local settlements, grows = tonumber(ARGV[1]), tonumber(ARGV[2])
 local hold_s, kept_s, spend_kept_s = tonumber(ARGV[3]), ARGV[4], ARGV[5]
@@ -72,7 +74,7 @@ end
 local now = tonumber(redis.call('TIME')[1])
 local answers = {}
 for i = 0, grows - 1 do
-  local k, a = settlements * 3 + i * 3, 7 + settlements * 4 + i * 8
+  local k, a = settlements * 3 + i * 3, 7 + settlements * 4 + i * 9
   local held_key, expiry_key = KEYS[k + 2], KEYS[k + 3]
   local id, replaces, used = ARGV[a + 6], ARGV[a + 7], ARGV[a + 8]
   local spent, reserved = balance(KEYS[k + 1], held_key, expiry_key, ARGV[a + 1], now)
@@ -82,8 +84,12 @@ for i = 0, grows - 1 do
   end
   local held = tonumber(redis.call('HGET', held_key, id) or '0')
   local from = tonumber(ARGV[a + 3])
+  local blocked = 0
   if held == from and redis.call('EXISTS', marker_prefix .. id) == 0 then
-    local add = math.min(tonumber(ARGV[a + 4]) - held, tonumber(ARGV[a + 2]) - spent - reserved)
+    local budget, want = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 4]) - held
+    local add = math.min(want, budget - spent - reserved)
+    if math.min(want, budget - spent - held) > add then blocked = 1 end
+    if blocked == 1 and ARGV[a + 9] == '1' then add = 0 end
     if add >= tonumber(ARGV[a + 5]) and add > 0 then
       held = held + add
       redis.call('HSET', held_key, id, string.format('%d', held))
@@ -98,6 +104,7 @@ for i = 0, grows - 1 do
   answers[#answers + 1] = held
   answers[#answers + 1] = spent
   answers[#answers + 1] = reserved
+  answers[#answers + 1] = blocked
 end
 return answers
 """

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from gateway import budget, cost, output_limit, tokens, worst_case
 from gateway.budget import Budgets, Reservation
@@ -23,6 +24,8 @@ from gateway.store import StoreDown
 
 Kind = Literal["chat", "embeddings"]
 COUNT_INLINE_CHARS = 32_768  # counting more text than this moves off the event loop
+WAIT_FIRST_S, WAIT_MAX_S = 0.02, 0.5  # pauses while waiting for other requests' holds
+T = TypeVar("T")
 
 
 @dataclass
@@ -38,6 +41,7 @@ class Metered:
     # where the budget was. Such an answer is not cached if it ended at that limit.
     limited: Literal["clamped", "cut"] | None = None
     on_store_error: str = "refuse"
+    wait_s: float = 0  # settings.budgets.wait_s
     headers: dict[str, str] = field(default_factory=dict)
 
     def body_for(self, model: Model) -> dict[str, Any]:
@@ -89,6 +93,20 @@ def _worst(config: Config, key: ApiKey, models: tuple[Model, ...], body: dict[st
     return worst_case.of_embeddings(models, counted)
 
 
+async def waiting(wait_s: float, attempt: Callable[[bool], Awaitable[T]]) -> T:
+    """`attempt(patient)`, again after a pause while it raises Blocked (what blocks it is
+    held by requests in flight, and their holds go as they end), for up to `wait_s`; the
+    last attempt is not patient: it takes what is left, or is refused."""
+    loop = asyncio.get_running_loop()
+    until, pause = loop.time() + wait_s, WAIT_FIRST_S
+    while True:
+        try:
+            return await attempt(loop.time() + pause < until)
+        except budget.Blocked:
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, WAIT_MAX_S)
+
+
 async def reserve(budgets: Budgets, config: Config, key: ApiKey, models: tuple[Model, ...],
                   body: dict[str, Any], kind: Kind) -> Metered:
     on_store_error = config.settings.budgets.on_store_error
@@ -107,8 +125,13 @@ async def reserve(budgets: Budgets, config: Config, key: ApiKey, models: tuple[M
             # The bound does not fit: count, and ask for what the request needs instead.
             counted = await _exact(tally)
             worst = _worst(config, key, models, body, kind, counted)
-            reservation = await budgets.reserve(key, worst.microusd, worst.minimum_microusd,
-                                                replaces=reservation)
+            replaced = [reservation]  # freed by the first attempt
+
+            async def attempt(patient: bool) -> Reservation:
+                return await budgets.reserve(key, worst.microusd, worst.minimum_microusd,
+                                             replaced.pop() if replaced else None, patient)
+
+            reservation = await waiting(config.settings.budgets.wait_s, attempt)
     except StoreDown:
         if reservation is not None:  # the bound's reservation, when the store answers again
             budgets.settle(reservation, 0)
@@ -118,7 +141,7 @@ async def reserve(budgets: Budgets, config: Config, key: ApiKey, models: tuple[M
                            "(settings.budgets.on_store_error: refuse)") from None
         return Metered(Reservation(key, budget.today(), "", 0), kind, body, counted=counted)
     metered = Metered(reservation, kind, body, worst, counted, bound,
-                      on_store_error=on_store_error)
+                      on_store_error=on_store_error, wait_s=config.settings.budgets.wait_s)
     if kind == "chat":
         metered.limits = worst.limits(reservation.granted)
         if (clamped := worst.clamped(reservation.granted)) is not None:

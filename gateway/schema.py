@@ -50,6 +50,9 @@ class BudgetSettings(Frozen):
     on_store_error: Literal["refuse", "allow"] = "refuse"
     # Output reserved up front, and added each time a streaming answer nears it.
     output_slice_tokens: Annotated[int, Field(ge=16, le=1_000_000)] = 4096
+    # A request that would fit but for what requests in flight hold waits this long for
+    # them, before it is refused (or, mid-answer, ended) on what is left.
+    wait_s: NonNegativeFloat = 5
 
 
 class RetrySettings(Frozen):

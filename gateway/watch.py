@@ -3,13 +3,14 @@ a running tally is kept in the store, and the answer ends where the budget does.
 
 Only an answer whose reservation does not cover everything the provider may
 make (its limit) is enforced. Every token is at least one byte of UTF-8, so the
-bytes seen bound the tokens made: before that bound comes within half a slice
-of what is reserved, the reservation grows by a slice (one batched round trip,
-off the stream's path); a chunk the reservation cannot pay for waits for that
-growth. When the budget has no more, the output is counted with the tokenizer
-from then on (a byte per token is about 4x too high for prose), and the first
-chunk that the count says the reservation cannot pay for is not sent: the
-gateway closes the provider's stream and ends each unfinished choice with
+bytes seen bound the tokens made, and most answers end within their first
+slice on that bound alone. When the bound comes within half a slice of what is
+reserved, the output (and the input) are counted with the tokenizer from then
+on, since a byte a token is about 4x high for prose, and the reservation grows
+by a slice each time the count nears it (one batched round trip, off the
+stream's path); a chunk the reservation cannot pay for waits for that growth.
+When the budget has no more, the first chunk it cannot pay for is not sent:
+the gateway closes the provider's stream and ends each unfinished choice with
 `finish_reason: "length"`.
 
 The tally is an estimate of what the request has used (the input, and the
@@ -29,7 +30,7 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 from gateway import cost, meter, tokens
-from gateway.budget import Budgets
+from gateway.budget import Blocked, Budgets
 from gateway.fallbacks import OpenStream
 from gateway.meter import Metered
 from gateway.store import StoreDown
@@ -143,35 +144,53 @@ class Watch:
 
     async def _paid(self) -> bool:
         """Whether the reservation pays for the output so far, grown first if it must be."""
-        used, granted = self.used, self.metered.reservation.granted
+        if self.counted is None and self.used + self.slice // 2 > self._granted:
+            await self._count_from_here()  # a byte a token is about 4x high for prose
+        used, granted = self.used, self._granted
         if (used + self.slice // 2 > granted and self.growing is None and not self.exhausted
                 and granted < self.cap):
-            self.growing = asyncio.get_running_loop().create_task(self._grow(used))
+            self.growing = asyncio.get_running_loop().create_task(self._grow_soon(used))
         if used > granted and self.growing is not None:
             await asyncio.shield(self.growing)
-        if self._covers():
-            return True
-        if self.counted is None:  # the byte bound ran out: count what it stood for
-            input_tokens = (await meter.counted_input(self.metered)).for_model(self.model)
-            self.input_pico = input_tokens * cost.rates(self.model.price).input
-            self.counted = await self._count(self.texts)
-            self.texts = []
-            if self._covers():
-                return True
-        if self.metered.reservation.granted < self.cap:  # once more: holds may have gone
-            await self._grow(self.used, self.used - self.metered.reservation.granted)
+        if not self._covers() and self._granted < self.cap:
+            # Once more, now; while only other requests' holds stand in the way, wait for
+            # them (settings.budgets.wait_s): the stream pauses rather than ends.
+            await meter.waiting(self.metered.wait_s, self._grow_now)
         return self._covers()
+
+    async def _grow_now(self, patient: bool) -> None:
+        """Grow by at least what the output so far needs; Blocked when `patient` and only
+        other requests' holds stand in the way."""
+        blocked = await self._grow(self.used, self.used - self._granted)
+        if patient and blocked and not self._covers():
+            raise Blocked("other requests hold what this answer needs")
+
+    async def _grow_soon(self, used: int) -> None:
+        await self._grow(used)
+
+    @property
+    def _granted(self) -> int:
+        return self.metered.reservation.granted
+
+    async def _count_from_here(self) -> None:
+        """From now on the output, and the input, are counted with the tokenizer."""
+        input_tokens = (await meter.counted_input(self.metered)).for_model(self.model)
+        self.input_pico = input_tokens * cost.rates(self.model.price).input
+        self.counted = await self._count(self.texts)
+        self.texts = []
 
     def _covers(self) -> bool:
         return self.unmetered or self.used <= self.metered.reservation.granted
 
-    async def _grow(self, used: int, minimum: int = 0) -> None:
+    async def _grow(self, used: int, minimum: int = 0) -> bool:
+        """Grow the reservation by a slice (at least `minimum`, or by what is left); whether
+        other requests' holds stood in the way."""
         reservation = self.metered.reservation
         target = min(self.cap, max(reservation.granted, used) + self.slice)
         try:
-            grown = await self.budgets.grow(reservation, target,
-                                            max(1, minimum, cost.microusd(self.rate)),
-                                            self._estimate())
+            grown, blocked = await self.budgets.grow(
+                reservation, target, max(1, minimum, cost.microusd(self.rate)),
+                self._estimate())
         except StoreDown:
             if self.metered.on_store_error == "allow":
                 log.warning("the store does not answer: a stream of key %s goes on unmetered",
@@ -179,14 +198,15 @@ class Watch:
                 self.unmetered = True
             else:
                 self.exhausted = True
-            return
+            return False
         finally:
             self.growing = None
         self.tallied_bytes = self.ascii + self.other
         if grown.granted <= reservation.granted:
             self.exhausted = True  # no more in the budget (or the reservation is gone)
         else:
-            self.metered.reservation = grown
+            self.metered.reservation, self.exhausted = grown, False
+        return blocked
 
     def _cut(self) -> list[dict[str, Any]]:
         """The end of an answer the budget cannot pay more of: each unfinished choice stops
