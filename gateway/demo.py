@@ -77,8 +77,9 @@ and calls no provider):
   {curl.format(model="fast").replace("curl ", "curl -si ", 1)} | grep -i x-gateway-cache
 
 A budget refusal (the key {TINY_KEY} may spend $0.000001 a day: 429, budget_exceeded,
-before any provider is called; a cache hit would have been served, as it costs nothing):
-  {curl.format(model="fast").replace(DEMO_KEY, TINY_KEY).replace("Hello!", "Tell me more")}
+before any provider is called; a cache hit would have been served, as it costs nothing, and
+so would the tier fast, whose free llama-local it can pay for):
+  {curl.format(model="gpt-4o-mini").replace(DEMO_KEY, TINY_KEY).replace("Hello!", "Tell me more")}
 
 What the demo key has spent today, and has left:
   curl {base}/v1/budget -H 'Authorization: Bearer {DEMO_KEY}'

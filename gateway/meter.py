@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
@@ -57,6 +58,12 @@ class Metered:
         if self.bound is None:
             return 0
         return -(-self.bound.text_bytes // 3) + self.bound.fixed_tokens
+
+    def output_allowed(self, model: Model) -> int | None:
+        """The most output this model was allowed (n x the limit it was sent), if metered."""
+        priced = self.worst.priced(model) if self.worst is not None else None
+        limit = self.limits.get(model.name)
+        return None if priced is None or limit is None else priced.choices * limit
 
     @property
     def watched(self) -> bool:
@@ -160,7 +167,11 @@ async def settle(budgets: Budgets, metered: Metered, model: Model,
     if reported.output_tokens is None:
         output_tokens = (await _exact(tokens.output_tally(answer))).for_model(model)
     usage = reported.complete(input_tokens, output_tokens)
-    if reported.input_tokens is None or reported.output_tokens is None:
+    if (allowed := metered.output_allowed(model)) is not None and usage.output_tokens > allowed:
+        # Past the limit it was sent, a provider writes at its own expense, not the key's.
+        usage = dataclasses.replace(usage, output_tokens=allowed)
+        answer["usage"] = usage_body(usage)
+    elif reported.input_tokens is None or reported.output_tokens is None:
         answer["usage"] = usage_body(usage)  # what the client reads is what was charged
     charged = cost.of_usage(cost.rates(model.price), usage)
     budgets.settle(metered.reservation, charged)

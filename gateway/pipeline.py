@@ -125,6 +125,7 @@ async def chat(services: Services, call: Call) -> Outcome:
         return Outcome(_hit_headers(hit.model), body=hit.answer)
     metered = await meter.reserve(services.budgets, call.config, call.key, chain.models,
                                   call.body, "chat")
+    _affordable(chain, metered)
     if stream:
         return await _chat_stream(services, chain, lookup, metered, call, include_usage)
     if metered.watched:  # the answer may outgrow its reservation: watch it come
@@ -132,6 +133,17 @@ async def chat(services: Services, call: Call) -> Outcome:
     return await _answered(services, call, chain, lookup, metered, fallbacks.complete,
                            lambda reply: cache.is_complete_chat(
                                reply, length_ok=metered.limited is None))
+
+
+def _affordable(chain: Chain, metered: Metered) -> None:
+    """Near the end of a budget, the models of the chain it cannot pay for are left out."""
+    worst, granted = metered.worst, metered.reservation.granted
+    if worst is None or not metered.reservation.id:
+        return
+    kept = tuple(m for m in chain.models if worst.affords(m, granted))
+    chain.trace.skipped += [f"{m.name}: skipped (the budget left cannot pay for its input "
+                            "and one output token)" for m in chain.models if m not in kept]
+    chain.models = kept
 
 
 @contextlib.contextmanager
@@ -168,13 +180,16 @@ async def _assembled(services: Services, call: Call, chain: Chain, lookup: Looku
     """A whole answer, streamed from the provider so that it can be watched, then sent whole.
     A failure after the first token is charged for what was made, then raised."""
     with _released_on_failure(services, metered):
-        opened = watch.watched(services.budgets, metered,
-                               await fallbacks.open_stream(chain, metered.body_for))
+        opened = await watch.watched(services.budgets, metered,
+                                     await fallbacks.open_stream(chain, metered.body_for))
     assembler = completions.Assembler()
     try:
         await _gather(opened, assembler, call.trace)
-    except BaseException:  # charged even when the client left: its task is cancelled
-        services.spawn(_settle_partial(services, metered, opened.model, assembler))
+    except BaseException:  # what was made is charged and recorded, even if the client left
+        settling = services.spawn(_settle_partial(services, call, metered, opened.model,
+                                                  assembler))
+        with contextlib.suppress(BaseException):
+            await asyncio.shield(settling)
         raise
     reply = assembler.completion()
     return await _charged(services, call, lookup, metered, opened.model, reply,
@@ -195,16 +210,18 @@ async def _gather(opened: OpenStream, assembler: completions.Assembler, trace: T
         await opened.rest.aclose()
 
 
-async def _settle_partial(services: Services, metered: Metered, model: Model,
+async def _settle_partial(services: Services, call: Call, metered: Metered, model: Model,
                           assembler: completions.Assembler) -> None:
-    await meter.settle(services.budgets, metered, model, assembler.completion())
+    answer = assembler.completion()
+    usage, charged = await meter.settle(services.budgets, metered, model, answer)
+    call.answered(model.name, usage, charged, answer, metered)
 
 
 async def _chat_stream(services: Services, chain: Chain, lookup: Lookup, metered: Metered,
                        call: Call, include_usage: bool) -> Outcome:
     with _released_on_failure(services, metered):
-        opened = watch.watched(services.budgets, metered,
-                               await fallbacks.open_stream(chain, metered.body_for))
+        opened = await watch.watched(services.budgets, metered,
+                                     await fallbacks.open_stream(chain, metered.body_for))
     call.record.first_token_at = time.perf_counter()
 
     async def ended(answer: dict[str, Any], status: int) -> None:
@@ -229,5 +246,6 @@ async def embeddings(services: Services, call: Call) -> Outcome:
         return Outcome(_hit_headers(hit.model), body=hit.answer)
     metered = await meter.reserve(services.budgets, call.config, call.key, chain.models,
                                   call.body, "embeddings")
+    _affordable(chain, metered)
     return await _answered(services, call, chain, lookup, metered, fallbacks.embed,
                            cache.is_complete_embeddings)

@@ -70,7 +70,7 @@ async def relay(opened: OpenStream, include_usage: bool, trace: Trace, ended: En
                 yield _error_event(ProviderError("the request's total time limit was reached "
                                                  "mid-stream", status=504, kind="transient"))
                 return
-            except ProviderError as error:
+            except GatewayError as error:  # the provider's, or the budget's store's
                 status = error.status
                 log.warning("request %s: %s failed mid-stream: %s", trace.request_id,
                             opened.model.name, error.status)

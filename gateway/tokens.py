@@ -67,6 +67,10 @@ class Counted:
     text_bytes: int
     fixed_tokens: int  # message framing and images: the same for every tokenizer
 
+    def __add__(self, other: Counted) -> Counted:
+        return Counted(self.text_tokens + other.text_tokens, self.text_bytes + other.text_bytes,
+                       self.fixed_tokens + other.fixed_tokens)
+
     def for_model(self, model: Model) -> int:
         if is_openai_family(model):
             text = self.text_tokens

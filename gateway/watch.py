@@ -1,17 +1,20 @@
 """A budgeted answer's output, watched as it streams: the reservation grows ahead of it,
 a running tally is kept in the store, and the answer ends where the budget does.
 
-Only an answer whose reservation does not cover everything the provider may
-make (its limit) is enforced. Every token is at least one byte of UTF-8, so the
+Once all the provider may make (its limit) is reserved, nothing is enforced
+here: the provider's limit governs. Until then, every token is at least one byte of UTF-8, so the
 bytes seen bound the tokens made, and most answers end within their first
 slice on that bound alone. When the bound comes within half a slice of what is
 reserved, the output (and the input) are counted with the tokenizer from then
 on, since a byte a token is about 4x high for prose, and the reservation grows
 by a slice each time the count nears it (one batched round trip, off the
 stream's path); a chunk the reservation cannot pay for waits for that growth.
-When the budget has no more, the first chunk it cannot pay for is not sent:
+When the budget has no more (after waiting `settings.budgets.wait_s` for
+other requests' holds to go), the first chunk it cannot pay for is not sent:
 the gateway closes the provider's stream and ends each unfinished choice with
-`finish_reason: "length"`.
+`finish_reason: "length"`. When the store does not answer for as long, the
+stream ends with an error event instead (on_store_error: refuse), or goes on
+unmetered (allow).
 
 The tally is an estimate of what the request has used (the input, and the
 output at 3 characters a token, a byte a token outside ASCII: high for prose,
@@ -31,6 +34,8 @@ from typing import Any
 
 from gateway import cost, meter, tokens
 from gateway.budget import Blocked, Budgets
+from gateway.config import Model
+from gateway.errors import NotReady
 from gateway.fallbacks import OpenStream
 from gateway.meter import Metered
 from gateway.store import StoreDown
@@ -56,48 +61,81 @@ def output_texts(chunk: dict[str, Any]) -> list[str]:
 
 
 class Watch:
-    def __init__(self, budgets: Budgets, metered: Metered, opened: OpenStream):
+    """One metered answer's output against its reservation; `start` gives the stream."""
+
+    def __init__(self, budgets: Budgets, metered: Metered, model: Model):
         worst = metered.worst
-        priced = worst.priced(opened.model) if worst is not None else None
-        assert priced is not None and worst is not None, "a metered request's stream only"
-        self.budgets, self.metered, self.model = budgets, metered, opened.model
-        # What the provider may make on this model is paid for already: nothing to enforce.
-        granted_pico = metered.reservation.granted * cost.PICO_PER_MICRO
-        self.enforced = priced.watched and priced.full_pico > granted_pico
+        priced = worst.priced(model) if worst is not None else None
+        assert priced is not None, "a metered request's stream only"
+        self.budgets, self.metered, self.model = budgets, metered, model
         self.input_pico, self.rate = priced.input_pico, priced.output_pico
-        self.input_estimate_pico = (metered.input_estimate(self.model)
-                                    * cost.rates(self.model.price).input)
-        self.cap = cost.microusd(priced.full_pico)  # never reserve past what can be made
+        self.input_estimate_pico = (metered.input_estimate(model)
+                                    * cost.rates(model.price).input)
+        self.cap = cost.microusd(priced.full_pico)  # past it, the provider's limit governs
         self.slice = max(1, cost.microusd(priced.slice_pico))
         self.ascii = self.other = 0  # the output so far: ASCII characters, other bytes
-        self.texts: list[str] = []  # kept while enforced, for the count at the budget's end
-        self.counted: int | None = None  # output tokens counted, once the budget has no more
+        self.texts: list[str] = []  # the output, until it is counted
+        self.counted: tokens.Counted | None = None  # the output's count, once counted
         self.tallied_bytes = 0
         self.growing: asyncio.Task[None] | None = None
-        self.exhausted = False  # the budget has no more for it
+        self.exhausted = False  # the budget had no more for it
+        self.store_down = False  # the last growth found the store not answering
         self.unmetered = False  # the store went down, and on_store_error is allow
         self.started: set[int] = set()
         self.finished: set[int] = set()
         self.last: dict[str, Any] = {}
+
+    async def start(self, opened: OpenStream) -> OpenStream:
+        """The stream as the client gets it; its head (up to the first token) is held to
+        the reservation like every other chunk."""
+        head: list[dict[str, Any]] = []
         for chunk in opened.head:
-            self._add(chunk, output_texts(chunk))
+            if not await self._admit(chunk):
+                await opened.rest.aclose()
+                return OpenStream(opened.model, [*head, *self._cut()], _nothing())
+            head.append(chunk)
         self._tally()  # the input is billed from here on, even if the process dies
-        self.stream = OpenStream(opened.model, opened.head, self._watched(opened.rest))
+        return OpenStream(opened.model, head, self._watched(opened.rest))
+
+    async def _watched(self, rest: AsyncGenerator[dict[str, Any], None],
+                       ) -> AsyncGenerator[dict[str, Any], None]:
+        async with contextlib.aclosing(rest):  # closing this closes the provider's stream
+            async for chunk in rest:
+                if not await self._admit(chunk):
+                    for cut in self._cut():
+                        yield cut
+                    return
+                yield chunk
+
+    async def _admit(self, chunk: dict[str, Any]) -> bool:
+        """Count the chunk; whether the reservation pays for the output with it."""
+        texts = output_texts(chunk)
+        self._add(chunk, texts)
+        if texts and self.counted is not None:
+            self.counted = self.counted + await self._count(texts)
+        elif texts:
+            self.texts += texts
+        if texts and not self.unmetered and not await self._paid():
+            return False
+        if self.ascii + self.other - self.tallied_bytes >= TALLY_BYTES:
+            self._tally()
+        return True
 
     @property
     def used(self) -> int:
         """The most the answer can have cost so far, micro-dollars: a byte per token, or,
         once counted, the count (with the input counted too)."""
         if self.counted is not None:
-            return cost.microusd(self.input_pico + self.counted * self.rate)
+            return cost.microusd(self.input_pico + self.counted.for_model(self.model) * self.rate)
         return cost.microusd(self.input_pico + (self.ascii + self.other) * self.rate)
 
     def _estimate(self) -> int:
-        output = self.counted
-        if output is None:
+        if self.counted is not None:
+            output = self.counted.for_model(self.model)
+        else:
             output = math.ceil(self.ascii / CHARS_PER_TOKEN) + self.other
         return min(cost.microusd(self.input_estimate_pico + output * self.rate),
-                   self.metered.reservation.granted)
+                   self._granted)
 
     def _add(self, chunk: dict[str, Any], texts: list[str]) -> None:
         for text in texts:
@@ -105,8 +143,6 @@ class Watch:
                 self.ascii += len(text)
             else:
                 self.other += len(text.encode())
-        if self.enforced:
-            self.texts += texts
         for choice in chunk.get("choices") or ():
             index = choice.get("index", 0)
             self.started.add(index)
@@ -118,32 +154,21 @@ class Watch:
         self.tallied_bytes = self.ascii + self.other
         self.budgets.tally(self.metered.reservation, self._estimate())
 
-    async def _watched(self, rest: AsyncGenerator[dict[str, Any], None],
-                       ) -> AsyncGenerator[dict[str, Any], None]:
-        async with contextlib.aclosing(rest):  # closing this closes the provider's stream
-            async for chunk in rest:
-                texts = output_texts(chunk)
-                self._add(chunk, texts)
-                if self.counted is not None and texts:
-                    self.counted += await self._count(texts)
-                if self.enforced and not self.unmetered and not await self._paid():
-                    for cut in self._cut():
-                        yield cut
-                    return
-                if self.ascii + self.other - self.tallied_bytes >= TALLY_BYTES:
-                    self._tally()
-                yield chunk
-
-    async def _count(self, texts: list[str]) -> int:
+    async def _count(self, texts: list[str]) -> tokens.Counted:
+        """Counted apart, summed; the model's estimate is made of the sum, rounded once."""
         text = "".join(texts)
         if tokens.loaded() and len(text) < meter.COUNT_INLINE_CHARS:
             counted = tokens.count_text(text)
         else:
             counted = await asyncio.to_thread(tokens.count_text, text)
-        return tokens.Counted(counted, len(text.encode()), 0).for_model(self.model)
+        return tokens.Counted(counted, len(text.encode()), 0)
 
     async def _paid(self) -> bool:
-        """Whether the reservation pays for the output so far, grown first if it must be."""
+        """Whether the reservation pays for the output so far, grown first if it must be.
+        Once all the provider may make is reserved, its own limit governs (and what it
+        writes past that limit is not charged: meter.settle)."""
+        if self._granted >= self.cap:
+            return True
         if self.counted is None and self.used + self.slice // 2 > self._granted:
             await self._count_from_here()  # a byte a token is about 4x high for prose
         used, granted = self.used, self._granted
@@ -152,21 +177,19 @@ class Watch:
             self.growing = asyncio.get_running_loop().create_task(self._grow_soon(used))
         if used > granted and self.growing is not None:
             await asyncio.shield(self.growing)
-        if not self._covers() and self._granted < self.cap:
-            # Once more, now; while only other requests' holds stand in the way, wait for
-            # them (settings.budgets.wait_s): the stream pauses rather than ends.
+        if not self._covers():
+            # Once more, now; while only other requests' holds (or a store that does not
+            # answer) stand in the way, wait for them (settings.budgets.wait_s): the
+            # stream pauses rather than ends.
             await meter.waiting(self.metered.wait_s, self._grow_now)
+        if not self._covers() and self.store_down:
+            raise NotReady(f"the store does not answer, so the budget of key "
+                           f"{self.metered.reservation.key.name} cannot pay for more of this "
+                           "answer (settings.budgets.on_store_error: refuse)")
         return self._covers()
 
-    async def _grow_now(self, patient: bool) -> None:
-        """Grow by at least what the output so far needs; Blocked when `patient` and only
-        other requests' holds stand in the way."""
-        blocked = await self._grow(self.used, self.used - self._granted)
-        if patient and blocked and not self._covers():
-            raise Blocked("other requests hold what this answer needs")
-
-    async def _grow_soon(self, used: int) -> None:
-        await self._grow(used)
+    def _covers(self) -> bool:
+        return self.unmetered or self.used <= self._granted
 
     @property
     def _granted(self) -> int:
@@ -179,12 +202,19 @@ class Watch:
         self.counted = await self._count(self.texts)
         self.texts = []
 
-    def _covers(self) -> bool:
-        return self.unmetered or self.used <= self.metered.reservation.granted
+    async def _grow_soon(self, used: int) -> None:
+        await self._grow(used)
+
+    async def _grow_now(self, patient: bool) -> None:
+        """Grow by at least what the output so far needs; Blocked when `patient` and only
+        other requests' holds, or the store's silence, stand in the way."""
+        blocked = await self._grow(self.used, self.used - self._granted)
+        if patient and blocked and not self._covers():
+            raise Blocked("other requests hold what this answer needs")
 
     async def _grow(self, used: int, minimum: int = 0) -> bool:
         """Grow the reservation by a slice (at least `minimum`, or by what is left); whether
-        other requests' holds stood in the way."""
+        other requests' holds or the store's silence stood in the way."""
         reservation = self.metered.reservation
         target = min(self.cap, max(reservation.granted, used) + self.slice)
         try:
@@ -196,11 +226,12 @@ class Watch:
                 log.warning("the store does not answer: a stream of key %s goes on unmetered",
                             reservation.key.name)
                 self.unmetered = True
-            else:
-                self.exhausted = True
-            return False
+                return False
+            self.store_down = True
+            return True
         finally:
             self.growing = None
+        self.store_down = False
         self.tallied_bytes = self.ascii + self.other
         if grown.granted <= reservation.granted:
             self.exhausted = True  # no more in the budget (or the reservation is gone)
@@ -220,8 +251,13 @@ class Watch:
                 for index in sorted(self.started - self.finished) or [0]]
 
 
-def watched(budgets: Budgets, metered: Metered, opened: OpenStream) -> OpenStream:
+async def _nothing() -> AsyncGenerator[dict[str, Any], None]:
+    return
+    yield  # an async generator, empty
+
+
+async def watched(budgets: Budgets, metered: Metered, opened: OpenStream) -> OpenStream:
     """The stream as the client gets it: watched when the request is metered."""
     if not metered.reservation.id or metered.worst is None:
         return opened
-    return Watch(budgets, metered, opened).stream
+    return await Watch(budgets, metered, opened.model).start(opened)

@@ -83,8 +83,16 @@ class WorstCase:
 
     @property
     def minimum_microusd(self) -> int:
-        """The input and one output token: below that, no answer can be paid for."""
-        return cost.microusd(max((p.minimum_pico for p in self.per_model), default=0))
+        """The input and one output token on the cheapest model of the chain: below that, no
+        answer can be paid for."""
+        return cost.microusd(min((p.minimum_pico for p in self.per_model), default=0))
+
+    def affords(self, model: Model, granted_microusd: int) -> bool:
+        """Whether the grant pays for this model's input and one output token: a model it
+        does not is left out of the chain, rather than the request refused."""
+        priced = self.priced(model)
+        granted = granted_microusd * cost.PICO_PER_MICRO
+        return priced is None or priced.minimum_pico <= granted
 
     def priced(self, model: Model) -> Priced | None:
         return next((p for p in self.per_model if p.model is model), None)
