@@ -2,9 +2,9 @@
 a running tally is kept in the store, and the answer ends where the budget does.
 
 Once all the provider may make (its limit) is reserved, nothing is enforced
-here: the provider's limit governs. Until then, every token is at least one byte of UTF-8, so the
-bytes seen bound the tokens made, and most answers end within their first
-slice on that bound alone. When the bound comes within half a slice of what is
+here: the provider's limit governs. Until then: every token is at least one
+byte of UTF-8, so the bytes seen bound the tokens made, and most answers end
+within their first slice on that bound alone. When the bound comes within half a slice of what is
 reserved, the output (and the input) are counted with the tokenizer from then
 on, since a byte a token is about 4x high for prose, and the reservation grows
 by a slice each time the count nears it (one batched round trip, off the
@@ -89,11 +89,15 @@ class Watch:
         """The stream as the client gets it; its head (up to the first token) is held to
         the reservation like every other chunk."""
         head: list[dict[str, Any]] = []
-        for chunk in opened.head:
-            if not await self._admit(chunk):
-                await opened.rest.aclose()
-                return OpenStream(opened.model, [*head, *self._cut()], _nothing())
-            head.append(chunk)
+        try:
+            for chunk in opened.head:
+                if not await self._admit(chunk):
+                    await opened.rest.aclose()
+                    return OpenStream(opened.model, [*head, *self._cut()], _nothing())
+                head.append(chunk)
+        except BaseException:
+            await opened.rest.aclose()  # the provider's stream goes with the request
+            raise
         self._tally()  # the input is billed from here on, even if the process dies
         return OpenStream(opened.model, head, self._watched(opened.rest))
 
