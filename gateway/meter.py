@@ -26,6 +26,8 @@ from gateway.store import StoreDown
 Kind = Literal["chat", "embeddings"]
 COUNT_INLINE_CHARS = 32_768  # counting more text than this moves off the event loop
 WAIT_FIRST_S, WAIT_MAX_S = 0.02, 0.5  # pauses while waiting for other requests' holds
+WAIT_LAST_S = 0.25  # the last attempt's own time, once the wait is over
+PER_CHOICE = 8  # output tokens a choice may bill that it does not show (its end of turn)
 T = TypeVar("T")
 
 
@@ -59,11 +61,20 @@ class Metered:
             return 0
         return -(-self.bound.text_bytes // 3) + self.bound.fixed_tokens
 
-    def output_allowed(self, model: Model) -> int | None:
-        """The most output this model was allowed (n x the limit it was sent), if metered."""
+    def output_allowed(self, model: Model, answer: dict[str, Any]) -> int | None:
+        """The most output this answer may be charged for, if metered: n x the limit the
+        model was sent, and, for a model that shows all it writes, the answer's own bytes
+        (no token is shorter than a byte; PER_CHOICE more a choice for its ending)."""
         priced = self.worst.priced(model) if self.worst is not None else None
         limit = self.limits.get(model.name)
-        return None if priced is None or limit is None else priced.choices * limit
+        if priced is None or limit is None:
+            return None
+        allowed = priced.choices * limit
+        if priced.watched:
+            shown = tokens.output_tally(answer).bound()
+            allowed = min(allowed, shown.text_tokens + shown.fixed_tokens
+                          + PER_CHOICE * max(1, len(answer.get("choices") or ())))
+        return allowed
 
     @property
     def watched(self) -> bool:
@@ -107,11 +118,14 @@ async def waiting(wait_s: float, attempt: Callable[[bool], Awaitable[T]]) -> T:
     loop = asyncio.get_running_loop()
     until, pause = loop.time() + wait_s, WAIT_FIRST_S
     while True:
-        try:
-            return await attempt(loop.time() + pause < until)
+        try:  # a store that stalls must not stretch the wait (the writes are idempotent)
+            async with asyncio.timeout(max(until - loop.time(), WAIT_LAST_S)):
+                return await attempt(loop.time() + pause < until)
         except budget.Blocked:
             await asyncio.sleep(pause)
             pause = min(pause * 2, WAIT_MAX_S)
+        except TimeoutError:
+            raise StoreDown(f"the store did not answer within {wait_s:g} s") from None
 
 
 async def reserve(budgets: Budgets, config: Config, key: ApiKey, models: tuple[Model, ...],
@@ -167,8 +181,9 @@ async def settle(budgets: Budgets, metered: Metered, model: Model,
     if reported.output_tokens is None:
         output_tokens = (await _exact(tokens.output_tally(answer))).for_model(model)
     usage = reported.complete(input_tokens, output_tokens)
-    if (allowed := metered.output_allowed(model)) is not None and usage.output_tokens > allowed:
-        # Past the limit it was sent, a provider writes at its own expense, not the key's.
+    allowed = metered.output_allowed(model, answer)
+    if allowed is not None and usage.output_tokens > allowed:
+        # Past its limit, or past what it showed, a provider writes at its own expense.
         usage = dataclasses.replace(usage, output_tokens=allowed)
         answer["usage"] = usage_body(usage)
     elif reported.input_tokens is None or reported.output_tokens is None:

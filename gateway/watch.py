@@ -176,16 +176,22 @@ class Watch:
         if self.counted is None and self.used + self.slice // 2 > self._granted:
             await self._count_from_here()  # a byte a token is about 4x high for prose
         used, granted = self.used, self._granted
+        loop = asyncio.get_running_loop()
         if (used + self.slice // 2 > granted and self.growing is None and not self.exhausted
                 and granted < self.cap):
-            self.growing = asyncio.get_running_loop().create_task(self._grow_soon(used))
+            self.growing = loop.create_task(self._grow_soon(used))
+        # What this chunk needs: the stream pauses for it up to settings.budgets.wait_s.
+        until = loop.time() + self.metered.wait_s
         if used > granted and self.growing is not None:
-            await asyncio.shield(self.growing)
+            await asyncio.wait({self.growing}, timeout=self.metered.wait_s)
         if not self._covers():
             # Once more, now; while only other requests' holds (or a store that does not
-            # answer) stand in the way, wait for them (settings.budgets.wait_s): the
-            # stream pauses rather than ends.
-            await meter.waiting(self.metered.wait_s, self._grow_now)
+            # answer) stand in the way, wait for them: the stream pauses rather than ends.
+            try:
+                await meter.waiting(until - loop.time(), self._grow_now)
+            except StoreDown:
+                self.store_down = True
+                self.unmetered = self.metered.on_store_error == "allow"
         if not self._covers() and self.store_down:
             raise NotReady(f"the store does not answer, so the budget of key "
                            f"{self.metered.reservation.key.name} cannot pay for more of this "

@@ -47,6 +47,7 @@ class Priced:
     watched: bool  # the output is seen as it is made: reserve a slice, then extend
     share_pico: int  # SHARE of the budget: a worst case up to it is reserved whole
     slice_pico: int  # output reserved up front, and added at a time, otherwise
+    one_token: int = 1  # what one output token is counted as, for this model
 
     @property
     def full_pico(self) -> int:
@@ -61,7 +62,9 @@ class Priced:
 
     @property
     def minimum_pico(self) -> int:
-        return self.input_pico + self.output_pico * self.choices
+        """The input and one output token, as the gateway counts one (two, for a model
+        whose tokens are counted at 1.35x OpenAI's)."""
+        return self.input_pico + self.output_pico * self.choices * self.one_token
 
     def limit_for(self, granted_pico: int) -> int:
         """The output limit to send when `granted` is reserved: a watched model gets its
@@ -139,7 +142,8 @@ def of_chat(models: tuple[Model, ...], body: dict[str, Any], counted: Counted,
         slice_pico = max(rates.output * choices, min(rates.output * slice_tokens, share))
         per_model.append(Priced(model, counted.for_model(model) * rates.input, rates.output,
                                 choices, min(limits) if limits else DEFAULT_OUTPUT_LIMIT,
-                                not thinks_unseen(model, body), share, slice_pico))
+                                not thinks_unseen(model, body), share, slice_pico,
+                                Counted(1, 4, 0).for_model(model)))
     return WorstCase(tuple(per_model))
 
 

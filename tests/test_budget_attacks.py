@@ -36,6 +36,7 @@ BUDGETS = {  # key name -> daily budget (USD); every test spends on its own key
     "claude-coder": 1, "short": 0.05, "short-stream": 0.05, "mixed": 0.6, "crashed": 10,
     "stalled": 100, "blob": 0.05, "blob-stream": 0.05, "overrun": 2, "overclaim": 2,
     "thrifty": 0.01, "dropped-whole": 10, "paused": 1, "claude-short": 0.05,
+    "overreport": 0.01, "overreport-stream": 0.01, "claude-overreport": 0.01, "stranded": 1,
 }
 UNBUDGETED = ("unbudgeted",)
 WORDS = " ".join(f"word{i}" for i in range(3000))
@@ -224,7 +225,7 @@ def test_a_clamp_on_a_reasoning_model_is_written_where_it_reads_it(
 
 
 def _debug_sleep(port: int, seconds: float) -> None:
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+    with socket.create_connection(("127.0.0.1", port), timeout=seconds + 10) as sock:
         sock.sendall(f"DEBUG SLEEP {seconds}\r\n".encode())
         assert sock.recv(16).startswith(b"+OK")
 
@@ -395,6 +396,55 @@ def test_a_provider_that_writes_past_its_limit_is_not_charged_past_it(
         raw = chat(client, "cheap", "Claim", max_tokens=10)
     assert micro(raw.headers["x-gateway-cost-usd"]) == 10 * 10 + 10 * 20
     assert raw.parse().usage.completion_tokens == 10
+
+
+@pytest.mark.parametrize("name, model, provider_model, stream", [
+    ("overreport", "cheap", "gpt-cheap", False), ("overreport-stream", "cheap", "gpt-cheap", True),
+    ("claude-overreport", "claude-cheap", "claude-cheap", True)])
+def test_a_provider_that_reports_more_output_than_it_showed_is_charged_what_it_showed(
+        gateways: list[str], mock: MockProvider, name: str, model: str, provider_model: str,
+        stream: bool) -> None:
+    """Ten words shown, 3,000 tokens claimed, under the limit it was sent (8,192)."""
+    openai_usage = {"prompt_tokens": 10, "completion_tokens": 3000, "total_tokens": 3010}
+    claude_usage = {"input_tokens": 10, "output_tokens": 3000}
+    mock.script(provider_model, Step(text="one two three four five six seven eight nine ten",
+                                     usage=claude_usage if "claude" in model else openai_usage))
+    with client_for(gateways[0], name) as client:
+        if stream:
+            list(client.chat.completions.create(
+                model=model, stream=True, messages=[{"role": "user", "content": "Claim"}]))
+        else:
+            chat(client, model, "Claim")
+    spent = micro(balance(gateways[1], name)["spent_usd"])
+    assert spent <= micro(BUDGETS[name])
+    assert spent <= 10 * 10 + (49 + 8) * 20  # its input, and the 49 bytes it showed at most
+
+
+def test_a_stream_whose_store_stays_silent_ends_with_an_error_within_wait_s(
+        mock: MockProvider, tmp_path: Path) -> None:
+    server = RedisServer(tmp_path, debug=True).start()
+    config = tmp_path / "router.yaml"
+    config.write_text(router_yaml(mock.base_url, server.url, tmp_path))  # type: ignore[attr-defined]
+    text = " ".join(["one two three four five six seven eight nine ten"] * 60)
+    mock.script("gpt-cheap", Step(text=text, chunk_delay_s=0.002))
+    try:
+        with gateway_running(config, tmp_path / "gateway.log") as base_url, \
+                client_for(base_url, "stranded", timeout=60) as client:
+            stream = client.chat.completions.create(
+                model="cheap", stream=True, messages=[{"role": "user", "content": "Long"}])
+            next(stream)
+            stall = threading.Thread(target=_debug_sleep, args=(server.port, 12))
+            stall.start()
+            last = time.monotonic()
+            with pytest.raises(openai.APIError) as ended:
+                for _ in stream:
+                    last = time.monotonic()
+            paused = time.monotonic() - last
+            stall.join(20)
+    finally:
+        server.kill()
+    assert "store does not answer" in str(ended.value)
+    assert paused <= 5 + 2  # settings.budgets.wait_s, and the store's own timeout
 
 
 def test_a_tier_whose_dear_fallback_the_budget_cannot_pay_for_is_served_by_the_rest(
