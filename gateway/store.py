@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
@@ -27,6 +27,7 @@ T = TypeVar("T")
 
 TIMEOUT_S = 1.0  # a store slower than this is treated as down: the provider call matters more
 RETRY_DOWN_AFTER_S = 1.0
+POOL_SIZE = 128  # connections to the store per process, at most
 
 
 class StoreDown(Exception):
@@ -52,9 +53,12 @@ class Store:
         self.kind = "embedded" if url.startswith("unix://") else "redis"  # for clients
         # One immediate retry: after a Redis restart the pooled connections are dead,
         # and the first command on each finds out; a fresh connection then succeeds.
-        self.redis = Redis.from_url(url, socket_timeout=TIMEOUT_S,
-                                    socket_connect_timeout=TIMEOUT_S,
-                                    retry=Retry(NoBackoff(), 1))
+        # Past POOL_SIZE commands at once a command waits for a connection (a healthy
+        # store frees one in well under TIMEOUT_S) rather than failing as if it were down.
+        pool = BlockingConnectionPool.from_url(
+            url, max_connections=POOL_SIZE, timeout=TIMEOUT_S, socket_timeout=TIMEOUT_S,
+            socket_connect_timeout=TIMEOUT_S, retry=Retry(NoBackoff(), 1))
+        self.redis = Redis.from_pool(pool)
         self._down_since: float | None = None
         self._next_try = 0.0
         self._on_error = on_error  # counts every failed or skipped operation
