@@ -1,21 +1,22 @@
-"""Per-key daily budgets that are never overspent: reserve the worst case, then settle.
+"""Per-key daily budgets that are never overspent: reserve, grow while answering, settle.
 
 Before a provider call, a Lua script (budget_scripts.py) adds up the key's
-spend today and the reservations of requests in flight, and reserves this
-request's worst case only if the sum stays within the budget; being one script,
-it is atomic, so concurrent requests on any number of workers and replicas
-cannot all pass the check. When the worst case does not fit but the input and
-one output token do, it reserves what is left, and the caller lowers
-`max_tokens` to what that pays for. After the answer, the settlement releases
-the reservation and adds the real cost.
+spend today and the reservations of requests in flight, and reserves what this
+request asks for only if the sum stays within the budget; being one script, it
+is atomic, so concurrent requests on any number of workers and replicas cannot
+all pass the check. When the ask does not fit but the request's minimum does,
+it reserves what is left (or, `patient`, says that other requests' holds are in
+the way, and the caller waits for them). A streaming answer grows its
+reservation the same way (`grow`) and records a running tally (`tally`) that an
+expired reservation is charged. After the answer, the settlement releases the
+reservation and adds the real cost. Every write is idempotent by reservation id.
 
 The reservations and settlements of one turn of the event loop go to the
 store together at the next turn, in one command: a busy gateway pays one round
 trip for many requests. A settlement is sent after its answer, off the
-request's path; until it lands, the reservation (never less than the cost)
-holds the money, so no budget is overspent. Spend is kept for every key, budget
-or not. A settlement the store cannot take is queued in memory and written when
-the store answers again.
+request's path; until it lands, the reservation holds the money, so no budget
+is overspent. Spend is kept for every key, budget or not. A settlement the
+store cannot take is queued in memory and written when the store answers again.
 """
 
 from __future__ import annotations
