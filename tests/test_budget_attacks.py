@@ -420,31 +420,41 @@ def test_a_provider_that_reports_more_output_than_it_showed_is_charged_what_it_s
     assert spent <= 10 * 10 + (49 + 8) * 20  # its input, and the 49 bytes it showed at most
 
 
-def test_a_stream_whose_store_stays_silent_ends_with_an_error_within_wait_s(
-        mock: MockProvider, tmp_path: Path) -> None:
+LONG = " ".join(["one two three four five six seven eight nine ten"] * 60)
+
+
+@contextlib.contextmanager
+def stallable(mock: MockProvider, tmp_path: Path) -> Iterator[tuple[RedisServer, str]]:
+    """A gateway on a Redis of its own, which the test may stall with DEBUG SLEEP; the mock
+    streams 600 words, one token each for it and for the gateway's tokenizer alike."""
     server = RedisServer(tmp_path, debug=True).start()
     config = tmp_path / "router.yaml"
     config.write_text(router_yaml(mock.base_url, server.url, tmp_path))  # type: ignore[attr-defined]
-    text = " ".join(["one two three four five six seven eight nine ten"] * 60)
-    mock.script("gpt-cheap", Step(text=text, chunk_delay_s=0.002))
+    mock.script("gpt-cheap", Step(text=LONG, chunk_delay_s=0.002))
     try:
-        with gateway_running(config, tmp_path / "gateway.log") as base_url, \
-                client_for(base_url, "stranded", timeout=60) as client:
-            stream = client.chat.completions.create(
-                model="cheap", stream=True, messages=[{"role": "user", "content": "Long"}])
-            next(stream)
-            stall = threading.Thread(target=_debug_sleep, args=(server.port, 12))
-            stall.start()
-            last = time.monotonic()
-            with pytest.raises(openai.APIError) as ended:
-                for _ in stream:
-                    last = time.monotonic()
-            paused = time.monotonic() - last
-            stall.join(20)
+        with gateway_running(config, tmp_path / "gateway.log") as base_url:
+            yield server, base_url
     finally:
         server.kill()
+
+
+def test_a_stream_whose_store_stays_silent_ends_with_an_error_within_wait_s(
+        mock: MockProvider, tmp_path: Path) -> None:
+    with stallable(mock, tmp_path) as (server, base_url), \
+            client_for(base_url, "stranded", timeout=60) as client:
+        stream = client.chat.completions.create(
+            model="cheap", stream=True, messages=[{"role": "user", "content": "Long"}])
+        next(stream)
+        stall = threading.Thread(target=_debug_sleep, args=(server.port, 12))
+        stall.start()
+        last = time.monotonic()
+        with pytest.raises(openai.APIError) as ended:
+            for _ in stream:
+                last = time.monotonic()
+        paused = time.monotonic() - last
+        stall.join(20)
     assert "store does not answer" in str(ended.value)
-    assert paused <= 5 + 2  # settings.budgets.wait_s, and the store's own timeout
+    assert paused <= 5 + 3  # settings.budgets.wait_s, and the store's own timeouts
 
 
 def test_a_tier_whose_dear_fallback_the_budget_cannot_pay_for_is_served_by_the_rest(
@@ -468,23 +478,15 @@ def test_a_non_streamed_answer_cut_by_its_provider_is_charged_and_logged_alike(
 
 def test_a_stream_pauses_through_a_redis_stall_instead_of_ending(
         mock: MockProvider, tmp_path: Path) -> None:
-    server = RedisServer(tmp_path, debug=True).start()
-    config = tmp_path / "router.yaml"
-    config.write_text(router_yaml(mock.base_url, server.url, tmp_path))  # type: ignore[attr-defined]
-    text = " ".join(["one two three four five six seven eight nine ten"] * 60)
-    mock.script("gpt-cheap", Step(text=text, chunk_delay_s=0.002))
-    try:
-        with gateway_running(config, tmp_path / "gateway.log") as base_url, \
-                client_for(base_url, "paused", timeout=30) as client:
-            stream = client.chat.completions.create(
-                model="cheap", stream=True, messages=[{"role": "user", "content": "Long"}])
-            chunks = [next(stream)]
-            _debug_sleep(server.port, 4)  # its reservation must grow within these 4 s
-            chunks += list(stream)
-    finally:
-        server.kill()
+    with stallable(mock, tmp_path) as (server, base_url), \
+            client_for(base_url, "paused", timeout=30) as client:
+        stream = client.chat.completions.create(
+            model="cheap", stream=True, messages=[{"role": "user", "content": "Long"}])
+        chunks = [next(stream)]
+        _debug_sleep(server.port, 4)  # its reservation must grow within these 4 s
+        chunks += list(stream)
     answer = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert answer == text
+    assert answer == LONG
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
 
 
