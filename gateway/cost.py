@@ -80,10 +80,7 @@ class Reported:
 
     def complete(self, input_tokens: int, output_tokens: int) -> Usage:
         """The usage, with counted tokens where the provider's are missing."""
-        given_input = self.input_tokens
-        if given_input is None:
-            given_input = input_tokens
-        return Usage(given_input,
+        return Usage(input_tokens if self.input_tokens is None else self.input_tokens,
                      output_tokens if self.output_tokens is None else self.output_tokens,
                      self.cached_tokens, self.cache_write_tokens, self.cache_write_1h_tokens)
 

@@ -28,6 +28,7 @@ COUNT_INLINE_CHARS = 32_768  # counting more text than this moves off the event 
 WAIT_FIRST_S, WAIT_MAX_S = 0.02, 0.5  # pauses while waiting for other requests' holds
 WAIT_LAST_S = 0.25  # the last attempt's own time, once the wait is over
 PER_CHOICE = 8  # output tokens a choice may bill that it does not show (its end of turn)
+CHARS_PER_TOKEN = 3  # the crash tally's estimate for ASCII text: high for prose
 T = TypeVar("T")
 
 
@@ -54,12 +55,13 @@ class Metered:
         return output_limit.with_limit(self.body, model, self.limits.get(model.name))
 
     def input_estimate(self, model: Model) -> int:
-        """Input tokens as the tally guesses them: the count, else 3 bytes a token."""
+        """Input tokens as the tally guesses them: the count, else CHARS_PER_TOKEN bytes a
+        token."""
         if self.counted is not None:
             return self.counted.for_model(model)
         if self.bound is None:
             return 0
-        return -(-self.bound.text_bytes // 3) + self.bound.fixed_tokens
+        return -(-self.bound.text_bytes // CHARS_PER_TOKEN) + self.bound.fixed_tokens
 
     def output_allowed(self, model: Model, answer: dict[str, Any]) -> int | None:
         """The most output this answer may be charged for, if metered: n x the limit the
@@ -77,7 +79,7 @@ class Metered:
         return allowed
 
     @property
-    def watched(self) -> bool:
+    def needs_watching(self) -> bool:
         """Whether some answer may outgrow the reservation, so that the provider must be
         streamed from and watched even for a client that did not ask for a stream."""
         return (bool(self.reservation.id) and self.worst is not None

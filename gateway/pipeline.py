@@ -128,7 +128,7 @@ async def chat(services: Services, call: Call) -> Outcome:
     _affordable(chain, metered)
     if stream:
         return await _chat_stream(services, chain, lookup, metered, call, include_usage)
-    if metered.watched:  # the answer may outgrow its reservation: watch it come
+    if metered.needs_watching:  # the answer may outgrow its reservation: watch it come
         return await _assembled(services, call, chain, lookup, metered)
     return await _answered(services, call, chain, lookup, metered, fallbacks.complete,
                            lambda reply: cache.is_complete_chat(

@@ -42,7 +42,7 @@ from gateway.store import StoreDown
 
 log = logging.getLogger("gateway")
 TALLY_BYTES = 512
-CHARS_PER_TOKEN = 3  # the tally's estimate for ASCII text
+CHARS_PER_TOKEN = meter.CHARS_PER_TOKEN
 
 
 def output_texts(chunk: dict[str, Any]) -> list[str]:
@@ -213,7 +213,11 @@ class Watch:
         self.texts = []
 
     async def _grow_soon(self, used: int) -> None:
-        await self._grow(used)
+        """The background growth ahead of the output; one at a time."""
+        try:
+            await self._grow(used)
+        finally:
+            self.growing = None
 
     async def _grow_now(self, patient: bool) -> None:
         """Grow by at least what the output so far needs; Blocked when `patient` and only
@@ -239,8 +243,6 @@ class Watch:
                 return False
             self.store_down = True
             return True
-        finally:
-            self.growing = None
         self.store_down = False
         self.tallied_bytes = self.ascii + self.other
         if grown.granted <= reservation.granted:
