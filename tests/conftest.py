@@ -156,6 +156,14 @@ def sha(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def keys_yaml(budgets: dict[str, float], unbudgeted: tuple[str, ...],
+              key_of: Callable[[str], str]) -> list[str]:
+    """router.yaml's `keys:` entries: one key per name, with its daily budget or none."""
+    return ([f"  - {{name: {n}, key_sha256: {sha(key_of(n))}, daily_budget_usd: {b}}}"
+             for n, b in budgets.items()]
+            + [f"  - {{name: {n}, key_sha256: {sha(key_of(n))}}}" for n in unbudgeted])
+
+
 @pytest.fixture(scope="session")
 def mock() -> MockProvider:
     provider = MockProvider()

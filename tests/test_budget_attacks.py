@@ -25,7 +25,7 @@ import pytest
 
 from gateway.mockprovider import MockProvider, Step
 from gateway.watch import CHARS_PER_TOKEN, TALLY_BYTES
-from tests.conftest import RedisServer, gateway_running, sha, start_gateway
+from tests.conftest import RedisServer, gateway_running, keys_yaml, start_gateway
 
 CHEAP = "price: {input_per_mtok: 10, output_per_mtok: 20}"  # micro-dollars per token
 MASTER_KEY = "sk-master-attacks"
@@ -47,9 +47,7 @@ def key_of(name: str) -> str:
 
 
 def router_yaml(mock_url: str, redis_url: str, tmp: Path, total_s: float = 20) -> str:
-    keys = [f"  - {{name: {n}, key_sha256: {sha(key_of(n))}, daily_budget_usd: {b}}}"
-            for n, b in BUDGETS.items()]
-    keys += [f"  - {{name: {n}, key_sha256: {sha(key_of(n))}}}" for n in UNBUDGETED]
+    keys = keys_yaml(BUDGETS, UNBUDGETED, key_of)
     return "\n".join([
         "providers:",
         f"  openai: {{api_key: sk-o, api_base: '{mock_url}/v1'}}",
@@ -127,18 +125,38 @@ def log_lines(files: Path, key: str) -> list[dict[str, Any]]:
     return [line for line in map(json.loads, text.splitlines()) if line["key"] == key]
 
 
-def logged_spend(files: Path, key: str, expected_lines: int) -> int:
-    """The key's charges in the usage log, once its lines are all written."""
+def written_lines(files: Path, key: str, expected_lines: int) -> list[dict[str, Any]]:
+    """The key's usage-log lines, once they are all written (a thread writes them)."""
     deadline = time.monotonic() + 5
     while len(lines := log_lines(files, key)) < expected_lines and time.monotonic() < deadline:
         time.sleep(0.05)
     assert len(lines) == expected_lines
-    return sum(micro(line["cost_usd"] or 0) for line in lines)
+    return lines
+
+
+def logged_spend(files: Path, key: str, expected_lines: int) -> int:
+    """The key's charges in the usage log, once its lines are all written."""
+    return sum(micro(line["cost_usd"] or 0) for line in written_lines(files, key,
+                                                                       expected_lines))
 
 
 def chat(client: openai.OpenAI, model: str, text: str, **options: Any) -> Any:
     return client.chat.completions.with_raw_response.create(
         model=model, messages=[{"role": "user", "content": text}], **options)
+
+
+def answer(client: openai.OpenAI, model: str, text: str, stream: bool,
+           ) -> tuple[str, str | None, dict[str, str]]:
+    """Ask, streamed or not: the answer's text, its finish_reason, and (not streamed) the
+    response headers."""
+    if stream:
+        chunks = [c for c in client.chat.completions.create(
+            model=model, stream=True, messages=[{"role": "user", "content": text}]) if c.choices]
+        return ("".join(c.choices[0].delta.content or "" for c in chunks),
+                chunks[-1].choices[0].finish_reason, {})
+    raw = chat(client, model, text)
+    choice = raw.parse().choices[0]
+    return choice.message.content or "", choice.finish_reason, dict(raw.headers)
 
 
 def concurrently(count: int, one: Any) -> list[Any]:
@@ -186,12 +204,7 @@ def test_a_models_known_output_limit_is_sent_when_a_budget_is_in_play(
     name = "capped-stream" if stream else "capped"
     mock.always["gpt-capped"] = Step(text=WORDS)  # 3,000 tokens, when nothing stops it
     with client_for(gateways[0], name) as client:
-        if stream:
-            chunks = list(client.chat.completions.create(
-                model="capped", stream=True, messages=[{"role": "user", "content": "Go"}]))
-            finish = [c.choices[0].finish_reason for c in chunks if c.choices][-1]
-        else:
-            finish = chat(client, "capped", "Go").parse().choices[0].finish_reason
+        _, finish, _ = answer(client, "capped", "Go", stream)
     assert mock.calls("gpt-capped")[-1].body["max_tokens"] == 100
     assert finish == "length"
     assert micro(balance(gateways[1], name)["spent_usd"]) <= micro(BUDGETS[name])
@@ -285,7 +298,7 @@ def test_anthropic_prompt_cache_writes_are_priced_as_writes(
     # litellm's map: $3 input, $3.75 a 5-minute write, $6 an hour's write, $15 output
     expected = math.ceil(56 * 3 + 6000 * 3.75 + 4000 * 6 + 1 * 15)
     assert micro(raw.headers["x-gateway-cost-usd"]) == expected
-    [line] = [line for line in log_lines(files, "cache-writer")]
+    [line] = written_lines(files, "cache-writer", 1)
     assert (line["input_tokens"], line["cache_write_tokens"], line["cache_write_1h_tokens"],
             line["cache_read_tokens"]) == (10_056, 6000, 4000, 0)
     mock.script("claude-sonnet-4-5", Step(text="cached", cache_write_tokens=6000,
@@ -367,12 +380,7 @@ def test_a_first_delta_larger_than_the_budget_is_not_sent(
     blob = "".join(chr(0x4E00 + i % 2000) for i in range(3000))  # 9,000 bytes, one delta
     mock.script("gpt-cheap", Step(text=blob))
     with client_for(gateways[0], name) as client:
-        if stream:
-            chunks = list(client.chat.completions.create(
-                model="cheap", stream=True, messages=[{"role": "user", "content": "Blob"}]))
-            finish = [c.choices[0].finish_reason for c in chunks if c.choices][-1]
-        else:
-            finish = chat(client, "cheap", "Blob").parse().choices[0].finish_reason
+        _, finish, _ = answer(client, "cheap", "Blob", stream)
     assert finish == "length"
     assert micro(balance(gateways[1], name)["spent_usd"]) <= micro(BUDGETS[name])
 
@@ -500,23 +508,16 @@ def test_eight_concurrent_claude_requests_without_a_limit_are_all_served_whole(
     clients = [client_for(base, "claude-coder") for base in gateways]
 
     def one(i: int) -> tuple[str, str | None, dict[str, str]]:
-        text = f"Fix bug {i} {'streamed' if stream else ''}"
-        if stream:
-            chunks = list(clients[i % 2].chat.completions.create(
-                model="coding", stream=True, messages=[{"role": "user", "content": text}]))
-            answer = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-            return answer, [c.choices[0].finish_reason for c in chunks if c.choices][-1], {}
-        raw = chat(clients[i % 2], "coding", text)
-        choice = raw.parse().choices[0]
-        return choice.message.content or "", choice.finish_reason, dict(raw.headers)
+        return answer(clients[i % 2], "coding", f"Fix bug {i} {'streamed' if stream else ''}",
+                      stream)
 
     try:
         results = concurrently(8, one)
     finally:
         for client in clients:
             client.close()
-    for i, (answer, finish, headers) in enumerate(results):
-        assert answer.startswith("mock answer from claude-sonnet-4-5 to: Fix bug") , i
+    for i, (text, finish, headers) in enumerate(results):
+        assert text.startswith("mock answer from claude-sonnet-4-5 to: Fix bug") , i
         assert finish == "stop"
         assert "x-gateway-max-tokens-clamped" not in headers
     assert micro(balance(gateways[0], "claude-coder")["spent_usd"]) < micro(0.01)
@@ -532,16 +533,9 @@ def test_an_answer_the_budget_cannot_finish_ends_where_the_budget_does(
     words = " ".join(["one two three four five six seven eight nine ten"] * 600)
     mock.always[provider_model] = Step(text=words)
     with client_for(gateways[0], name) as client:
-        if stream:
-            chunks = list(client.chat.completions.create(
-                model=model, stream=True, messages=[{"role": "user", "content": "Go"}]))
-            text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-            finish = [c.choices[0].finish_reason for c in chunks if c.choices][-1]
-        else:
-            raw = chat(client, model, "Go")
-            text = raw.parse().choices[0].message.content or ""
-            finish = raw.parse().choices[0].finish_reason
-            assert raw.headers["x-gateway-budget-cut"] == "true"
+        text, finish, headers = answer(client, model, "Go", stream)
+    if not stream:
+        assert headers["x-gateway-budget-cut"] == "true"
     assert finish == "length"
     spent = micro(balance(gateways[1], name)["spent_usd"])
     assert spent <= micro(BUDGETS[name])

@@ -18,7 +18,7 @@ import openai
 import pytest
 
 from gateway.mockprovider import MockProvider, Step
-from tests.conftest import RedisServer, gateway_running, sha, start_gateway
+from tests.conftest import RedisServer, gateway_running, keys_yaml, start_gateway
 
 # USD per million tokens: $0.001 per input token, $0.002 per output token.
 PRICE = "price: {input_per_mtok: 1000, output_per_mtok: 2000}"
@@ -37,9 +37,7 @@ def key_of(name: str) -> str:
 
 def router_yaml(mock_url: str, redis_url: str, total_s: float = 10,
                 on_store_error: str = "refuse") -> str:
-    keys = [f"  - {{name: {n}, key_sha256: {sha(key_of(n))}, daily_budget_usd: {b}}}"
-            for n, b in BUDGETS.items()]
-    keys += [f"  - {{name: {n}, key_sha256: {sha(key_of(n))}}}" for n in UNBUDGETED]
+    keys = keys_yaml(BUDGETS, UNBUDGETED, key_of)
     return "\n".join([
         "providers:",
         f"  openai: {{api_key: sk-o, api_base: '{mock_url}/v1'}}",
