@@ -74,7 +74,7 @@ class Watch:
         self.cap = cost.microusd(priced.full_pico)  # past it, the provider's limit governs
         self.slice = max(1, cost.microusd(priced.slice_pico))
         self.ascii = self.other = 0  # the output so far: ASCII characters, other bytes
-        self.texts: list[str] = []  # the output, until it is counted
+        self.texts: list[str] = []  # the output, until it is counted (if it may need to be)
         self.counted: tokens.Counted | None = None  # the output's count, once counted
         self.tallied_bytes = 0
         self.growing: asyncio.Task[None] | None = None
@@ -117,7 +117,7 @@ class Watch:
         self._add(chunk, texts)
         if texts and self.counted is not None:
             self.counted = self.counted + await self._count(texts)
-        elif texts:
+        elif texts and self._granted < self.cap:  # kept only while it may need counting
             self.texts += texts
         if texts and not self.unmetered and not await self._paid():
             return False
