@@ -91,17 +91,38 @@ def _candidates(chain: Chain) -> list[Model]:
     return warm or usable
 
 
-def _call_timeout_s(chain: Chain) -> float:
-    remaining = chain.trace.remaining_s()
+@dataclass(frozen=True)
+class Turn:
+    """The time one model of the chain may use: until `until` (loop time)."""
+
+    until: float
+    share_s: float | None  # its share of the time left, when models come after it
+
+    def remaining_s(self) -> float:
+        return self.until - asyncio.get_running_loop().time()
+
+
+def _turn(trace: Trace, models_left: int) -> Turn:
+    if models_left == 1:
+        return Turn(trace.deadline, None)
+    share_s = trace.remaining_s() / models_left
+    return Turn(asyncio.get_running_loop().time() + share_s, share_s)
+
+
+def _call_timeout_s(chain: Chain, turn: Turn) -> float:
+    remaining = turn.remaining_s()
     if remaining <= 0:
         raise TimeoutError
     return min(chain.settings.timeouts.first_token_s, remaining)
 
 
-def _timed_out(chain: Chain, what: str) -> ProviderError:
+def _timed_out(chain: Chain, turn: Turn, what: str) -> ProviderError:
     limit = chain.settings.timeouts
     if chain.trace.remaining_s() <= 0:
         reason = f"the request's total_s ({limit.total_s:g}s) ran out"
+    elif turn.remaining_s() <= 0 and turn.share_s is not None:
+        reason = (f"no {what} within its share of the time left ({turn.share_s:.2g}s of "
+                  f"total_s {limit.total_s:g}s; the models after it get the rest)")
     else:
         reason = f"no {what} within first_token_s ({limit.first_token_s:g}s)"
     return ProviderError(reason, status=504, kind="transient", timed_out=True)
@@ -127,19 +148,25 @@ async def _attempt(chain: Chain, model: Model, call: Callable[[], Awaitable[T]])
     return result
 
 
-async def _over_chain(chain: Chain, call: Callable[[Model], Awaitable[T]]) -> tuple[Model, T]:
+# One call of one model within its turn.
+ModelCall = Callable[[Model, Turn], Awaitable[T]]
+
+
+async def _over_chain(chain: Chain, call: ModelCall[T]) -> tuple[Model, T]:
     models = _candidates(chain)
     for position, model in enumerate(models):
         if chain.trace.remaining_s() <= 0:
             chain.trace.skipped += [f"{m.name}: not tried (the request's total_s ran out)"
                                     for m in models[position:]]
             break
-        async def attempt(model: Model = model) -> T:
-            return await _attempt(chain, model, lambda: call(model))
+        turn = _turn(chain.trace, len(models) - position)
+
+        async def attempt(model: Model = model, turn: Turn = turn) -> T:
+            return await _attempt(chain, model, lambda: call(model, turn))
 
         try:
-            result = await retries.with_retries(attempt, chain.settings.retry,
-                                                chain.trace.remaining_s)
+            result = await retries.with_retries(attempt, chain.settings.retry, turn.remaining_s,
+                                                retry_timeouts=turn.share_s is None)
         except ProviderError as error:
             if not error.falls_back:
                 raise
@@ -151,14 +178,14 @@ async def _over_chain(chain: Chain, call: Callable[[Model], Awaitable[T]]) -> tu
 
 async def _one_answer(chain: Chain, operation: str,
                       body_for: BodyFor) -> tuple[Model, dict[str, Any]]:
-    async def call(model: Model) -> dict[str, Any]:
+    async def call(model: Model, turn: Turn) -> dict[str, Any]:
         adapter_call = getattr(adapter_for(model), operation)
         try:
-            async with asyncio.timeout(_call_timeout_s(chain)):
+            async with asyncio.timeout(_call_timeout_s(chain, turn)):
                 reply: dict[str, Any] = await adapter_call(chain.http, model, body_for(model))
                 return reply
         except TimeoutError as exc:
-            raise _timed_out(chain, "answer") from exc
+            raise _timed_out(chain, turn, "answer") from exc
 
     return await _over_chain(chain, call)
 
@@ -181,11 +208,11 @@ def has_token(chunk: dict[str, Any]) -> bool:
 
 
 async def open_stream(chain: Chain, body_for: BodyFor) -> OpenStream:
-    async def call(model: Model) -> OpenStream:
+    async def call(model: Model, turn: Turn) -> OpenStream:
         chunks = adapter_for(model).stream(chain.http, model, body_for(model))
         head: list[dict[str, Any]] = []
         try:
-            async with asyncio.timeout(_call_timeout_s(chain)):
+            async with asyncio.timeout(_call_timeout_s(chain, turn)):
                 async for chunk in chunks:
                     head.append(chunk)
                     if has_token(chunk):
@@ -194,7 +221,7 @@ async def open_stream(chain: Chain, body_for: BodyFor) -> OpenStream:
             with contextlib.suppress(Exception):
                 await chunks.aclose()
             if isinstance(exc, TimeoutError):
-                raise _timed_out(chain, "first token") from exc
+                raise _timed_out(chain, turn, "first token") from exc
             raise
         return OpenStream(model, head, chunks)
 

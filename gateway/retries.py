@@ -3,7 +3,9 @@
 The only tenacity import. A retry happens when the failure is transient (429,
 5xx, 529, a connection error, a timeout), attempts remain (`max_retries`), the
 provider's `Retry-After` is no longer than `max_backoff_s`, and the wait still
-fits in the request's deadline; otherwise the error goes to the fallback loop.
+fits in the model's turn of the request's deadline; otherwise the error goes to
+the fallback loop. A timed-out call is retried only when `retry_timeouts` says so
+(on the chain's last model: see fallbacks.py).
 """
 
 from __future__ import annotations
@@ -24,12 +26,12 @@ def _failure(state: RetryCallState) -> ProviderError | None:
     return exc if isinstance(exc, ProviderError) else None
 
 
-def _retryable(exc: BaseException) -> bool:
-    return isinstance(exc, ProviderError) and exc.is_retryable
-
-
 async def with_retries(call: Callable[[], Awaitable[T]], policy: RetrySettings,
-                       remaining_s: Callable[[], float]) -> T:
+                       remaining_s: Callable[[], float], retry_timeouts: bool = True) -> T:
+    def retryable(exc: BaseException) -> bool:
+        return (isinstance(exc, ProviderError) and exc.is_retryable
+                and (retry_timeouts or not exc.timed_out))
+
     exponential = wait_exponential_jitter(initial=policy.initial_backoff_s,
                                           max=policy.max_backoff_s,
                                           jitter=policy.initial_backoff_s)
@@ -53,7 +55,7 @@ async def with_retries(call: Callable[[], Awaitable[T]], policy: RetrySettings,
     try:
         return await call()  # most calls succeed: they need none of tenacity's bookkeeping
     except ProviderError as exc:
-        if not exc.is_retryable or policy.max_retries == 0:
+        if not retryable(exc) or policy.max_retries == 0:
             raise
         first_failure = exc
 
@@ -67,6 +69,6 @@ async def with_retries(call: Callable[[], Awaitable[T]], policy: RetrySettings,
             raise first_failure
         return await call()
 
-    retrying = AsyncRetrying(retry=retry_if_exception(_retryable), stop=stop, wait=wait,
+    retrying = AsyncRetrying(retry=retry_if_exception(retryable), stop=stop, wait=wait,
                              reraise=True)
     return await retrying(again)
