@@ -66,6 +66,7 @@ class Provider:
     api_version: str | None
     headers: dict[str, str] = field(repr=False)
     unusable: str | None  # why no model of this provider can be called
+    max_response_bytes: int = 32 * 1024 * 1024  # settings.max_response_mb
 
 
 @dataclass(frozen=True)
@@ -164,7 +165,8 @@ def parse_config(data: bytes, path: Path, environ: dict[str, str] | None = None)
         for err in exc.errors():
             report(tuple(err["loc"]), _explain(err))
     _check_references(resolved, report)
-    providers, models = _compile_models(resolved, missing_secrets, report)
+    settings = spec.settings if spec is not None else Settings()
+    providers, models = _compile_models(resolved, missing_secrets, settings, report)
     if problems or spec is None:
         raise ConfigError(problems)
     keys = tuple(
@@ -263,7 +265,7 @@ def _check_references(raw: dict[str, Any], report) -> None:
                           "it), or set settings.allow_anonymous: true to serve without keys")
 
 
-def _compile_models(raw: dict[str, Any], missing: dict[str, str], report,
+def _compile_models(raw: dict[str, Any], missing: dict[str, str], settings: Settings, report,
                     ) -> tuple[dict[str, Provider], dict[str, Model]]:
     """Providers and models, entry by entry, so one bad entry does not hide another's problem."""
     known_types = pricemap.known_provider_types()
@@ -277,7 +279,7 @@ def _compile_models(raw: dict[str, Any], missing: dict[str, str], report,
         if ptype not in known_types:
             hint = "" if p.type else " (the entry's name is its type unless `type:` is set)"
             report(("providers", name, "type"), f"unknown provider type '{ptype}'{hint}")
-        providers[name] = _provider(name, ptype, p, missing.get(name))
+        providers[name] = _provider(name, ptype, p, missing.get(name), settings)
     models: dict[str, Model] = {}
     for name, entry in _section(raw, "models").items():
         try:
@@ -297,7 +299,8 @@ def _section(raw: dict[str, Any], name: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _provider(name: str, ptype: str, p: ProviderSpec, missing_var: str | None) -> Provider:
+def _provider(name: str, ptype: str, p: ProviderSpec, missing_var: str | None,
+              settings: Settings) -> Provider:
     api_base = (p.api_base or DEFAULT_API_BASES.get(ptype) or "").rstrip("/") or None
     if ptype in ("ollama", "anthropic") and api_base and api_base.endswith("/v1"):
         api_base = api_base[: -len("/v1")]  # both are documented without /v1
@@ -307,7 +310,8 @@ def _provider(name: str, ptype: str, p: ProviderSpec, missing_var: str | None) -
     elif not p.api_key and ptype in KEY_REQUIRED and (p.api_base is None or ptype != "openai"):
         unusable = f"providers.{name} has no api_key"
     return Provider(name=name, type=ptype, api_key=p.api_key or None, api_base=api_base,
-                    api_version=p.api_version, headers=dict(p.headers), unusable=unusable)
+                    api_version=p.api_version, headers=dict(p.headers), unusable=unusable,
+                    max_response_bytes=int(settings.max_response_mb * 1024 * 1024))
 
 
 def _model(name: str, m: ModelSpec, provider: Provider, report) -> Model | None:

@@ -81,6 +81,9 @@ class Settings(Frozen):
     retry: RetrySettings = RetrySettings()
     timeouts: TimeoutSettings = TimeoutSettings()
     max_body_mb: PositiveFloat = 10
+    # A provider's answer (a plain body, or a whole stream, or any one line of it) past this
+    # is the provider's failure: memory stays bounded whatever an upstream sends.
+    max_response_mb: PositiveFloat = 32
     data_dir: str = "./.gateway"
     cooldown: CooldownSettings = CooldownSettings()
     usage_log: str = "./logs/usage.jsonl"  # empty: no usage log

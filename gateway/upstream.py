@@ -10,12 +10,14 @@ from typing import Any
 
 import aiohttp
 import orjson
+from aiohttp.http_exceptions import LineTooLong
 
 from gateway.errors import ProviderError
 from gateway.schema import TimeoutSettings
 
 # Turns a provider's error response into a ProviderError; one per wire format.
 ErrorReader = Callable[[int, Any, dict[str, str]], ProviderError]
+ERROR_BODY_LIMIT = 64 * 1024  # an error's body is read for its type and code, no more
 
 
 def open_session(timeouts: TimeoutSettings) -> aiohttp.ClientSession:
@@ -69,8 +71,28 @@ def translated(model: str) -> Iterator[None]:
                             status=502, kind="transient") from exc
 
 
-async def _error_from(resp: aiohttp.ClientResponse, read_error: ErrorReader) -> ProviderError:
-    raw = await resp.read()
+def _too_large(model: str, limit: int) -> ProviderError:
+    return ProviderError(f"{model}'s provider sent an answer over settings.max_response_mb "
+                         f"({limit / 1024 / 1024:g} MB)", status=502, kind="transient")
+
+
+async def _read(resp: aiohttp.ClientResponse, model: str, limit: int) -> bytes:
+    """The whole body, refused as soon as it is known to be over `limit` bytes."""
+    if resp.content_length is not None and resp.content_length > limit:
+        raise _too_large(model, limit)
+    parts: list[bytes] = []
+    size = 0
+    async for part in resp.content.iter_any():
+        size += len(part)
+        if size > limit:
+            raise _too_large(model, limit)
+        parts.append(part)
+    return b"".join(parts)
+
+
+async def _error_from(resp: aiohttp.ClientResponse, read_error: ErrorReader,
+                      model: str) -> ProviderError:
+    raw = await _read(resp, model, ERROR_BODY_LIMIT)
     try:
         body: Any = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -79,12 +101,14 @@ async def _error_from(resp: aiohttp.ClientResponse, read_error: ErrorReader) -> 
 
 
 async def post_json(http: aiohttp.ClientSession, url: str, headers: dict[str, str],
-                    body: dict[str, Any], model: str, read_error: ErrorReader) -> dict[str, Any]:
+                    body: dict[str, Any], model: str, read_error: ErrorReader,
+                    limit: int) -> dict[str, Any]:
+    """The provider's JSON answer; `limit` bounds its size in bytes."""
     with translated(model):
         async with http.post(url, data=orjson.dumps(body), headers=headers) as resp:
             if resp.status != 200:
-                raise await _error_from(resp, read_error)
-            reply = orjson.loads(await resp.read())
+                raise await _error_from(resp, read_error, model)
+            reply = orjson.loads(await _read(resp, model, limit))
             if not isinstance(reply, dict):
                 raise ProviderError(f"{model}'s provider answered with a non-object body",
                                     status=502, kind="transient")
@@ -93,13 +117,22 @@ async def post_json(http: aiohttp.ClientSession, url: str, headers: dict[str, st
 
 async def post_lines(http: aiohttp.ClientSession, url: str, headers: dict[str, str],
                      body: dict[str, Any], model: str, read_error: ErrorReader,
-                     ) -> AsyncIterator[bytes]:
-    """The response body's non-empty lines, for SSE and NDJSON streams."""
+                     limit: int) -> AsyncIterator[bytes]:
+    """The response body's non-empty lines, for SSE and NDJSON streams; `limit` bounds the
+    whole body in bytes, and so any one line."""
     with translated(model):
         async with http.post(url, data=orjson.dumps(body), headers=headers) as resp:
             if resp.status != 200:
-                raise await _error_from(resp, read_error)
-            async for line in resp.content:
+                raise await _error_from(resp, read_error, model)
+            content, size = resp.content, 0
+            while True:
+                try:
+                    line = await content.readuntil(b"\n", max_size=max(1, limit - size))
+                except LineTooLong:  # not a ClientError: it must not tear the client's answer
+                    raise _too_large(model, limit) from None
+                if not line:
+                    return
+                size += len(line)
                 line = line.strip()
                 if line:
                     yield line

@@ -7,6 +7,7 @@ day; the gateway must fall back when it can, and never pass the mess on.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from tests.conftest import KEY_A, gateway_running, sha
 
 HELLO = [{"role": "user", "content": "hello"}]
 FIRST_TOKEN_S = 1.0
+MAX_RESPONSE_MB = 1
+MB = 1024 * 1024
 ROLE_CHUNK = mockwire.sse({"id": "c1", "object": "chat.completion.chunk", "created": 1,
                            "model": "m", "choices": [{"index": 0, "delta": {"role": "assistant"},
                                                       "finish_reason": None}]})
@@ -48,7 +51,8 @@ def router_yaml(mock_url: str, tmp: Path) -> str:
         f"  timeouts: {{connect_s: 1, first_token_s: {FIRST_TOKEN_S}, total_s: 8}}",
         "  cooldown: {after_failures: 1000, window_s: 60, for_s: 1}",
         "  cache: {enabled: false}",
-        f"  data_dir: {tmp}/data",
+        f"  max_response_mb: {MAX_RESPONSE_MB}",
+        f"  data_dir: {tmp}/data", f"  usage_log: {tmp}/usage.jsonl",
     ]) + "\n"
 
 
@@ -66,6 +70,11 @@ def broken_gateway(mock: MockProvider, tmp_path_factory: pytest.TempPathFactory,
 @pytest.fixture
 def client(connect: Callable[..., openai.OpenAI], broken_gateway: str) -> openai.OpenAI:
     return connect(base_url=f"{broken_gateway}/v1")
+
+
+@pytest.fixture
+def usage_log(broken_gateway: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.getbasetemp() / "broken0" / "usage.jsonl"
 
 
 PLAIN_BODIES = {
@@ -184,3 +193,57 @@ def test_a_provider_dripping_a_byte_a_second_times_out_and_falls_back(
     assert attempts == "2"
     if stream:
         raw.parse().close()
+
+
+def words(total_bytes: int, word_bytes: int = 10_000) -> str:
+    """A text that streams as deltas of `word_bytes` each."""
+    return " ".join("x" * word_bytes for _ in range(total_bytes // word_bytes))
+
+
+@pytest.mark.parametrize("model", ["openai", "claude"])
+def test_an_answer_over_max_response_mb_falls_back(client: openai.OpenAI, mock: MockProvider,
+                                                   model: str) -> None:
+    mock.script(f"{'gpt' if model == 'openai' else 'claude'}-broken",
+                Step(text=words(2 * MB, word_bytes=30_000)))  # within Claude's 100 tokens
+    raw = client.chat.completions.with_raw_response.create(model=model, messages=HELLO)
+    assert raw.headers["x-gateway-model"] == "backup"
+    assert raw.parse().choices[0].message.content == "mock answer from gpt-backup to: hello"
+    assert raw.headers["x-gateway-attempts"] == "2"
+
+
+def test_one_sse_line_over_max_response_mb_falls_back(client: openai.OpenAI,
+                                                      mock: MockProvider) -> None:
+    mock.script("gpt-broken", Step(text="x" * (MAX_RESPONSE_MB * MB + 1)))
+    raw = client.chat.completions.with_raw_response.create(model="openai", messages=HELLO,
+                                                           stream=True)
+    assert raw.headers["x-gateway-model"] == "backup"
+    assert "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices)
+
+
+def test_an_sse_line_over_512_kib_within_the_bound_is_relayed_whole(client: openai.OpenAI,
+                                                                    mock: MockProvider) -> None:
+    long_word = "y" * (700 * 1024)  # aiohttp's own line limit is 512 KiB
+    mock.script("gpt-broken", Step(text=long_word))
+    chunks = list(client.chat.completions.create(model="openai", messages=HELLO, stream=True))
+    assert {c.model for c in chunks} == {"broken-openai"}
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == long_word
+
+
+def test_a_stream_growing_past_max_response_mb_ends_with_an_error_event(
+        client: openai.OpenAI, mock: MockProvider, usage_log: Path) -> None:
+    mock.script("gpt-broken", Step(text="first " + words(2 * MB)))
+    lines_before = len(usage_log.read_bytes().splitlines())
+    received = []
+    with pytest.raises(openai.APIError) as caught:
+        for chunk in client.chat.completions.create(model="openai", messages=HELLO,
+                                                    stream=True):
+            received.append(chunk.choices[0].delta.content or "" if chunk.choices else "")
+    text = "".join(received)
+    assert text.startswith("first ") and len(text) < MAX_RESPONSE_MB * MB
+    assert "max_response_mb" in str(caught.value.message)
+    deadline = time.monotonic() + 5  # a thread writes the usage log
+    while len(lines := usage_log.read_bytes().splitlines()) == lines_before:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    last = orjson.loads(lines[-1])
+    assert last["status"] == 502 and last["model"] == "broken-openai"  # not the client's 499

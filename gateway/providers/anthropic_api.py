@@ -51,7 +51,7 @@ async def complete(http: aiohttp.ClientSession, model: Model,
                    body: dict[str, Any]) -> dict[str, Any]:
     request, json_mode = _request(model, body)
     message = await upstream.post_json(http, _url(model), _headers(model), request, model.name,
-                                       read_error)
+                                       read_error, model.provider.max_response_bytes)
     if message.get("type") != "message" or not isinstance(message.get("content"), list):
         if message.get("type") == "error":  # a 200 that carries an error
             error = message.get("error") or {}
@@ -66,7 +66,7 @@ async def stream(http: aiohttp.ClientSession, model: Model,
     request, json_mode = _request(model, {**body, "stream": True})
     translator = ChunkTranslator(model.name, json_mode)
     lines = upstream.post_lines(http, _url(model), _headers(model), request, model.name,
-                                read_error)
+                                read_error, model.provider.max_response_bytes)
     async with contextlib.aclosing(lines):
         with upstream.translated(model.name):
             async for data in upstream.sse_data(lines):

@@ -57,7 +57,7 @@ async def _post(http: aiohttp.ClientSession, model: Model, endpoint: str,
                 body: dict[str, Any], answer_field: str) -> dict[str, Any]:
     reply = await upstream.post_json(http, _url(model, endpoint), _headers(model),
                                      {**body, "model": model.provider_model}, model.name,
-                                     read_error)
+                                     read_error, model.provider.max_response_bytes)
     if not isinstance(reply.get(answer_field), list):
         if "error" in reply:  # a 200 that carries an error: some proxies in front do that
             raise read_error(502, reply, {})
@@ -83,7 +83,8 @@ async def stream(http: aiohttp.ClientSession, model: Model,
     options = {**(body.get("stream_options") or {}), "include_usage": True}
     forwarded = {**body, "model": model.provider_model, "stream": True, "stream_options": options}
     lines = upstream.post_lines(http, _url(model, "chat/completions"), _headers(model),
-                                forwarded, model.name, read_error)
+                                forwarded, model.name, read_error,
+                                model.provider.max_response_bytes)
     started: set[int] = set()  # choice indexes seen, and those that said why they ended
     finished: set[int] = set()
     async with contextlib.aclosing(lines):
