@@ -15,11 +15,16 @@
     └── ChainFailed          502/504  every model of the chain failed
 
 A ProviderError knows what the chain should do next (`kind`), decided from the
-status and the provider's structured error code, never from message text.
+status and the provider's structured error code, never from message text. Its
+message is ours (`provider_reason`): a provider's own text may quote the
+operator's key or account, so it reaches no tenant and no log, except where the
+provider refused the request itself (kind "client"): then the client needs it
+to fix the request, and gets it bounded, with anything like a credential masked.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -150,6 +155,41 @@ class ProviderError(GatewayError):
     @property
     def is_retryable(self) -> bool:
         return self.kind == "transient"
+
+
+# A provider's `type` or `code` is passed on only when it is an identifier.
+_IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]{0,63}")
+# Tokens that look like credentials: sk-..., key-..., Bearer ..., long runs of key characters.
+_CREDENTIAL = re.compile(r"(?i)\b(?:bearer\s+\S+|AIza[\w-]{10,}"
+                         r"|(?:sk|pk|rk|gsk|xai|key|api[-_]?key)[-_][\w*.-]{4,})|[\w*+/=-]{32,}")
+CLIENT_TEXT_CHARS = 300
+
+
+def identifier(value: Any) -> str | None:
+    return value if isinstance(value, str) and _IDENTIFIER.fullmatch(value) else None
+
+
+def provider_reason(status: int, kind: ProviderErrorKind, etype: Any = None,
+                    code: Any = None, text: Any = None) -> str:
+    """What a tenant and the logs are told of a provider's error: a reason of ours, with the
+    provider's type and code when they are identifiers; for a refusal of the request itself,
+    the provider's text too, bounded and with credentials masked."""
+    tags = ", ".join(t for t in (identifier(etype), identifier(code)) if t)
+    tags = f" ({tags})" if tags else ""
+    if kind == "client" and isinstance(text, str) and text:
+        told = _CREDENTIAL.sub("[redacted]", " ".join(text.split()))
+        if len(told) > CLIENT_TEXT_CHARS:
+            told = told[:CLIENT_TEXT_CHARS] + "..."
+        return f"the provider refused the request{tags}: {told}"
+    if kind == "auth":
+        return f"the provider refused the gateway's credentials for this model{tags}"
+    if kind == "overflow":
+        return f"the request is longer than the model's context window{tags}"
+    if kind == "client":
+        return f"the provider refused the request{tags}"
+    if status == 429:
+        return f"rate-limited by the provider{tags}"
+    return f"the provider failed{tags}"
 
 
 def kind_for_status(status: int) -> ProviderErrorKind:

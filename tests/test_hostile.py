@@ -3,12 +3,13 @@ request to a provider or account that router.yaml did not name."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from gateway.mockprovider import MockProvider
+from gateway.mockprovider import MockProvider, Step
 from tests.conftest import KEY_A, KEY_B, sha
 
 HELLO = [{"role": "user", "content": "hi"}]
@@ -87,3 +88,36 @@ def test_no_secret_reaches_a_response_metric_or_log(gateway: str, gateway_files)
     for text in seen:
         for secret in SECRETS:
             assert secret not in text
+
+
+LEAKY = ("Incorrect API key provided: sk-live-****9f2c. You can find your API key at "
+         "https://platform.example/account/api-keys")
+
+
+@pytest.mark.parametrize(("model", "provider_model"), [
+    ("gpt", "gpt-4o-mini"), ("claude", "claude-sonnet-4-5"),
+    ("deepseek", "deepseek-chat")])  # OpenAI's wire, Anthropic's, and litellm's path
+@pytest.mark.parametrize("status", [401, 429, 500])
+def test_a_providers_error_text_never_reaches_a_tenant_or_a_log(
+        gateway: str, gateway_files, mock: MockProvider, model: str, provider_model: str,
+        status: int) -> None:
+    mock.always[provider_model] = Step(status=status, error_message=LEAKY)
+    answer = chat(gateway, {"model": model, "messages": HELLO})
+    assert answer.status_code == (429 if status == 429 else 502)
+    message = answer.json()["error"]["message"]
+    assert f"{model}: {status} " in message  # the status, and a reason of ours
+    time.sleep(0.3)  # the usage log is written by a thread
+    for text in (answer.text, (gateway_files / "gateway.log").read_text(),
+                 (gateway_files / "usage.jsonl").read_text()):
+        assert "sk-live" not in text and "Incorrect API key" not in text
+
+
+def test_a_providers_client_error_keeps_its_reason_but_not_a_credential(
+        gateway: str, mock: MockProvider) -> None:
+    mock.script("gpt-4o-mini", Step(status=400, error_message=(
+        "temperature: too high (project key sk-proj-Abc123def456ghi789 was used)")))
+    answer = chat(gateway, {"model": "gpt", "messages": HELLO})
+    assert answer.status_code == 400
+    message = answer.json()["error"]["message"]
+    assert "temperature: too high" in message
+    assert "Abc123def456" not in message

@@ -10,7 +10,7 @@ import aiohttp
 
 from gateway import upstream
 from gateway.config import Model
-from gateway.errors import ProviderError, kind_for_status
+from gateway.errors import ProviderError, identifier, kind_for_status, provider_reason
 from gateway.providers import anthropic_translate
 from gateway.providers.anthropic_stream import ERROR_STATUSES, ChunkTranslator, parse_event
 
@@ -27,13 +27,14 @@ def _headers(model: Model) -> dict[str, str]:
 def read_error(status: int, body: Any, headers: dict[str, str]) -> ProviderError:
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict):
-        message, etype = str(error.get("message") or "no message"), str(error.get("type"))
+        message, etype = str(error.get("message") or ""), error.get("type")
     else:
         message, etype = str(body)[:500], "api_error"
     kind = kind_for_status(status)
     if status == 400 and message.lower().startswith(OVERFLOW_PREFIX):
         kind = "overflow"
-    return ProviderError(message, status=status, kind=kind, type=etype,
+    return ProviderError(provider_reason(status, kind, etype, None, message), status=status,
+                         kind=kind, type=identifier(etype) or "api_error",
                          retry_after_s=upstream.retry_after_s(headers))
 
 

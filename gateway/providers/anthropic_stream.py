@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from gateway.errors import ProviderError, kind_for_status
+from gateway.errors import ProviderError, identifier, kind_for_status, provider_reason
 from gateway.providers.anthropic_translate import JSON_TOOL, STOP_REASONS, openai_usage
 
 ERROR_STATUSES = {"invalid_request_error": 400, "authentication_error": 401,
@@ -56,8 +56,9 @@ class ChunkTranslator:
         if kind == "error":
             error = event.get("error") or {}
             status = ERROR_STATUSES.get(error.get("type", ""), 500)
-            raise ProviderError(str(error.get("message") or "stream error"), status=status,
-                                kind=kind_for_status(status), type=str(error.get("type")))
+            kind = kind_for_status(status)
+            raise ProviderError(provider_reason(status, kind, error.get("type")), status=status,
+                                kind=kind, type=identifier(error.get("type")) or "api_error")
         return []  # ping, content_block_stop, and event types added later
 
     def _block_start(self, index: int, block: dict[str, Any]) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ import orjson
 
 from gateway import upstream
 from gateway.config import Model
-from gateway.errors import ProviderError, kind_for_status
+from gateway.errors import ProviderError, identifier, kind_for_status, provider_reason
 
 # Ollama serves its OpenAI-compatible API under /v1 of its documented base URL.
 PATH_PREFIX = {"ollama": "/v1"}
@@ -39,17 +39,19 @@ def _headers(model: Model) -> dict[str, str]:
 def read_error(status: int, body: Any, headers: dict[str, str]) -> ProviderError:
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict):
-        message = str(error.get("message") or "no message")
+        message = str(error.get("message") or "")
         code = error.get("code") if isinstance(error.get("code"), str) else None
         etype = str(error.get("type") or "api_error")
         param = error.get("param") if isinstance(error.get("param"), str) else None
     else:
-        message = str(error or body or "no message")[:500]
+        message = str(error or body or "")[:500]
         code, etype, param = None, "api_error", None
     overflow = code in CONTEXT_OVERFLOW_CODES or (
         status == 400 and any(p in message.lower() for p in CONTEXT_OVERFLOW_PHRASES))
     kind = "overflow" if overflow else kind_for_status(status)
-    return ProviderError(message, status=status, kind=kind, type=etype, code=code, param=param,
+    return ProviderError(provider_reason(status, kind, etype, code, message), status=status,
+                         kind=kind, type=identifier(etype) or "api_error",
+                         code=identifier(code), param=identifier(param),
                          retry_after_s=upstream.retry_after_s(headers))
 
 

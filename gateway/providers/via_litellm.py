@@ -18,7 +18,7 @@ import aiohttp
 import openai
 
 from gateway.config import Model
-from gateway.errors import ProviderError, kind_for_status
+from gateway.errors import ProviderError, kind_for_status, provider_reason
 
 FORWARDED = frozenset({
     "messages", "temperature", "top_p", "n", "stop", "max_tokens", "max_completion_tokens",
@@ -64,14 +64,17 @@ def _kwargs(model: Model, body: dict[str, Any],
 
 def _translate(exc: Exception, model: Model, litellm: ModuleType) -> ProviderError:
     if isinstance(exc, litellm.ContextWindowExceededError):
-        return ProviderError(str(exc.message), status=400, kind="overflow")
+        return ProviderError(provider_reason(400, "overflow"), status=400, kind="overflow")
     if isinstance(exc, litellm.Timeout):
         return ProviderError(f"{model.name} timed out", status=504, kind="transient",
                              timed_out=True)
     status = getattr(exc, "status_code", None)
     status = status if isinstance(status, int) and status >= 400 else 502
-    message = str(getattr(exc, "message", "")) or type(exc).__name__
-    return ProviderError(message, status=status, kind=kind_for_status(status))
+    kind = kind_for_status(status)
+    # litellm's text quotes the provider's; its exception class names the kind of failure.
+    return ProviderError(provider_reason(status, kind, type(exc).__name__, None,
+                                         str(getattr(exc, "message", ""))),
+                         status=status, kind=kind)
 
 
 async def complete(http: aiohttp.ClientSession, model: Model,
