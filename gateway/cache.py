@@ -9,8 +9,17 @@ classified. A field the gateway does not know (a provider's own parameter,
 such as Ollama's `num_ctx` or `top_k`) is in the key: an unknown field can cost
 a miss, never a wrong answer.
 
-Never in the key: the caller's key, `stream` and `stream_options` (a hit is
-replayed either way), `user`, metadata and other bookkeeping.
+Never in the key: `stream` and `stream_options` (a hit is replayed either way),
+`user`, metadata and other bookkeeping.
+
+Which keys share an entry is the cache scope, hashed into the store key with
+the request's digest: a key's own scope (by its name, never its secret), a
+group (`keys[].cache_scope`) or the shared scope (`settings.cache.scope:
+shared`, for keys in no group). A key reads its own scope first, then its
+group or the shared one. An entry that several keys read is written once,
+where there is none, and never overwritten: so `Cache-Control: no-cache`, a
+refresh, writes only the caller's own scope, and no key can re-roll the answer
+another key is given.
 
 The store failing is never an outage: a lookup that fails is a miss and a
 write that fails is skipped (store.py logs the outage once).
@@ -26,7 +35,8 @@ from typing import Any, Literal
 import orjson
 
 from gateway import store as store_keys
-from gateway.config import Model
+from gateway.auth import ANONYMOUS
+from gateway.config import ApiKey, Model
 from gateway.schema import CacheSettings
 from gateway.store import Store, StoreDown
 
@@ -59,30 +69,54 @@ class Lookup:
     """What the cache does for one request, and what it did (`state`)."""
 
     state: State
-    key: str | None = None
-    reads: bool = False
-    writes: bool = False
+    reads: tuple[str, ...] = ()  # store keys looked up, in order: the caller's own first
+    writes: str | None = None  # the store key a complete answer is written to
+    overwrites: bool = True  # False: an entry other keys read, written only where none is
     ttl_s: int = 0
 
 
 def digest(kind: Kind, requested: str, models: tuple[Model, ...], body: dict[str, Any]) -> str:
+    """The request's digest, whoever asks."""
     fields = {name: value for name, value in body.items() if name not in NOT_IN_KEY[kind]}
     chain = [[m.name, m.provider.type, m.provider_model] for m in models]
     canonical = orjson.dumps([kind, requested, chain, fields], option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(canonical).hexdigest()
 
 
-def plan(settings: CacheSettings, cache_control: str | None, kind: Kind, requested: str,
-         models: tuple[Model, ...], body: dict[str, Any]) -> Lookup:
+Scope = tuple[str, ...]  # ("key", name), ("group", name), ("shared",) or ("anonymous",)
+
+
+def scopes(settings: CacheSettings, key: ApiKey) -> tuple[Scope, Scope | None]:
+    """The caller's own scope, and the one it shares with other keys (None: it shares none)."""
+    # By the key's name, so that a key rotated under the same name keeps its entries; the
+    # tag keeps a key and a group of the same name apart, and keyless callers from a key.
+    own: Scope = ("anonymous",) if key is ANONYMOUS else ("key", key.name)
+    if key.cache_scope is not None:
+        return own, ("group", key.cache_scope)
+    return own, (("shared",) if settings.scope == "shared" else None)
+
+
+def scoped(scope: Scope, request_digest: str) -> str:
+    """The store key of one request's entry in one scope."""
+    return store_keys.cache_key(hashlib.sha256(orjson.dumps([*scope, request_digest])).hexdigest())
+
+
+def plan(settings: CacheSettings, cache_control: str | None, key: ApiKey, kind: Kind,
+         requested: str, models: tuple[Model, ...], body: dict[str, Any]) -> Lookup:
     if not settings.enabled:
         return Lookup("off")
     directives = {part.strip().lower() for part in (cache_control or "").split(",")}
     if "no-store" in directives:
         return Lookup("bypass")
-    key = store_keys.cache_key(digest(kind, requested, models, body))
-    if "no-cache" in directives:  # skip the lookup, refresh the entry
-        return Lookup("bypass", key, reads=False, writes=True, ttl_s=settings.ttl_s)
-    return Lookup("miss", key, reads=True, writes=True, ttl_s=settings.ttl_s)
+    request_digest = digest(kind, requested, models, body)
+    own, shared = scopes(settings, key)
+    mine = scoped(own, request_digest)
+    if "no-cache" in directives:  # skip the lookup; the refresh is the caller's alone
+        return Lookup("bypass", writes=mine, ttl_s=settings.ttl_s)
+    if shared is None:
+        return Lookup("miss", (mine,), mine, ttl_s=settings.ttl_s)
+    theirs = scoped(shared, request_digest)
+    return Lookup("miss", (mine, theirs), theirs, overwrites=False, ttl_s=settings.ttl_s)
 
 
 @dataclass(frozen=True)
@@ -92,12 +126,12 @@ class Hit:
 
 
 async def get(store: Store, lookup: Lookup) -> Hit | None:
-    if not lookup.reads or lookup.key is None:
+    if not lookup.reads:
         return None
     try:
-        entry = await store.get(lookup.key)
+        entry = await store.first(lookup.reads)
     except StoreDown:
-        lookup.state, lookup.writes = "off", False
+        lookup.state, lookup.writes = "off", None
         return None
     if entry is None:
         return None
@@ -109,10 +143,11 @@ async def get(store: Store, lookup: Lookup) -> Hit | None:
 
 
 async def put(store: Store, lookup: Lookup, model: str, answer: bytes) -> None:
-    if not lookup.writes or lookup.key is None:
+    if lookup.writes is None:
         return
     with contextlib.suppress(StoreDown):
-        await store.set(lookup.key, orjson.dumps(model) + b"\n" + answer, lookup.ttl_s)
+        await store.set(lookup.writes, orjson.dumps(model) + b"\n" + answer, lookup.ttl_s,
+                        overwrite=lookup.overwrites)
 
 
 def is_complete_chat(reply: dict[str, Any], length_ok: bool = True) -> bool:

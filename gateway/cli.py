@@ -86,7 +86,22 @@ def cmd_check(args: argparse.Namespace) -> int:
         for model in unusable:
             print(f"  {model.name}: {model.unusable}")
     print(f"keys: {', '.join(k.name for k in config.keys) or 'none (anonymous access)'}")
+    print(f"cache: {_cache_scopes(config)}")
     return 0
+
+
+def _cache_scopes(config: Config) -> str:
+    """Who shares cached answers with whom: what an operator checks before a tenant can."""
+    cache = config.settings.cache
+    if not cache.enabled:
+        return "off (settings.cache.enabled: false)"
+    shown = "per key" if cache.scope == "key" else "shared by the keys in no group"
+    groups: dict[str, list[str]] = {}
+    for key in config.keys:
+        if key.cache_scope is not None:
+            groups.setdefault(key.cache_scope, []).append(key.name)
+    named = "; ".join(f"group {group}: {', '.join(names)}" for group, names in groups.items())
+    return f"{shown} (settings.cache.scope: {cache.scope})" + (f", except {named}" if named else "")
 
 
 def cmd_keys_new(args: argparse.Namespace) -> int:

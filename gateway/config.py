@@ -89,6 +89,7 @@ class ApiKey:
     digest: bytes = field(repr=False)
     daily_budget_usd: float | None
     allow: frozenset[str] | None  # None: every tier and model
+    cache_scope: str | None = None  # the group whose keys share cache entries
 
     def may_use(self, requested: str) -> bool:
         return self.allow is None or requested in self.allow
@@ -175,6 +176,7 @@ def parse_config(data: bytes, path: Path, environ: dict[str, str] | None = None)
             digest=bytes.fromhex(k.key_sha256),
             daily_budget_usd=k.daily_budget_usd,
             allow=frozenset(k.allow) if k.allow is not None else None,
+            cache_scope=k.cache_scope,
         )
         for k in spec.keys
     )

@@ -36,7 +36,8 @@ def effective(config: Config) -> dict[str, Any]:
         },
         "tiers": {name: list(chain) for name, chain in config.tiers.items()},
         "keys": [{"name": k.name, "daily_budget_usd": k.daily_budget_usd,
-                  "allow": sorted(k.allow) if k.allow is not None else None}
+                  "allow": sorted(k.allow) if k.allow is not None else None,
+                  "cache_scope": k.cache_scope}
                  for k in config.keys],
         "settings": settings,
     }

@@ -106,7 +106,7 @@ def _hit_headers(model_name: str) -> dict[str, str]:
 
 def _plan(services: Services, call: Call, kind: cache.Kind) -> tuple[Chain, Lookup]:
     models = routing.plan(call.config, call.key, call.trace.requested)
-    lookup = cache.plan(call.config.settings.cache, call.cache_control, kind,
+    lookup = cache.plan(call.config.settings.cache, call.cache_control, call.key, kind,
                         call.trace.requested, models, call.body)
     chain = Chain(models, services.http, call.config.settings, services.cooldowns, call.trace)
     call.record.cache = lookup.state

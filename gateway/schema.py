@@ -39,11 +39,13 @@ class KeySpec(Frozen):
     key_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
     daily_budget_usd: NonNegativeFloat | None = None
     allow: tuple[str, ...] | None = None
+    cache_scope: str | None = Field(default=None, min_length=1)  # a group: its keys share entries
 
 
 class CacheSettings(Frozen):
     enabled: bool = True
     ttl_s: PositiveInt = 86400
+    scope: Literal["key", "shared"] = "key"  # for the keys that name no cache_scope
 
 
 class BudgetSettings(Frozen):

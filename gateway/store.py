@@ -35,7 +35,7 @@ class StoreDown(Exception):
 
 
 def cache_key(digest: str) -> str:
-    return f"gw:cache:v1:{digest}"
+    return f"gw:cache:v2:{digest}"  # v2: the digest covers the cache scope
 
 
 def describe(url: str) -> str:
@@ -92,8 +92,13 @@ class Store:
     async def get(self, key: str) -> bytes | None:
         return await self.run(lambda redis: redis.get(key))
 
-    async def set(self, key: str, value: bytes, ttl_s: int) -> None:
-        await self.run(lambda redis: redis.set(key, value, ex=ttl_s))
+    async def first(self, keys: tuple[str, ...]) -> bytes | None:
+        """The value of the first of `keys` that has one, in one round trip."""
+        values = await self.run(lambda redis: redis.mget(keys))
+        return next((value for value in values if isinstance(value, bytes)), None)
+
+    async def set(self, key: str, value: bytes, ttl_s: int, overwrite: bool = True) -> None:
+        await self.run(lambda redis: redis.set(key, value, ex=ttl_s, nx=not overwrite))
 
     async def problem(self) -> str | None:
         """None when the store answers a PING now, else why not (for /ready)."""

@@ -250,14 +250,15 @@ def test_bookkeeping_fields_do_not_change_the_key(
     assert calls(mock) == 1
 
 
-def test_another_callers_identical_request_hits(cached: CachedGateway, client: openai.OpenAI,
-                                                mock: MockProvider) -> None:
+def test_another_keys_identical_request_misses_by_default(
+        cached: CachedGateway, client: openai.OpenAI, mock: MockProvider) -> None:
+    """Entries are per key unless router.yaml shares them (tests/test_cache_scopes.py)."""
     prompt = fresh()
     ask(client, prompt)
     with openai.OpenAI(base_url=f"{cached.base_url}/v1", api_key=KEY_B, max_retries=0) as other:
-        _, headers = ask(other, prompt)
-    assert headers["x-gateway-cache"] == "hit"
-    assert calls(mock) == 1
+        states = [ask(other, prompt)[1]["x-gateway-cache"] for _ in range(2)]
+    assert states == ["miss", "hit"]
+    assert calls(mock) == 2
 
 
 def test_no_store_neither_reads_nor_writes(client: openai.OpenAI, mock: MockProvider) -> None:
@@ -332,13 +333,14 @@ def test_embeddings_are_cached_and_keyed_by_their_fields(
 
 
 def test_entries_expire_after_ttl_s(client: openai.OpenAI, cached: CachedGateway) -> None:
-    ask(client, fresh())
     store = redis.Redis.from_url(cached.store_url)
     try:
-        ttls = [store.ttl(key) for key in store.scan_iter("gw:cache:v1:*")]
+        before = set(store.scan_iter("gw:cache:v2:*"))  # other tests' entries, on one Redis
+        ask(client, fresh())
+        ttls = [store.ttl(key) for key in set(store.scan_iter("gw:cache:v2:*")) - before]
     finally:
         store.close()
-    assert ttls and all(TTL_S - 120 < ttl <= TTL_S for ttl in ttls)
+    assert len(ttls) == 1 and TTL_S - 120 < ttls[0] <= TTL_S
 
 
 def test_a_store_that_goes_down_is_not_an_outage(mock: MockProvider, tmp_path: Path) -> None:

@@ -9,7 +9,9 @@ from openai.types import embedding_create_params
 from openai.types.chat import completion_create_params
 
 from gateway import cache
-from gateway.config import Model, Price, Provider
+from gateway.auth import ANONYMOUS
+from gateway.config import ApiKey, Model, Price, Provider
+from gateway.schema import CacheSettings
 
 ASK = {"model": "fast", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -68,3 +70,43 @@ def test_a_rerouted_tier_does_not_share_entries_with_its_old_route() -> None:
 def test_the_requested_name_and_the_kind_are_in_the_key() -> None:
     assert key(ASK, requested="smart") != key(ASK)
     assert key(ASK, kind="embeddings") != key(ASK)
+
+
+def api_key(name: str, cache_scope: str | None = None) -> ApiKey:
+    return ApiKey(name=name, digest=bytes(32), daily_budget_usd=None, allow=None,
+                  cache_scope=cache_scope)
+
+
+SHARED, PER_KEY = CacheSettings(scope="shared"), CacheSettings(scope="key")
+
+
+def reads(settings: CacheSettings, caller: ApiKey, cache_control: str | None = None,
+          ) -> cache.Lookup:
+    return cache.plan(settings, cache_control, caller, "chat", "fast", CHAIN, ASK)
+
+
+@pytest.mark.parametrize("first, second", [
+    (api_key("x"), api_key("y")),  # two keys, per key
+    (api_key("x"), api_key("y", cache_scope="x")),  # a key and a group of the same name
+    (ANONYMOUS, api_key("anonymous")),  # keyless callers and a key named like them
+])
+def test_different_callers_never_share_their_own_scope(first: ApiKey, second: ApiKey) -> None:
+    for settings in (SHARED, PER_KEY):
+        assert reads(settings, first).reads[0] != reads(settings, second).reads[0]
+    assert not set(reads(PER_KEY, first).reads) & set(reads(PER_KEY, second).reads)
+
+
+def test_a_scope_several_keys_read_is_read_after_the_callers_own_and_never_overwritten(
+        ) -> None:
+    for settings, a, b in ((SHARED, api_key("a"), api_key("b")),
+                           (PER_KEY, api_key("a", "g"), api_key("b", "g"))):
+        mine, theirs = reads(settings, a), reads(settings, b)
+        assert mine.reads[1] == theirs.reads[1] == mine.writes and not mine.overwrites
+        assert mine.reads[0] != theirs.reads[0]
+        refresh = reads(settings, a, "no-cache")
+        assert (refresh.reads, refresh.writes, refresh.overwrites) == ((), mine.reads[0], True)
+
+
+def test_store_keys_are_versioned_and_name_no_key() -> None:
+    lookup = reads(SHARED, api_key("team-a"))
+    assert all(k.startswith("gw:cache:v2:") and "team-a" not in k for k in lookup.reads)
