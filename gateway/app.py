@@ -29,6 +29,7 @@ from gateway.embedded_store import EMBEDDED_STORE_ENV
 from gateway.errors import GatewayError, HeadersTooLarge, MethodNotAllowed, NotFound
 from gateway.fallbacks import Trace
 from gateway.metrics import Metrics
+from gateway.overload import Overload
 from gateway.pipeline import Services
 from gateway.records import Records, open_usage_log
 from gateway.routes import routes
@@ -72,11 +73,20 @@ class Gateway:
                 message["headers"] = [*message.get("headers", []), header]
             await send(message)
 
+        # The API is shed under overload; health, readiness and metrics never are.
+        services: Services | None = getattr(self.state, "services", None)
+        overload = None
+        if services is not None and scope["path"].startswith("/v1/"):
+            overload, limits = services.overload, services.config.settings.overload
+        admitted = False
         try:
             if sum(len(name) + len(value) for name, value in scope["headers"]) > MAX_HEADER_BYTES:
                 raise HeadersTooLarge(f"the request's headers are over "
                                       f"{MAX_HEADER_BYTES // 1024} KB; send fewer or shorter "
                                       "headers")
+            if overload is not None:
+                overload.admit(limits)
+                admitted = True
             await self.router(scope, receive, send_with_id)
         except (GatewayError, HTTPException) as exc:
             if started:
@@ -89,6 +99,10 @@ class Gateway:
                 error = GatewayError(f"internal gateway error; quote request id {request_id} "
                                      "to your operator")
                 await _response(error)(scope, receive, send_with_id)
+        finally:
+            if admitted:
+                assert overload is not None
+                overload.leave()
 
 
 def _http_error(scope: Scope, exc: HTTPException) -> GatewayError:
@@ -128,8 +142,11 @@ def create_app(config: Config, store_url: str | None = None) -> Gateway:
         metrics = Metrics()
         store = Store(url, on_error=metrics.store_errors.inc)
         budgets = Budgets(store, hold_s=budget.hold_s_for(config.settings.timeouts))
+        overload = Overload(lambda reason: metrics.shed.labels(reason).inc())
         services = Services(config=config, http=http, cooldowns=Cooldowns(), store=store,
-                            budgets=budgets, records=Records(metrics, open_usage_log(config)))
+                            budgets=budgets, records=Records(metrics, open_usage_log(config)),
+                            overload=overload)
+        overload.start()
         reloader = reload.Reloader(services)
         app.state.services = services
         app.state.reloader = reloader
@@ -144,6 +161,7 @@ def create_app(config: Config, store_url: str | None = None) -> Gateway:
             yield
         finally:
             watching.cancel()
+            await overload.stop()
             if on_hup:
                 asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
             if services.tasks:  # settlements of streams that just ended

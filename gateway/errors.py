@@ -11,6 +11,8 @@
     ├── HeadersTooLarge      431      request headers over 32 KB
     ├── BudgetExceeded       429      the key's daily budget cannot pay for the request
     ├── NotReady             503      no usable configuration or store
+    ├── Overloaded           503      shed: see overload.py
+    ├── ClientGone           499      the client left before a provider was called
     ├── ProviderError        (the provider's status)  one failed provider call
     └── ChainFailed          502/504  every model of the chain failed
 
@@ -123,6 +125,14 @@ class NotReady(GatewayError):
     status = 503
     type = "api_error"
     code = "not_ready"
+
+
+class ClientGone(GatewayError):
+    """Nobody is waiting for the answer: no provider is called for it (nginx's 499)."""
+
+    status = 499
+    type = "invalid_request_error"
+    code = "client_closed_request"
 
 
 class ProviderError(GatewayError):

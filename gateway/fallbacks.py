@@ -23,7 +23,7 @@ import aiohttp
 from gateway import retries
 from gateway.config import Model
 from gateway.cooldown import Cooldowns
-from gateway.errors import Attempt, ChainFailed, ProviderError
+from gateway.errors import Attempt, ChainFailed, ClientGone, ProviderError
 from gateway.providers import adapter_for
 from gateway.schema import Settings
 
@@ -66,6 +66,7 @@ class Chain:
     settings: Settings
     cooldowns: Cooldowns
     trace: Trace
+    gone: Callable[[], Awaitable[bool]]  # whether the client has closed its connection
 
 
 @dataclass
@@ -162,6 +163,8 @@ async def _over_chain(chain: Chain, call: ModelCall[T]) -> tuple[Model, T]:
         turn = _turn(chain.trace, len(models) - position)
 
         async def attempt(model: Model = model, turn: Turn = turn) -> T:
+            if await chain.gone():  # a provider is paid for answers nobody would read
+                raise ClientGone(f"the client left before {model.name} was called")
             return await _attempt(chain, model, lambda: call(model, turn))
 
         try:

@@ -29,6 +29,7 @@ from gateway.cooldown import Cooldowns
 from gateway.errors import ProviderError
 from gateway.fallbacks import BodyFor, Chain, OpenStream, Trace
 from gateway.meter import Metered
+from gateway.overload import Overload
 from gateway.records import Record, Records
 from gateway.store import Store
 
@@ -47,6 +48,7 @@ class Services:
     store: Store
     budgets: Budgets
     records: Records
+    overload: Overload
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
@@ -74,6 +76,7 @@ class Call:
     body: dict[str, Any]
     trace: Trace
     record: Record
+    gone: Callable[[], Awaitable[bool]]  # whether the client has left
     cache_control: str | None = None
 
     def answered(self, model: str, usage: cost.Usage, cost_microusd: int,
@@ -108,7 +111,8 @@ def _plan(services: Services, call: Call, kind: cache.Kind) -> tuple[Chain, Look
     models = routing.plan(call.config, call.key, call.trace.requested)
     lookup = cache.plan(call.config.settings.cache, call.cache_control, call.key, kind,
                         call.trace.requested, models, call.body)
-    chain = Chain(models, services.http, call.config.settings, services.cooldowns, call.trace)
+    chain = Chain(models, services.http, call.config.settings, services.cooldowns, call.trace,
+                  call.gone)
     call.record.cache = lookup.state
     return chain, lookup
 

@@ -102,7 +102,8 @@ async def _answer(request: Request, services: pipeline.Services, record: records
         record.prompt = body.get("messages", body.get("input"))
     trace = pipeline.new_trace(config, body["model"], record.request_id)
     request.state.trace = record.trace = trace
-    call = pipeline.Call(config, key, body, trace, record, request.headers.get("cache-control"))
+    call = pipeline.Call(config, key, body, trace, record, request.is_disconnected,
+                         request.headers.get("cache-control"))
     return await handle(services, call)
 
 

@@ -70,6 +70,14 @@ class TimeoutSettings(Frozen):
     read_body_s: PositiveFloat = 60  # a client's whole request body, once its headers are in
 
 
+class OverloadSettings(Frozen):
+    """Load shedding, per worker process (see overload.py)."""
+
+    max_in_flight: PositiveInt = 1024  # requests being served, streams included
+    max_delay_ms: NonNegativeFloat = 1000  # the event loop's delay; 0: not watched
+    retry_after_s: PositiveFloat = 1
+
+
 class CooldownSettings(Frozen):
     after_failures: PositiveInt = 3
     window_s: PositiveFloat = 60
@@ -88,6 +96,7 @@ class Settings(Frozen):
     max_response_mb: PositiveFloat = 32
     data_dir: str = "./.gateway"
     cooldown: CooldownSettings = CooldownSettings()
+    overload: OverloadSettings = OverloadSettings()
     usage_log: str = "./logs/usage.jsonl"  # empty: no usage log
     usage_log_max_mb: PositiveFloat = 100
     usage_log_keep: Annotated[int, Field(ge=0, le=1000)] = 5
