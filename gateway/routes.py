@@ -168,10 +168,12 @@ async def admin_config(request: Request) -> Response:
     reloader: reload.Reloader = request.app.state.reloader
     config = services.config
     auth.authenticate_admin(request.headers, config)
-    error = reloader.last_error
+    error, held = reloader.last_error, reloader.held
     body = {"path": str(config.path), "sha256": config.sha256, "loaded_at": reloader.loaded_at,
             "pid": os.getpid(),
             "last_reload_error": error and {"at": error.at, "problems": list(error.problems)},
+            "held_reload": held and {"at": held.at, "sha256": held.sha256,
+                                     "widens": list(held.widens)},
             "pending_restart": list(reloader.pending_restart),
             "config": config_view.effective(config)}
     return Response(orjson.dumps(body), media_type=JSON)
