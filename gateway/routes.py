@@ -25,6 +25,7 @@ from gateway import (
     routing,
     streaming,
     supervisor,
+    untrusted,
     validation,
 )
 from gateway.cost import dollars
@@ -152,7 +153,8 @@ async def admin_spend(request: Request) -> Response:
     try:
         day = date.fromisoformat(given) if given else budget.today()
     except ValueError:
-        raise InvalidRequest(f"date must be YYYY-MM-DD; got {given!r}", param="date") from None
+        raise InvalidRequest(f"date must be YYYY-MM-DD; got {untrusted.bounded(repr(given))}",
+                             param="date") from None
     try:
         spent = await services.budgets.spend_on(day)
     except StoreDown as exc:
