@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from gateway.mockprovider import MockProvider
+from gateway.untrusted import bounded
 from tests.conftest import RedisServer, gateway_running, sha
 
 KEY = "sk-test-bounded"
@@ -148,3 +149,17 @@ def test_other_echoed_client_strings_are_bounded_and_clean(gw: Running, where: s
     message = response.json()["error"]["message"]
     assert no_control_characters(message), message
     assert "characters)" in message
+
+
+@pytest.mark.parametrize("text, shown", [
+    ("fast", "fast"),
+    ("a" * 128, "a" * 128),
+    ("a" * 129, "a" * 128 + "… (129 characters)"),
+    ("x\n\r\t\x1b[0m\x07", "x\\n\\r\\t\\x1b[0m\\x07"),
+    ("\u202eevil\u2028\u200b", "\\u202eevil\\u2028\\u200b"),  # bidi override, separators
+    ("\ud800", "\\ud800"),  # a lone surrogate: no UTF-8 line could hold it
+    ("\n" * 100, "\\n" * 64 + "… (100 characters)"),  # escapes count toward the bound
+    ("naïve 模型 ✓", "naïve 模型 ✓"),  # printable text of any script is left alone
+])
+def test_bounded_shows_a_string_short_and_escaped(text: str, shown: str) -> None:
+    assert bounded(text) == shown
