@@ -21,7 +21,7 @@ from starlette.responses import Response
 from starlette.routing import Router
 from starlette.types import Lifespan, Message, Receive, Scope, Send
 
-from gateway import budget, reload, upstream
+from gateway import budget, reload, untrusted, upstream
 from gateway.budget import Budgets
 from gateway.config import CONFIG_ENV, Config, ConfigError, load_config
 from gateway.cooldown import Cooldowns
@@ -106,7 +106,7 @@ class Gateway:
 
 
 def _http_error(scope: Scope, exc: HTTPException) -> GatewayError:
-    method, path = scope["method"], scope["path"]
+    method, path = untrusted.bounded(scope["method"]), untrusted.bounded(scope["path"])
     if exc.status_code == 405:
         return MethodNotAllowed(f"{method} is not allowed on {path}")
     return NotFound(f"no such endpoint: {method} {path}; the gateway serves "

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from gateway import cost
+from gateway import cost, untrusted
 from gateway.config import Config
 from gateway.fallbacks import Trace
 from gateway.metrics import Metrics
@@ -115,6 +115,15 @@ def _ms(seconds: float) -> float:
     return round(seconds * 1000, 2)
 
 
+def _requested(record: Record) -> str | None:
+    """The name asked for: a router.yaml name as it is, anything else as the client can't
+    abuse it (a 9 MB name would rotate the log's earlier lines away)."""
+    name, config = record.requested, record.config
+    if name is None or name in config.tiers or name in config.models:
+        return name
+    return untrusted.bounded(name)
+
+
 def _line(record: Record, status: int, ended: float) -> dict[str, Any]:
     attempts = record.trace.attempts if record.trace is not None else []
     usage = record.usage
@@ -122,7 +131,7 @@ def _line(record: Record, status: int, ended: float) -> dict[str, Any]:
         "ts": record.ts,
         "request_id": record.request_id,
         "key": record.key,
-        "requested": record.requested,
+        "requested": _requested(record),
         "model": record.model,
         "attempts": [{"model": a.model, "status": a.status, "error": a.error,
                       "latency_ms": a.latency_ms} for a in attempts],

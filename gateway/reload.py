@@ -10,6 +10,16 @@ The file is polled (a stat every half second, by path) rather than watched with
 inotify: a stat by path sees an editor's write-and-rename, a Kubernetes
 ConfigMap's symlink swap and a Docker bind mount alike, where inotify events
 are lost or arrive for the old inode.
+
+A file may be read half-written, and a prefix of router.yaml is often valid
+YAML that gives a key more (its budget line or allow list cut off). Waiting
+for the file to hold still does not help against a writer that pauses longer,
+so the watcher trusts what it reads only when the file was replaced whole (a
+new inode at the path: a rename, a symlink swap), as Envoy and Kubernetes do.
+A file rewritten in place (same inode) is applied only if it widens nobody
+compared with the last trusted file (see widening.py); otherwise it is held,
+and said so, until SIGHUP or POST /admin/reload, which trust the file as the
+operator's word that it is complete.
 """
 
 from __future__ import annotations
@@ -26,7 +36,7 @@ from typing import Any, Literal
 
 import aiohttp
 
-from gateway import budget, providers, records, upstream
+from gateway import budget, providers, records, upstream, widening
 from gateway.config import Config, ConfigError, parse_config
 from gateway.pipeline import Services
 
@@ -37,13 +47,24 @@ POLL_S = 0.5
 RESTART_ONLY = ("redis_url", "data_dir")
 
 Signature = tuple[int, int, int, int, int] | None
+Identity = tuple[int, int] | None  # (device, inode): which file the path names
 
 
 @dataclass(frozen=True)
 class Reloaded:
-    status: Literal["reloaded", "unchanged", "rejected"]
+    status: Literal["reloaded", "unchanged", "rejected", "held"]
     changes: tuple[str, ...] = ()
     problems: tuple[str, ...] = ()
+    widens: tuple[str, ...] = ()  # held: what the file would give that the trusted one did not
+
+
+@dataclass(frozen=True)
+class Held:
+    """A file written in place that would widen someone: it waits for an explicit reload."""
+
+    at: str  # ISO 8601, UTC
+    sha256: str
+    widens: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -68,19 +89,29 @@ class Reloader:
         self.loaded_at = _now()
         self.last_error: ReloadError | None = None
         self.pending_restart: tuple[str, ...] = ()  # settings edited that need a restart
+        self.held: Held | None = None
+        # The last configuration read from a file known whole: at start, by SIGHUP or POST,
+        # or replaced whole. A file written in place must not give more than this one.
+        self.trusted = services.config
+        self._identity = _identity(services.config.path)  # of the file read last
         self._lock = asyncio.Lock()
         self._retired: list[tuple[float, aiohttp.ClientSession]] = []
 
-    async def reload(self, cause: str) -> Reloaded:
+    async def reload(self, cause: str, explicit: bool = True) -> Reloaded:
+        """`explicit`: asked for (SIGHUP, POST), so the file is taken to be whole."""
         async with self._lock:  # one reload at a time, whatever started it
-            return await self._reload(cause)
+            return await self._reload(cause, explicit)
 
-    async def _reload(self, cause: str) -> Reloaded:
+    async def _reload(self, cause: str, explicit: bool) -> Reloaded:
         old = self.services.config
         try:
-            data = await asyncio.to_thread(old.path.read_bytes)
+            identity, data = await asyncio.to_thread(_read, old.path)
+            whole = explicit or identity != self._identity
+            self._identity = identity
             if hashlib.sha256(data).hexdigest() == old.sha256:
-                self.last_error = None  # the file is back to what serves
+                self.last_error = self.held = None  # the file is back to what serves
+                if whole:
+                    self.trusted = old
                 return Reloaded("unchanged")
             new = await asyncio.to_thread(parse_config, data, old.path)
         except OSError as exc:
@@ -88,7 +119,12 @@ class Reloader:
         except ConfigError as exc:
             return self._rejected(cause, exc.problems)
         self.last_error = None
+        if not whole and (widens := widening.widenings(self.trusted, new)):
+            return self._hold(new, widens)
+        self.held = None
         new = self._keep_restart_only(old, new)
+        if whole:
+            self.trusted = new
         await asyncio.to_thread(prepare, new)
         self._swap(old, new)
         if records.usage_log_args(old) != records.usage_log_args(new):
@@ -109,6 +145,14 @@ class Reloader:
                   "serving:\n  %s", self.services.config.path.name, cause, len(problems),
                   "\n  ".join(problems))
         return Reloaded("rejected", problems=tuple(problems))
+
+    def _hold(self, new: Config, widens: list[str]) -> Reloaded:
+        self.held = Held(_now(), new.sha256, tuple(widens))
+        log.warning("%s was written in place and widens access or money (%s): held, since "
+                    "it may be half-written; the previous configuration keeps serving. Apply "
+                    "it with SIGHUP or POST /admin/reload, or save it by rename (write a copy, "
+                    "then mv it over %s)", new.path.name, "; ".join(widens), new.path.name)
+        return Reloaded("held", widens=tuple(widens))
 
     def _keep_restart_only(self, old: Config, new: Config) -> Config:
         changed = [name for name in RESTART_ONLY
@@ -151,12 +195,12 @@ class Reloader:
                 continue  # an editor may still be writing: wait for it to hold still
             if changed:
                 changed = False
-                await self.reload_in_background("file changed")
+                await self.reload_in_background("file changed", explicit=False)
 
-    async def reload_in_background(self, cause: str) -> None:
+    async def reload_in_background(self, cause: str, explicit: bool = True) -> None:
         """For the watcher and SIGHUP, which nobody awaits: a failure is logged, not raised."""
         try:
-            await self.reload(cause)
+            await self.reload(cause, explicit)
         except Exception as exc:  # the outermost handler of a background reload
             log.error("reload (%s) failed: %s", cause, type(exc).__name__)
 
@@ -168,6 +212,21 @@ class Reloader:
 
     async def close(self) -> None:
         await self._close_retired(float("inf"))
+
+
+def _read(path: Path) -> tuple[Identity, bytes]:
+    """The file's content, and which file it came from (read from the same descriptor)."""
+    with path.open("rb") as file:
+        st = os.fstat(file.fileno())
+        return (st.st_dev, st.st_ino), file.read()
+
+
+def _identity(path: Path) -> Identity:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
 
 
 def _signature(path: Path) -> Signature:
@@ -186,7 +245,8 @@ def describe_changes(old: Config, new: Config) -> list[str]:
         ("models", old.models, new.models),
         ("tiers", old.tiers, new.tiers),
         ("keys", {k.name: k for k in old.keys}, {k.name: k for k in new.keys}),
-        ("settings", _flat(old.settings.model_dump()), _flat(new.settings.model_dump())),
+        ("settings", widening.flat(old.settings.model_dump()),
+         widening.flat(new.settings.model_dump())),
     ]
     for section, before, after in sections:
         for verb, names in (("added", after.keys() - before.keys()),
@@ -196,14 +256,3 @@ def describe_changes(old: Config, new: Config) -> list[str]:
             if names:
                 out.append(f"{section} {verb}: {', '.join(sorted(names))}")
     return out
-
-
-def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name, value in values.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{name}."))
-        else:
-            out[f"{prefix}{name}"] = value
-    return out
-

@@ -25,6 +25,7 @@ from gateway import (
     routing,
     streaming,
     supervisor,
+    untrusted,
     validation,
 )
 from gateway.cost import dollars
@@ -153,7 +154,8 @@ async def admin_spend(request: Request) -> Response:
     try:
         day = date.fromisoformat(given) if given else budget.today()
     except ValueError:
-        raise InvalidRequest(f"date must be YYYY-MM-DD; got {given!r}", param="date") from None
+        raise InvalidRequest(f"date must be YYYY-MM-DD; got {untrusted.bounded(repr(given))}",
+                             param="date") from None
     try:
         spent = await services.budgets.spend_on(day)
     except StoreDown as exc:
@@ -169,10 +171,12 @@ async def admin_config(request: Request) -> Response:
     reloader: reload.Reloader = request.app.state.reloader
     config = services.config
     auth.authenticate_admin(request.headers, config)
-    error = reloader.last_error
+    error, held = reloader.last_error, reloader.held
     body = {"path": str(config.path), "sha256": config.sha256, "loaded_at": reloader.loaded_at,
             "pid": os.getpid(),
             "last_reload_error": error and {"at": error.at, "problems": list(error.problems)},
+            "held_reload": held and {"at": held.at, "sha256": held.sha256,
+                                     "widens": list(held.widens)},
             "pending_restart": list(reloader.pending_restart),
             "config": config_view.effective(config)}
     return Response(orjson.dumps(body), media_type=JSON)

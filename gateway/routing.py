@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from gateway import untrusted
 from gateway.config import ApiKey, Config, Model
 from gateway.errors import Forbidden, NotFound
 
@@ -14,8 +15,8 @@ def plan(config: Config, key: ApiKey, requested: str) -> tuple[Model, ...]:
     chain = config.chain(requested)
     if chain is None:
         names = ", ".join(allowed_names(config, key)) or "none"
-        raise NotFound(f"unknown model or tier '{requested}'; this key may use: {names}",
-                       param="model")
+        raise NotFound(f"unknown model or tier '{untrusted.bounded(requested)}'; this key may "
+                       f"use: {names}", param="model")
     if not key.may_use(requested):
         names = ", ".join(allowed_names(config, key)) or "none"
         raise Forbidden(f"key '{key.name}' may not use '{requested}'; it may use: {names}",

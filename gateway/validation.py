@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from gateway import untrusted
 from gateway.errors import InvalidRequest
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
@@ -53,7 +54,8 @@ def parse_chat(raw: bytes) -> dict[str, Any]:
         role = message.get("role")
         if not isinstance(role, str) or role not in ROLES:
             raise InvalidRequest(f"messages[{i}].role must be one of {', '.join(sorted(ROLES))}; "
-                                 f"got {role!r}", param=f"messages[{i}].role")
+                                 f"got {untrusted.bounded(repr(role))}",
+                                 param=f"messages[{i}].role")
         content = message.get("content")
         if not (content is None or isinstance(content, str | list)):
             raise InvalidRequest(f"messages[{i}].content must be a string or an array of parts",
