@@ -28,9 +28,9 @@ from gateway.config import ApiKey, Config, Model
 NEUTRAL_SETTINGS = frozenset({
     "redis_url", "data_dir", "max_body_mb", "usage_log", "usage_log_max_mb", "usage_log_keep",
     "log_content", "watch_config", "cache.ttl_s", "budgets.output_slice_tokens",
-    "budgets.wait_s",
+    "budgets.wait_s", "max_response_mb",
 })
-NEUTRAL_SECTIONS = ("retry.", "timeouts.", "cooldown.")
+NEUTRAL_SECTIONS = ("retry.", "timeouts.", "cooldown.", "overload.")
 # Settings that widen one way only: (trusted value, new value) -> widens.
 ONE_WAY: dict[str, Callable[[Any, Any], bool]] = {
     # replaced, a new secret opens /admin; removed, /metrics (every key's spend) opens
@@ -38,6 +38,8 @@ ONE_WAY: dict[str, Callable[[Any, Any], bool]] = {
     "allow_anonymous": lambda old, new: bool(new) and not old,
     "budgets.on_store_error": lambda old, new: new == "allow" and old != "allow",
     "cache.enabled": lambda old, new: bool(new) and not old,
+    # shared entries: a key may read what another asked
+    "cache.scope": lambda old, new: new == "shared" and old != "shared",
 }
 
 
@@ -63,6 +65,8 @@ def _keys(trusted: Config, new: Config) -> list[str]:
             continue
         if old.digest != key.digest:
             out.append(f"key {key.name}: a new secret")
+        if key.cache_scope is not None and key.cache_scope != old.cache_scope:
+            out.append(f"key {key.name}: shares cache entries with cache_scope {key.cache_scope}")
         if old.daily_budget_usd is not None and key.daily_budget_usd is None:
             out.append(f"key {key.name}: daily budget removed")
         elif old.daily_budget_usd is not None and key.daily_budget_usd is not None \

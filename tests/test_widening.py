@@ -61,6 +61,10 @@ NOTHING_WIDENED = {
     "timeouts and retries": [("timeouts: {total_s: 60}",
                               "timeouts: {total_s: 30}\n  retry: {max_retries: 5}")],
     "the cache turned off": [("cache: {enabled: false}", "cache: {enabled: false, ttl_s: 60}")],
+    "the cache per key again": [("cache: {enabled: false}", "cache: {enabled: false, scope: key}")],
+    "load shedding and the response bound": [
+        ("timeouts: {total_s: 60}", "timeouts: {total_s: 60}\n  max_response_mb: 64\n"
+                                    "  overload: {max_in_flight: 10, max_delay_ms: 0}")],
 }
 
 WIDENED = {
@@ -99,6 +103,10 @@ WIDENED = {
                                          ["settings.budgets.on_store_error changed"]),
     "the cache turned on": ([("cache: {enabled: false}", "cache: {enabled: true}")],
                             ["settings.cache.enabled changed"]),
+    "the cache shared": ([("cache: {enabled: false}", "cache: {enabled: false, scope: shared}")],
+                         ["settings.cache.scope changed"]),
+    "a key joining a cache group": ([("allow: [fast]}", "allow: [fast], cache_scope: lab}")],
+                                    ["key team-b: shares cache entries with cache_scope lab"]),
 }
 
 
