@@ -1,6 +1,7 @@
 """A bounded soak: steady mixed traffic through one gateway, watching for leaks and lost records.
 
     python bench/soak.py [--minutes 10] [--rate 40]
+    python bench/soak.py --overload --rate 300 [--phase-s 30] [--client-timeout-s 5]
 
 Starts the mock upstream and `gateway serve` (one worker, embedded store, budgets
 on, cache on) and sends `--rate` requests a second for `--minutes`, then stops by
@@ -11,6 +12,15 @@ descriptors and threads. At the end it checks that every answer was whole, that
 the usage log has one line per request, and that the gateway's memory and
 descriptors stayed flat over the second half of the run; it prints a Markdown
 table and exits 1 if a check failed. Not a test: CI does not run it.
+
+With --overload it runs three phases instead, `--phase-s` each: `--rate`, three
+times `--rate`, then `--rate` again, with the gateway pinned to one core and the
+mock and this load generator on the other, and clients that give up after
+`--client-timeout-s` (as impatient callers do). Per phase it prints goodput
+(whole answers a second), p50/p99 of those, refusals (503) and client
+timeouts, and the gateway's RSS at the phase's end; then how long service took
+to recover after the overload (from its end until every later half-second had
+only whole answers, at no more than twice the first phase's p99).
 """
 
 from __future__ import annotations
@@ -66,6 +76,8 @@ class Tally:
     statuses: Counter[str] = field(default_factory=Counter)
     broken: int = 0  # a 200 whose body was not a whole answer
     latencies_ms: list[float] = field(default_factory=list)
+    # (sent at, monotonic; "ok", a status, or an exception's name; latency ms)
+    events: list[tuple[float, str, float]] = field(default_factory=list)
 
 
 async def one(session: aiohttp.ClientSession, url: str, kind: str, n: int,
@@ -74,6 +86,7 @@ async def one(session: aiohttp.ClientSession, url: str, kind: str, n: int,
     question = "the usual question" if kind == "cached" else f"question number {n}"
     body = {"model": model, "max_tokens": 32, "stream": kind == "stream",
             "messages": [{"role": "user", "content": question}]}
+    sent_at = time.monotonic()
     started = time.perf_counter()
     try:
         async with session.post(url, data=orjson.dumps(body)) as response:
@@ -81,29 +94,36 @@ async def one(session: aiohttp.ClientSession, url: str, kind: str, n: int,
             status = response.status
     except (aiohttp.ClientError, TimeoutError) as exc:
         tally.statuses[type(exc).__name__] += 1
+        tally.events.append((sent_at, type(exc).__name__, 0.0))
         return
-    tally.latencies_ms.append((time.perf_counter() - started) * 1000)
+    latency_ms = (time.perf_counter() - started) * 1000
+    tally.latencies_ms.append(latency_ms)
     tally.statuses[f"{kind} {status}"] += 1
     whole = raw.rstrip().endswith(b"data: [DONE]") if kind == "stream" else b'"choices"' in raw
     if status == 200 and not whole:
         tally.broken += 1
+    tally.events.append((sent_at, "ok" if status == 200 and whole else str(status), latency_ms))
 
 
-async def load(url: str, rate: float, seconds: float, tally: Tally) -> None:
+async def load(url: str, rate: float, seconds: float, tally: Tally,
+               timeout_s: float = 30) -> None:
     headers = {"authorization": f"Bearer {KEY}", "content-type": "application/json"}
-    timeout = aiohttp.ClientTimeout(total=30)
-    async with aiohttp.ClientSession(headers=headers, timeout=timeout) as session:
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
+    connector = aiohttp.TCPConnector(limit=0)  # an open loop: as many connections as it takes
+    async with aiohttp.ClientSession(headers=headers, timeout=timeout,
+                                     connector=connector) as session:
         tasks: set[asyncio.Task[None]] = set()
-        started = time.monotonic()
+        started, first = time.monotonic(), tally.sent
         limit = int(rate * seconds)
-        while tally.sent < limit and time.monotonic() - started < seconds:
+        while tally.sent - first < limit and time.monotonic() - started < seconds:
             task = asyncio.create_task(one(session, url, MIX[tally.sent % len(MIX)],
                                            tally.sent, tally))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
             tally.sent += 1
             # A steady rate: the next request leaves on schedule, not after the last answer.
-            await asyncio.sleep(max(0.0, started + tally.sent / rate - time.monotonic()))
+            await asyncio.sleep(max(0.0, started + (tally.sent - first) / rate
+                                    - time.monotonic()))
         await asyncio.gather(*tasks)
 
 
@@ -141,12 +161,76 @@ async def soak(url: str, pid: int, rate: float, seconds: float, every_s: float,
     return tally, samples
 
 
+@dataclass
+class Phase:
+    name: str
+    rate: float
+    began: float = 0.0  # monotonic
+    ended: float = 0.0
+    rss_mb: float = 0.0
+
+
+async def overload(url: str, pid: int, base_rate: float, phase_s: float,
+                   timeout_s: float) -> tuple[Tally, list[Phase]]:
+    tally = Tally()
+    phases = [Phase("1x", base_rate), Phase("3x", 3 * base_rate), Phase("1x again", base_rate)]
+    for phase in phases:
+        phase.began = time.monotonic()
+        sending = asyncio.create_task(load(url, phase.rate, phase_s, tally, timeout_s))
+        await asyncio.sleep(phase_s)
+        phase.ended = time.monotonic()
+        phase.rss_mb = proc_status(pid, "VmRSS") / 1024
+        await sending  # the phase's last answers, before the next phase begins
+    return tally, phases
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * share))] if ordered else 0.0
+
+
+def report_overload(args: argparse.Namespace, tally: Tally, phases: list[Phase]) -> None:
+    print(f"\noverload: {args.phase_s:g} s at {args.rate:g}, {3 * args.rate:g}, then "
+          f"{args.rate:g} req/s; clients give up after {args.client_timeout_s:g} s\n")
+    print("| phase | sent/s | whole answers/s | p50 | p99 | 503 | client timeouts | other "
+          "| RSS at end |\n|---|---|---|---|---|---|---|---|---|")
+    for phase in phases:
+        events = [e for e in tally.events if phase.began <= e[0] < phase.ended]
+        ok = [latency for _, what, latency in events if what == "ok"]
+        seconds = phase.ended - phase.began
+        shed = sum(1 for e in events if e[1] == "503")
+        timeouts = sum(1 for e in events if e[1] in ("TimeoutError", "ServerTimeoutError"))
+        other = len(events) - len(ok) - shed - timeouts
+        print(f"| {phase.name} | {len(events) / seconds:.0f} | {len(ok) / seconds:.0f} | "
+              f"{percentile(ok, 0.5):.1f} ms | {percentile(ok, 0.99):.1f} ms | {shed} | "
+              f"{timeouts} | {other} | {phase.rss_mb:.1f} MB |")
+    baseline = percentile([e[2] for e in tally.events
+                           if phases[0].began <= e[0] < phases[0].ended and e[1] == "ok"], 0.99)
+    after = phases[2]
+    bins: dict[int, list[tuple[float, str, float]]] = {}
+    for event in tally.events:
+        if after.began <= event[0] < after.ended:
+            bins.setdefault(int((event[0] - after.began) / 0.5), []).append(event)
+    healthy = [all(what == "ok" and latency <= 2 * baseline for _, what, latency in events)
+               for _, events in sorted(bins.items())]
+    unhealthy = [i for i, good in enumerate(healthy) if not good]
+    recovered_s = 0.5 * (unhealthy[-1] + 1) if unhealthy else 0.0
+    print(f"\nrecovered {recovered_s:.1f} s after the overload ended (every later half-second: "
+          f"whole answers only, p99 within 2x the first phase's {baseline:.1f} ms)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10)
     parser.add_argument("--rate", type=float, default=40, help="requests per second")
     parser.add_argument("--sample-s", type=float, default=30)
+    parser.add_argument("--overload", action="store_true",
+                        help="phases of --rate, 3x --rate, --rate instead of the steady soak")
+    parser.add_argument("--phase-s", type=float, default=30)
+    parser.add_argument("--client-timeout-s", type=float, default=5)
     args = parser.parse_args()
+    if args.overload:  # the gateway on core 0; the mock and this load generator on core 1
+        os.sched_setaffinity(0, {1})
     seconds = args.minutes * 60
     with tempfile.TemporaryDirectory(prefix="gateway-soak-") as name:
         tmp = Path(name)
@@ -157,11 +241,18 @@ def main() -> None:
         try:
             wait_for(f"http://127.0.0.1:{mock_port}/health")
             path = config(tmp, f"http://127.0.0.1:{mock_port}", f"http://127.0.0.1:{dead_port}")
+            pinned = (lambda: os.sched_setaffinity(0, {0})) if args.overload else None
             gateway = subprocess.Popen(["gateway", "serve", "--config", str(path), "--port",
                                         str(gateway_port)], stdout=subprocess.DEVNULL,
-                                       stderr=(tmp / "gateway.log").open("wb"))
+                                       stderr=(tmp / "gateway.log").open("wb"),
+                                       preexec_fn=pinned)
             wait_for(f"http://127.0.0.1:{gateway_port}/ready")
             url = f"http://127.0.0.1:{gateway_port}/v1/chat/completions"
+            if args.overload:
+                tally, phases = asyncio.run(overload(url, gateway.pid, args.rate, args.phase_s,
+                                                     args.client_timeout_s))
+                report_overload(args, tally, phases)
+                return
             tally, samples = asyncio.run(soak(url, gateway.pid, args.rate, seconds,
                                               args.sample_s))
             time.sleep(1)  # the usage log's writer thread catches up
