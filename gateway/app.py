@@ -75,19 +75,17 @@ class Gateway:
 
         # The API is shed under overload; health, readiness and metrics never are.
         services: Services | None = getattr(self.state, "services", None)
-        overload = None
-        if services is not None and scope["path"].startswith("/v1/"):
-            overload, limits = services.overload, services.config.settings.overload
-        admitted = False
+        shed = services is not None and scope["path"].startswith("/v1/")
         try:
             if sum(len(name) + len(value) for name, value in scope["headers"]) > MAX_HEADER_BYTES:
                 raise HeadersTooLarge(f"the request's headers are over "
                                       f"{MAX_HEADER_BYTES // 1024} KB; send fewer or shorter "
                                       "headers")
-            if overload is not None:
-                overload.admit(limits)
-                admitted = True
-            await self.router(scope, receive, send_with_id)
+            if shed and services is not None:
+                with services.overload.admitted(services.config.settings.overload):
+                    await self.router(scope, receive, send_with_id)
+            else:
+                await self.router(scope, receive, send_with_id)
         except (GatewayError, HTTPException) as exc:
             if started:
                 raise
@@ -99,10 +97,6 @@ class Gateway:
                 error = GatewayError(f"internal gateway error; quote request id {request_id} "
                                      "to your operator")
                 await _response(error)(scope, receive, send_with_id)
-        finally:
-            if admitted:
-                assert overload is not None
-                overload.leave()
 
 
 def _http_error(scope: Scope, exc: HTTPException) -> GatewayError:

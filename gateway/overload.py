@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from gateway.errors import GatewayError
 from gateway.schema import OverloadSettings
@@ -72,8 +72,9 @@ class Overload:
         late_now = asyncio.get_running_loop().time() - self._due
         return max(self._delay_s, late_now)
 
-    def admit(self, limits: OverloadSettings) -> None:
-        """Count a request in, or raise Overloaded; `leave` must follow an admission."""
+    @contextlib.contextmanager
+    def admitted(self, limits: OverloadSettings) -> Iterator[None]:
+        """A request counted in flight while it is served; Overloaded if it may not come in."""
         if self.in_flight >= limits.max_in_flight:
             self._on_shed("in_flight")
             raise Overloaded(f"the gateway is at settings.overload.max_in_flight "
@@ -86,6 +87,7 @@ class Overload:
                              f"{limits.max_delay_ms:g}); retry shortly", "delay",
                              limits.retry_after_s)
         self.in_flight += 1
-
-    def leave(self) -> None:
-        self.in_flight -= 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
