@@ -10,7 +10,7 @@ import random
 import signal
 import sys
 import traceback
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -28,6 +28,7 @@ from gateway.cooldown import Cooldowns
 from gateway.embedded_store import EMBEDDED_STORE_ENV
 from gateway.errors import GatewayError, HeadersTooLarge, MethodNotAllowed, NotFound
 from gateway.fallbacks import Trace
+from gateway.http_protocol import TIMEOUTS_STATE
 from gateway.metrics import Metrics
 from gateway.pipeline import Services
 from gateway.records import Records, open_usage_log
@@ -122,7 +123,7 @@ def create_app(config: Config, store_url: str | None = None) -> Gateway:
                          "(embedded_store.running) and pass its URL")
 
     @asynccontextmanager
-    async def lifespan(app: Gateway) -> AsyncIterator[None]:
+    async def lifespan(app: Gateway) -> AsyncIterator[Mapping[str, object]]:
         await asyncio.to_thread(reload.prepare, config)
         http = upstream.open_session(config.settings.timeouts)
         metrics = Metrics()
@@ -140,8 +141,8 @@ def create_app(config: Config, store_url: str | None = None) -> Gateway:
                  len(config.models), len(config.keys), store.name)
         watching = asyncio.create_task(reloader.watch())
         on_hup = _reload_on_sighup(services, reloader)
-        try:
-            yield
+        try:  # the state is uvicorn's to read: each new connection's timeouts (http_protocol)
+            yield {TIMEOUTS_STATE: lambda: services.config.settings.timeouts}
         finally:
             watching.cancel()
             if on_hup:
