@@ -12,6 +12,7 @@ import sys
 import traceback
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from types import FrameType
 from typing import Any
 
 import orjson
@@ -145,8 +146,9 @@ def create_app(config: Config, store_url: str | None = None) -> Gateway:
             yield {TIMEOUTS_STATE: lambda: services.config.settings.timeouts}
         finally:
             watching.cancel()
-            if on_hup:
+            if on_hup:  # a SIGHUP while stopping must not cut the settlements written below
                 asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)
             if services.tasks:  # settlements of streams that just ended
                 await asyncio.wait(services.tasks, timeout=5)
             with contextlib.suppress(TimeoutError):
@@ -161,18 +163,40 @@ def create_app(config: Config, store_url: str | None = None) -> Gateway:
 
 
 def _reload_on_sighup(services: Services, reloader: reload.Reloader) -> bool:
+    def on_hup() -> None:
+        services.spawn(reloader.reload_in_background("SIGHUP"))
+
     try:
-        asyncio.get_running_loop().add_signal_handler(
-            signal.SIGHUP, lambda: services.spawn(reloader.reload_in_background("SIGHUP")))
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, on_hup)
     except (ValueError, RuntimeError):  # not the main thread: an embedding application's call
         return False
+    if _EarlySighup.seen:  # one came after router.yaml was read: the edit it signals is due
+        _EarlySighup.seen = False
+        on_hup()
     return True
+
+
+class _EarlySighup:
+    """SIGHUPs between the factory's reading of router.yaml and the lifespan's handler.
+
+    Ignoring them (as before) would lose an edit signalled right after a start; the
+    default action would exit. So they are noted, and the lifespan reloads once.
+    """
+
+    seen = False
+
+    @classmethod
+    def note(cls, signum: int, frame: FrameType | None) -> None:
+        cls.seen = True
 
 
 def create_app_from_env() -> Gateway:
     """The uvicorn factory: every worker process loads the file named by $GATEWAY_CONFIG."""
-    # A SIGHUP before the lifespan installs its handler must not kill the process.
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # A SIGHUP before the lifespan installs its handler must neither kill the process nor be
+    # lost. `gateway serve` has kept it blocked since its first line; one that waited is
+    # delivered here, before the file is read, and costs one reload that finds it unchanged.
+    signal.signal(signal.SIGHUP, _EarlySighup.note)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
     path = os.environ.get(CONFIG_ENV, "router.yaml")
     try:
         config = load_config(path)
