@@ -139,6 +139,13 @@ def embedded_store_pid(gateway_pid: int) -> int:
     return stores[0]
 
 
+def gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
 def spent_usd(base_url: str) -> float:
     answer = httpx.get(f"{base_url}/v1/budget", headers={"Authorization": f"Bearer {KEY_A}"},
                        timeout=5)
@@ -184,7 +191,12 @@ def test_a_killed_embedded_store_is_restarted_on_its_data_and_budgets_serve_agai
         assert spent_usd(base_url) == spent  # its data dir kept the day's spend
         assert chat_status(base_url) == 200  # a budgeted key is served again
         wait_for(lambda: spent_usd(base_url) > spent, 5)
+        restarted = embedded_store_pid(process.pid)
+        if workers == 1:  # the store started again goes with its gateway too, even killed
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(15)
     finally:
         stop(process)
+    wait_for(lambda: gone(restarted), 5)
     assert back_in < 5
     assert "embedded store exited" in log.read_text()
