@@ -27,7 +27,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 log = logging.getLogger("gateway")
@@ -61,12 +61,19 @@ def find_binary() -> str:
                              "redis-server, or set settings.redis_url to a Redis server")
 
 
+_PRCTL: Callable[[int, int], int] | None
+try:  # looked up here: a child forked from a process with threads must not load libraries
+    _PRCTL = ctypes.CDLL(None).prctl
+except (OSError, AttributeError):  # not Linux
+    _PRCTL = None
+
+
 def _die_with_parent() -> None:
     # Runs in the child before exec: Linux sends it SIGTERM when the gateway dies. Strictly,
     # when the thread that started it ends: the main thread, or the watcher thread of a store
     # started again, which ends only once the store is stopped.
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    if _PRCTL is not None:
+        _PRCTL(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
 def _lock(data_dir: Path) -> int:
