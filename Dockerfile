@@ -33,7 +33,9 @@ ENV GATEWAY_CONFIG=/etc/gateway/router.yaml \
 USER gateway
 WORKDIR /var/lib/gateway
 EXPOSE 4000
+# /ready, not /health: a gateway whose store does not answer (and does not come back) is
+# unhealthy, so an orchestrator that acts on health replaces it.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
-  CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:4000/health', timeout=2)"]
+  CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:4000/ready', timeout=2)"]
 ENTRYPOINT ["gateway"]
 CMD ["serve", "--host", "0.0.0.0", "--port", "4000"]

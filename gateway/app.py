@@ -10,8 +10,9 @@ import random
 import signal
 import sys
 import traceback
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from types import FrameType
 from typing import Any
 
 import orjson
@@ -28,6 +29,7 @@ from gateway.cooldown import Cooldowns
 from gateway.embedded_store import EMBEDDED_STORE_ENV
 from gateway.errors import GatewayError, HeadersTooLarge, MethodNotAllowed, NotFound
 from gateway.fallbacks import Trace
+from gateway.http_protocol import TIMEOUTS_STATE
 from gateway.metrics import Metrics
 from gateway.overload import Overload
 from gateway.pipeline import Services
@@ -130,7 +132,7 @@ def create_app(config: Config, store_url: str | None = None) -> Gateway:
                          "(embedded_store.running) and pass its URL")
 
     @asynccontextmanager
-    async def lifespan(app: Gateway) -> AsyncIterator[None]:
+    async def lifespan(app: Gateway) -> AsyncIterator[Mapping[str, object]]:
         await asyncio.to_thread(reload.prepare, config)
         http = upstream.open_session(config.settings.timeouts)
         metrics = Metrics()
@@ -151,13 +153,14 @@ def create_app(config: Config, store_url: str | None = None) -> Gateway:
                  len(config.models), len(config.keys), store.name)
         watching = asyncio.create_task(reloader.watch())
         on_hup = _reload_on_sighup(services, reloader)
-        try:
-            yield
+        try:  # the state is uvicorn's to read: each new connection's timeouts (http_protocol)
+            yield {TIMEOUTS_STATE: lambda: services.config.settings.timeouts}
         finally:
             watching.cancel()
             await overload.stop()
-            if on_hup:
+            if on_hup:  # a SIGHUP while stopping must not cut the settlements written below
                 asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)
             if services.tasks:  # settlements of streams that just ended
                 await asyncio.wait(services.tasks, timeout=5)
             with contextlib.suppress(TimeoutError):
@@ -172,18 +175,40 @@ def create_app(config: Config, store_url: str | None = None) -> Gateway:
 
 
 def _reload_on_sighup(services: Services, reloader: reload.Reloader) -> bool:
+    def on_hup() -> None:
+        services.spawn(reloader.reload_in_background("SIGHUP"))
+
     try:
-        asyncio.get_running_loop().add_signal_handler(
-            signal.SIGHUP, lambda: services.spawn(reloader.reload_in_background("SIGHUP")))
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, on_hup)
     except (ValueError, RuntimeError):  # not the main thread: an embedding application's call
         return False
+    if _EarlySighup.seen:  # one came after router.yaml was read: the edit it signals is due
+        _EarlySighup.seen = False
+        on_hup()
     return True
+
+
+class _EarlySighup:
+    """SIGHUPs between the factory's reading of router.yaml and the lifespan's handler.
+
+    Ignoring them (as before) would lose an edit signalled right after a start; the
+    default action would exit. So they are noted, and the lifespan reloads once.
+    """
+
+    seen = False
+
+    @classmethod
+    def note(cls, signum: int, frame: FrameType | None) -> None:
+        cls.seen = True
 
 
 def create_app_from_env() -> Gateway:
     """The uvicorn factory: every worker process loads the file named by $GATEWAY_CONFIG."""
-    # A SIGHUP before the lifespan installs its handler must not kill the process.
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # A SIGHUP before the lifespan installs its handler must neither kill the process nor be
+    # lost. `gateway serve` has kept it blocked since its first line; one that waited is
+    # delivered here, before the file is read, and costs one reload that finds it unchanged.
+    signal.signal(signal.SIGHUP, _EarlySighup.note)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
     path = os.environ.get(CONFIG_ENV, "router.yaml")
     try:
         config = load_config(path)

@@ -49,6 +49,7 @@ def log_config(level: str = "INFO") -> dict[str, object]:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from gateway import supervisor
+    from gateway.http_protocol import HeadTimedHttp
 
     path = _config_path(args.config).resolve()
     config = _load_or_exit(path)  # exit 1 before serving anything
@@ -64,7 +65,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 return 1
         return supervisor.serve("gateway.app:create_app_from_env", factory=True,
                                 host=args.host, port=args.port, workers=args.workers,
-                                loop="uvloop", http="httptools", access_log=False,
+                                loop="uvloop", http=HeadTimedHttp, access_log=False,
                                 proxy_headers=False,  # client addresses are never used
                                 log_config=log_config(), timeout_graceful_shutdown=30)
 

@@ -7,7 +7,9 @@ data_dir with an append-only file, so budgets survive a restart.
 
 The process that runs `gateway serve` owns it: it starts before the workers and
 stops with the gateway (Linux also stops it if the gateway is killed). A lock
-file keeps a second gateway off the same data_dir.
+file keeps a second gateway off the same data_dir. If it exits on its own
+(killed, crashed, out of memory) it is started again on the same data and
+socket, so the gateway heals instead of answering 503 to budgeted keys forever.
 """
 
 from __future__ import annotations
@@ -16,21 +18,30 @@ import contextlib
 import ctypes
 import fcntl
 import importlib.util
+import logging
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+log = logging.getLogger("gateway")
 
 EMBEDDED_STORE_ENV = "GATEWAY_EMBEDDED_STORE"  # its URL, for the workers of `gateway serve`
 START_TIMEOUT_S = 10
 SOCKET_NAME = "redis.sock"  # in data_dir, where `gateway spend` finds a running store
 SOCKET_PATH_MAX = 100  # AF_UNIX paths are limited to 107 bytes
 LOG_NAME = "embedded-redis.log"
+# A store that exits is started again at once; one that keeps exiting (it ran less than
+# STABLE_AFTER_S each time) waits 0.5 s, then 1, 2, ... up to MAX_BACKOFF_S between tries.
+STABLE_AFTER_S = 60.0
+FIRST_BACKOFF_S = 0.5
+MAX_BACKOFF_S = 30.0
 
 
 class EmbeddedStoreError(Exception):
@@ -50,10 +61,19 @@ def find_binary() -> str:
                              "redis-server, or set settings.redis_url to a Redis server")
 
 
+_PRCTL: Callable[[int, int], int] | None
+try:  # looked up here: a child forked from a process with threads must not load libraries
+    _PRCTL = ctypes.CDLL(None).prctl
+except (OSError, AttributeError):  # not Linux
+    _PRCTL = None
+
+
 def _die_with_parent() -> None:
-    # Runs in the child before exec: Linux sends it SIGTERM when the gateway dies.
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    # Runs in the child before exec: Linux sends it SIGTERM when the gateway dies. Strictly,
+    # when the thread that started it ends: the main thread, or the watcher thread of a store
+    # started again, which ends only once the store is stopped.
+    if _PRCTL is not None:
+        _PRCTL(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
 def _lock(data_dir: Path) -> int:
@@ -90,13 +110,95 @@ def _wait_ready(process: subprocess.Popen[bytes], path: str, data_dir: Path) -> 
             return
         time.sleep(0.002)
     process.kill()
+    process.wait()
     raise EmbeddedStoreError(f"the embedded store did not answer within {START_TIMEOUT_S}s; "
                              f"see {data_dir / LOG_NAME}")
 
 
+def _exit_reason(code: int) -> str:
+    return f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
+
+
+def _backoff_s(quick_exits: int) -> float:
+    """The wait before starting again a store that exited `quick_exits` times in a row."""
+    return 0.0 if quick_exits <= 1 else min(FIRST_BACKOFF_S * 2 ** (quick_exits - 2),
+                                            MAX_BACKOFF_S)
+
+
+class _Supervised:
+    """A redis-server on data_dir, started again whenever it exits until stop() is called.
+
+    A thread waits on the process. A new one reads data_dir's append-only file, so the
+    day's spend and the cache are kept (less the last second's writes if the machine, not
+    just the process, went down); the workers' connections fail once and reconnect.
+    """
+
+    def __init__(self, args: list[str], path: str, data_dir: Path, lock_fd: int):
+        self._args, self._path, self._data_dir, self._lock_fd = args, path, data_dir, lock_fd
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()  # a start and stop() never overlap
+        self._quick_exits = 0
+        self._process = self._start()  # the first start fails loudly, in the caller
+        self._watcher = threading.Thread(target=self._watch, name="embedded-store",
+                                         daemon=True)
+        self._watcher.start()
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._path)  # left by a store that was killed; the lock says none runs
+        # The store inherits the lock, so data_dir stays locked for as long as either lives.
+        process = subprocess.Popen(self._args, stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   pass_fds=(self._lock_fd,), preexec_fn=_die_with_parent)
+        _wait_ready(process, self._path, self._data_dir)
+        return process
+
+    def _watch(self) -> None:
+        while True:
+            began = time.monotonic()
+            code = self._process.wait()
+            if self._stopping.is_set():
+                return
+            ran_s = time.monotonic() - began
+            self._quick_exits = self._quick_exits + 1 if ran_s < STABLE_AFTER_S else 1
+            log.error("embedded store exited after %.1fs (%s); starting it again on its data "
+                      "in %s", ran_s, _exit_reason(code), self._data_dir)
+            if not self._start_again():
+                return
+
+    def _start_again(self) -> bool:
+        """Start the store, retrying with backoff; False if stop() came first."""
+        while not self._stopping.wait(_backoff_s(self._quick_exits)):
+            with self._lock:
+                if self._stopping.is_set():
+                    return False
+                try:
+                    self._process = self._start()
+                except EmbeddedStoreError as exc:
+                    self._quick_exits += 1
+                    log.error("embedded store did not start again; next try in %.1fs: %s",
+                              _backoff_s(self._quick_exits), exc)
+                    continue
+            log.warning("embedded store started again (pid %d); it answers", self._process.pid)
+            return True
+        return False
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping.set()
+            process = self._process
+        process.terminate()  # redis flushes its append-only file on SIGTERM
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        self._watcher.join(5)
+
+
 @contextlib.contextmanager
 def running(data_dir: Path) -> Iterator[str]:
-    """Start the embedded store for data_dir; yields its redis URL (unix://...)."""
+    """Start the embedded store for data_dir, supervised; yields its redis URL (unix://...)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     lock_fd = _lock(data_dir)
     socket_dir = None
@@ -104,25 +206,16 @@ def running(data_dir: Path) -> Iterator[str]:
     if len(path) > SOCKET_PATH_MAX:
         socket_dir = tempfile.mkdtemp(prefix="gateway-store-")
         path = os.path.join(socket_dir, SOCKET_NAME)
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)  # left by a store that was killed; the lock says none runs now
     args = [find_binary(), "--port", "0", "--unixsocket", path, "--unixsocketperm", "700",
             "--dir", str(data_dir), "--appendonly", "yes", "--appendfsync", "everysec",
             "--save", "", "--logfile", LOG_NAME, "--daemonize", "no"]
-    # The store inherits the lock, so data_dir stays locked for as long as either lives.
-    process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, pass_fds=(lock_fd,),
-                               preexec_fn=_die_with_parent)
     try:
-        _wait_ready(process, path, data_dir)
-        yield f"unix://{path}"
-    finally:
-        process.terminate()  # redis flushes its append-only file on SIGTERM
+        store = _Supervised(args, path, data_dir, lock_fd)
         try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            yield f"unix://{path}"
+        finally:
+            store.stop()
+    finally:
         os.close(lock_fd)
         if socket_dir:
             shutil.rmtree(socket_dir, ignore_errors=True)

@@ -68,6 +68,8 @@ class TimeoutSettings(Frozen):
     first_token_s: PositiveFloat = 60
     total_s: PositiveFloat = 600
     read_body_s: PositiveFloat = 60  # a client's whole request body, once its headers are in
+    read_head_s: PositiveFloat = 10  # a request's line and headers, from its first byte
+    idle_s: PositiveFloat = 5  # a connection with no request in flight, after an answer
 
 
 class OverloadSettings(Frozen):

@@ -4,6 +4,11 @@ uvicorn's own supervisor answers SIGHUP by replacing every worker process. Ours
 passes the signal on, so each worker reloads in place: the same processes, no
 connection dropped, no start-up cost. A worker that served POST /admin/reload
 sends the supervisor a SIGHUP so its siblings reload too.
+
+SIGHUP stays blocked in this process (gateway/__main__.py blocks it first), so
+it is never delivered here: the supervisor picks it up as pending, and every
+worker it starts inherits the block, so a SIGHUP reaching a worker before its
+app can reload waits instead of killing it (app.create_app_from_env).
 """
 
 from __future__ import annotations
@@ -24,6 +29,12 @@ STARTUP_FAILURE = 3  # uvicorn's exit status when the server never started
 
 
 class _Workers(Multiprocess):
+    def handle_signals(self) -> None:
+        if signal.SIGHUP in signal.sigpending():  # blocked: it waits here for us
+            signal.sigwait({signal.SIGHUP})  # pending, so this takes it without waiting
+            self.signal_queue.append(signal.SIGHUP)
+        super().handle_signals()
+
     def handle_hup(self) -> None:
         for process in self.processes:
             if process.pid is not None:
@@ -33,6 +44,7 @@ class _Workers(Multiprocess):
 
 def serve(app: str, **options: Any) -> int:
     """Run `app` (an import string) as uvicorn.run would; the exit status."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})  # see the module's docstring
     config = uvicorn.Config(app, **options)
     if config.workers > 1:
         os.environ[SUPERVISOR_ENV] = str(os.getpid())  # inherited by the workers

@@ -118,18 +118,30 @@ def test_the_image_config_path_and_writable_dirs_agree_with_router_yaml() -> Non
     assert "--home-dir /var/lib/gateway" in setup
 
 
-def test_the_healthcheck_asks_health_on_the_served_port(gateway: str) -> None:
+def test_the_healthcheck_asks_ready_on_the_served_port(gateway: str, tmp_path: Path) -> None:
     runtime = dockerfile_stages()[-1]
     healthcheck = exec_form(instructions(runtime, "HEALTHCHECK")[-1].split("CMD", 1)[1])
     assert "healthcheck" not in compose("docker-compose.yml")["services"]["gateway"]  # inherited
-    assert "http://127.0.0.1:4000/health" in healthcheck[-1]
-    # Run it as Docker would, against a live gateway (on this test's port) and a dead port.
+    assert "http://127.0.0.1:4000/ready" in healthcheck[-1]
+    # Run it as Docker would, against a live gateway (on this test's port), one whose store
+    # does not answer (/health 200, /ready 503), and a dead port.
     def run_on(port: int) -> int:
         probe = healthcheck[-1].replace("4000", str(port))
         return subprocess.run([sys.executable, *healthcheck[1:-1], probe], capture_output=True,
                               timeout=10).returncode
 
     assert run_on(urllib.parse.urlsplit(gateway).port) == 0
+    config = tmp_path / "router.yaml"
+    config.write_text("providers: {}\nmodels: {}\n"
+                      f"settings: {{allow_anonymous: true, redis_url: 'redis://127.0.0.1:"
+                      f"{free_port()}/0', usage_log: ''}}\n")
+    process, storeless = start_gateway(config, tmp_path / "gateway.log")
+    try:
+        assert httpx.get(f"{storeless}/health", timeout=5).status_code == 200
+        assert run_on(urllib.parse.urlsplit(storeless).port) != 0
+    finally:
+        process.terminate()
+        process.wait(10)
     assert run_on(free_port()) != 0
 
 

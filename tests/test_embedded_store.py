@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -105,3 +107,96 @@ def test_the_embedded_store_serves_several_workers(config: Path, tmp_path: Path,
         stop(process)
     assert states == ["miss"] + ["hit"] * 5
     assert len(mock.calls("gpt-4o-mini")) == 1
+
+
+BUDGETED_YAML = """\
+providers:
+  openai: {{api_key: sk-openai-test, api_base: "{mock}/v1"}}
+models:
+  gpt: {{provider: openai, model: gpt-4o-mini, price: {{input_per_mtok: 1, output_per_mtok: 2}}}}
+keys:
+  - {{name: team-a, key_sha256: {digest}, daily_budget_usd: 10}}
+settings:
+  data_dir: ./state
+  usage_log: ./usage.jsonl
+  cache: {{enabled: false}}
+"""
+
+
+def children(pid: int) -> set[int]:
+    """The process ids whose parent is `pid` (any of its threads)."""
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            found.update(int(child) for child in (task / "children").read_text().split())
+    return found
+
+
+def embedded_store_pid(gateway_pid: int) -> int:
+    stores = [pid for pid in children(gateway_pid)
+              if Path(f"/proc/{pid}/comm").read_text().strip() == "redis-server"]
+    assert len(stores) == 1, stores
+    return stores[0]
+
+
+def gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def spent_usd(base_url: str) -> float:
+    answer = httpx.get(f"{base_url}/v1/budget", headers={"Authorization": f"Bearer {KEY_A}"},
+                       timeout=5)
+    assert answer.status_code == 200, answer.text
+    return float(answer.json()["spent_usd"])
+
+
+def chat_status(base_url: str) -> int:
+    answer = httpx.post(f"{base_url}/v1/chat/completions", timeout=10,
+                        headers={"Authorization": f"Bearer {KEY_A}"},
+                        json={"model": "gpt", "messages": [{"role": "user", "content": "hi"}]})
+    return answer.status_code
+
+
+def wait_for(condition: Callable[[], bool], within_s: float) -> float:
+    """Seconds until `condition` held; fails the test past `within_s`."""
+    started = time.monotonic()
+    while not condition():
+        assert time.monotonic() - started < within_s, f"not within {within_s}s"
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def ready(base_url: str) -> bool:
+    return httpx.get(f"{base_url}/ready", timeout=5).status_code == 200
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_killed_embedded_store_is_restarted_on_its_data_and_budgets_serve_again(
+        mock: MockProvider, tmp_path: Path, workers: int) -> None:
+    config = tmp_path / "router.yaml"
+    config.write_text(BUDGETED_YAML.format(mock=mock.base_url, digest=sha(KEY_A)))  # type: ignore[attr-defined]
+    log = tmp_path / "gateway.log"
+    process, base_url = start_gateway(config, log, workers=workers)
+    try:
+        assert chat_status(base_url) == 200
+        wait_for(lambda: spent_usd(base_url) > 0, 5)  # settled after the answer
+        spent = spent_usd(base_url)
+        killed = embedded_store_pid(process.pid)
+        os.kill(killed, signal.SIGKILL)
+        back_in = wait_for(lambda: ready(base_url), 10)
+        assert embedded_store_pid(process.pid) != killed
+        assert spent_usd(base_url) == spent  # its data dir kept the day's spend
+        assert chat_status(base_url) == 200  # a budgeted key is served again
+        wait_for(lambda: spent_usd(base_url) > spent, 5)
+        restarted = embedded_store_pid(process.pid)
+        if workers == 1:  # the store started again goes with its gateway too, even killed
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(15)
+    finally:
+        stop(process)
+    wait_for(lambda: gone(restarted), 5)
+    assert back_in < 5
+    assert "embedded store exited" in log.read_text()
