@@ -86,6 +86,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         for model in unusable:
             print(f"  {model.name}: {model.unusable}")
     print(f"keys: {', '.join(k.name for k in config.keys) or 'none (anonymous access)'}")
+    if config.notes:
+        print("warnings:")
+        for note in config.notes:
+            print(f"  {note}")
     return 0
 
 
