@@ -65,7 +65,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return supervisor.serve("gateway.app:create_app_from_env", factory=True,
                                 host=args.host, port=args.port, workers=args.workers,
                                 loop="uvloop", http="httptools", access_log=False,
-                                proxy_headers=False,  # client addresses are never used
+                                proxy_headers=False,  # the peer's own address: auth.is_local
                                 log_config=log_config(), timeout_graceful_shutdown=30)
 
 
