@@ -95,10 +95,27 @@ def test_the_image_copies_files_that_exist_and_that_dockerignore_lets_through() 
         for rest in instructions(stage, "COPY"):
             if not rest.startswith("--from"):
                 sources += shlex.split(rest)[:-1]
-    assert sources == ["pyproject.toml", "README.md", "gateway", "router.yaml"]
+    assert sources == ["requirements.lock", "pyproject.toml", "README.md", "gateway",
+                       "router.yaml"]
     for source in sources:
         assert (REPO / source).exists()
         assert source not in ignored
+
+
+def test_the_image_installs_what_requirements_lock_pins_by_hash_and_nothing_else() -> None:
+    def pip_commands(stage: list[tuple[str, str]]) -> list[str]:
+        return [part.strip() for rest in instructions(stage, "RUN")
+                for part in rest.split("&&") if "pip " in part]
+
+    build, runtime = dockerfile_stages()
+    # Only the first reaches an index, and it checks every file against the lock's hashes;
+    # the gateway is built by the locked setuptools; the image installs those wheels alone.
+    assert pip_commands(build) == [
+        "pip wheel --no-cache-dir --require-hashes --wheel-dir /wheels -r requirements.lock",
+        "pip install --no-cache-dir --no-index --no-deps /wheels/setuptools-*.whl",
+        "pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /wheels ."]
+    assert pip_commands(runtime) == [
+        "pip install --no-cache-dir --no-index --no-deps /wheels/*.whl", "pip check"]
 
 
 def test_the_image_config_path_and_writable_dirs_agree_with_router_yaml() -> None:
