@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from gateway.schema import ModelSpec, ProviderSpec, RouterFile, Settings
 from gateway.yamlpos import PositionIndex
 
 CONFIG_ENV = "GATEWAY_CONFIG"  # where `gateway serve` workers find router.yaml
+Note = Callable[[tuple[Any, ...], str], None]  # a problem or a warning, at a dotted path
 ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 # Base URLs as each provider documents them; the fast path appends its own endpoint.
@@ -274,7 +276,7 @@ def _check_references(raw: dict[str, Any], report) -> None:
                           "it), or set settings.allow_anonymous: true to serve without keys")
 
 
-def _compile_models(raw: dict[str, Any], missing: dict[str, str], report, warn,
+def _compile_models(raw: dict[str, Any], missing: dict[str, str], report: Note, warn: Note,
                     ) -> tuple[dict[str, Provider], dict[str, Model]]:
     """Providers and models, entry by entry, so one bad entry does not hide another's problem."""
     known_types = pricemap.known_provider_types()
@@ -321,7 +323,8 @@ def _provider(name: str, ptype: str, p: ProviderSpec, missing_var: str | None) -
                     api_version=p.api_version, headers=dict(p.headers), unusable=unusable)
 
 
-def _model(name: str, m: ModelSpec, provider: Provider, report, warn) -> Model | None:
+def _model(name: str, m: ModelSpec, provider: Provider, report: Note, warn: Note,
+           ) -> Model | None:
     listed = pricemap.lookup(provider.type, m.model)
     if m.price is not None:
         given = m.price
