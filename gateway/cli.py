@@ -66,7 +66,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return supervisor.serve("gateway.app:create_app_from_env", factory=True,
                                 host=args.host, port=args.port, workers=args.workers,
                                 loop="uvloop", http=HeadTimedHttp, access_log=False,
-                                proxy_headers=False,  # client addresses are never used
+                                proxy_headers=False,  # the peer's own address: auth.is_local
                                 log_config=log_config(), timeout_graceful_shutdown=30)
 
 
@@ -88,6 +88,10 @@ def cmd_check(args: argparse.Namespace) -> int:
             print(f"  {model.name}: {model.unusable}")
     print(f"keys: {', '.join(k.name for k in config.keys) or 'none (anonymous access)'}")
     print(f"cache: {_cache_scopes(config)}")
+    if config.notes:
+        print("warnings:")
+        for note in config.notes:
+            print(f"  {note}")
     return 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from gateway.schema import ModelSpec, ProviderSpec, RouterFile, Settings
 from gateway.yamlpos import PositionIndex
 
 CONFIG_ENV = "GATEWAY_CONFIG"  # where `gateway serve` workers find router.yaml
+Note = Callable[[tuple[Any, ...], str], None]  # a problem or a warning, at a dotted path
 ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 # Base URLs as each provider documents them; the fast path appends its own endpoint.
@@ -104,7 +106,14 @@ class Config:
     tiers: dict[str, tuple[str, ...]]
     keys: tuple[ApiKey, ...]
     settings: Settings
-    warnings: tuple[str, ...] = field(default=())
+    notes: tuple[str, ...] = field(default=())  # located warnings of the file, e.g. a default taken
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """Everything worth a warning at start-up and reload: unusable models, then notes."""
+        unusable = tuple(f"model '{m.name}' is unusable: {m.unusable}"
+                         for m in self.models.values() if m.unusable)
+        return unusable + self.notes
 
     def chain(self, requested: str) -> tuple[Model, ...] | None:
         """The ordered models behind a tier or model name; None when neither exists."""
@@ -151,11 +160,18 @@ def parse_config(data: bytes, path: Path, environ: dict[str, str] | None = None)
         raise ConfigError([f"{label}: must be a mapping with providers, models, tiers, keys"])
 
     problems = [f"{label}:{line}: {msg}" for line, msg in positions.duplicates]
+    notes: list[str] = []  # what serves, but maybe not as the operator thinks
 
-    def report(loc: tuple[Any, ...], message: str) -> None:
+    def located(loc: tuple[Any, ...], message: str) -> str:
         line = positions.line(loc)
         where = f"{label}:{line}" if line else label
-        problems.append(f"{where}: {dotted(loc)}: {message}")
+        return f"{where}: {dotted(loc)}: {message}"
+
+    def report(loc: tuple[Any, ...], message: str) -> None:
+        problems.append(located(loc, message))
+
+    def warn(loc: tuple[Any, ...], message: str) -> None:
+        notes.append(located(loc, message))
 
     missing_secrets: dict[str, str] = {}
     resolved = _substitute(raw, (), env, missing_secrets, report)
@@ -167,7 +183,7 @@ def parse_config(data: bytes, path: Path, environ: dict[str, str] | None = None)
             report(tuple(err["loc"]), _explain(err))
     _check_references(resolved, report)
     settings = spec.settings if spec is not None else Settings()
-    providers, models = _compile_models(resolved, missing_secrets, settings, report)
+    providers, models = _compile_models(resolved, missing_secrets, settings, report, warn)
     if problems or spec is None:
         raise ConfigError(problems)
     keys = tuple(
@@ -180,12 +196,9 @@ def parse_config(data: bytes, path: Path, environ: dict[str, str] | None = None)
         )
         for k in spec.keys
     )
-    warnings = tuple(
-        f"model '{m.name}' is unusable: {m.unusable}" for m in models.values() if m.unusable
-    )
     return Config(path=path.resolve(), sha256=hashlib.sha256(data).hexdigest(),
                   providers=providers, models=models, tiers=dict(spec.tiers), keys=keys,
-                  settings=spec.settings, warnings=warnings)
+                  settings=spec.settings, notes=tuple(notes))
 
 
 def dotted(loc: tuple[Any, ...]) -> str:
@@ -267,7 +280,8 @@ def _check_references(raw: dict[str, Any], report) -> None:
                           "it), or set settings.allow_anonymous: true to serve without keys")
 
 
-def _compile_models(raw: dict[str, Any], missing: dict[str, str], settings: Settings, report,
+def _compile_models(raw: dict[str, Any], missing: dict[str, str], settings: Settings,
+                    report: Note, warn: Note,
                     ) -> tuple[dict[str, Provider], dict[str, Model]]:
     """Providers and models, entry by entry, so one bad entry does not hide another's problem."""
     known_types = pricemap.known_provider_types()
@@ -290,7 +304,7 @@ def _compile_models(raw: dict[str, Any], missing: dict[str, str], settings: Sett
             continue
         provider = providers.get(m.provider)
         if provider is not None:
-            model = _model(name, m, provider, report)
+            model = _model(name, m, provider, report, warn)
             if model is not None:
                 models[name] = model
     return providers, models
@@ -316,7 +330,8 @@ def _provider(name: str, ptype: str, p: ProviderSpec, missing_var: str | None,
                     max_response_bytes=int(settings.max_response_mb * 1024 * 1024))
 
 
-def _model(name: str, m: ModelSpec, provider: Provider, report) -> Model | None:
+def _model(name: str, m: ModelSpec, provider: Provider, report: Note, warn: Note,
+           ) -> Model | None:
     listed = pricemap.lookup(provider.type, m.model)
     if m.price is not None:
         given = m.price
@@ -332,10 +347,14 @@ def _model(name: str, m: ModelSpec, provider: Provider, report) -> Model | None:
         return None
     max_output = m.max_output_tokens or (listed.max_output_tokens if listed else None)
     if max_output is None and provider.type == "anthropic":
-        report(("models", name, "max_output_tokens"),
-               "Anthropic needs max_tokens on every call and litellm's map does not know this "
-               "model's output limit; set max_output_tokens")
-        return None
+        # Anthropic needs max_tokens on every call. Not a refusal: a litellm upgrade that
+        # drops an older id from its map must not stop a start or a reload.
+        max_output = output_limit.ANTHROPIC_DEFAULT_OUTPUT_LIMIT
+        warn(("models", name, "max_output_tokens"),
+             f"litellm's price map does not know the output limit of {provider.type}/"
+             f"{m.model}; sent max_tokens {max_output} when a client sets none, and no answer "
+             f"is longer (every Claude model accepts it); set max_output_tokens to the "
+             "model's own limit to allow longer answers")
     reasoning = bool(listed and listed.reasoning) or m.model.lower().startswith(
         output_limit.COMPLETION_TOKENS_ONLY)
     return Model(name=name, provider=provider, provider_model=m.model, price=price,

@@ -36,6 +36,11 @@ ANTHROPIC_FIELDS = frozenset({
 # OpenAI's models that refuse `max_tokens` (they take `max_completion_tokens`).
 REASONING_MODELS = ("o1", "o3", "o4", "gpt-5")
 ANTHROPIC_BLOCKS = frozenset({"text", "image", "document", "tool_use", "tool_result", "thinking"})
+# Output limits Anthropic documents, for ids litellm's map no longer lists: the Messages
+# API refuses a max_tokens above them with a 400.
+ANTHROPIC_OUTPUT_LIMITS = {"claude-3-haiku-20240307": 4096, "claude-3-opus-20240229": 4096,
+                           "claude-3-5-haiku-20241022": 8192,
+                           "claude-sonnet-4-20250514": 64000}
 
 
 @dataclass(frozen=True)
@@ -330,6 +335,10 @@ def _anthropic_problem(request: web.Request, body: dict[str, Any]) -> str | None
             return f"{name}: Extra inputs are not permitted"
     if not isinstance(body.get("max_tokens"), int):
         return "max_tokens: Field required"
+    model = str(body.get("model"))
+    if body["max_tokens"] > ANTHROPIC_OUTPUT_LIMITS.get(model, body["max_tokens"]):
+        return (f"max_tokens: {body['max_tokens']} > {ANTHROPIC_OUTPUT_LIMITS[model]}, which is "
+                f"the maximum allowed number of output tokens for {model}")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         return "messages: at least one message is required"

@@ -17,6 +17,11 @@ if TYPE_CHECKING:  # config reads COMPLETION_TOKENS_ONLY; the type is all this n
     from gateway.config import Model
 
 FIELDS = ("max_completion_tokens", "max_tokens")  # the first one given is the limit
+# The output limit of a Claude model whose limit neither router.yaml nor litellm's map
+# gives (the map drops older ids as it moves on). Anthropic refuses a call without
+# max_tokens, and one above the model's limit; every Claude model accepts 4096 (the
+# Claude 3 models allow no more), so the default never turns a call into a 400.
+ANTHROPIC_DEFAULT_OUTPUT_LIMIT = 4096
 # OpenAI models that answer 400 to `max_tokens`.
 COMPLETION_TOKENS_ONLY = ("o1", "o3", "o4", "gpt-5")
 

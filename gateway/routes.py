@@ -66,6 +66,10 @@ async def read_body(request: Request, max_body_mb: float, timeout_s: float) -> b
     return b"".join(parts)
 
 
+def _client_host(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
 Parse = Callable[[bytes], dict[str, Any]]
 Handle = Callable[[pipeline.Services, pipeline.Call], Awaitable[pipeline.Outcome]]
 
@@ -149,7 +153,7 @@ async def key_budget(request: Request) -> Response:
 async def admin_spend(request: Request) -> Response:
     services: pipeline.Services = request.app.state.services
     config = services.config
-    auth.authenticate_admin(request.headers, config)
+    auth.authenticate_operator(request.headers, config, _client_host(request))
     given = request.query_params.get("date")
     try:
         day = date.fromisoformat(given) if given else budget.today()
@@ -170,7 +174,7 @@ async def admin_config(request: Request) -> Response:
     services: pipeline.Services = request.app.state.services
     reloader: reload.Reloader = request.app.state.reloader
     config = services.config
-    auth.authenticate_admin(request.headers, config)
+    auth.authenticate_operator(request.headers, config, _client_host(request))
     error, held = reloader.last_error, reloader.held
     body = {"path": str(config.path), "sha256": config.sha256, "loaded_at": reloader.loaded_at,
             "pid": os.getpid(),
@@ -184,7 +188,7 @@ async def admin_config(request: Request) -> Response:
 
 async def admin_reload(request: Request) -> Response:
     services: pipeline.Services = request.app.state.services
-    auth.authenticate_admin(request.headers, services.config)
+    auth.authenticate_operator(request.headers, services.config, _client_host(request))
     reloaded = await request.app.state.reloader.reload("POST /admin/reload")
     # The other workers read the same file and reach the same end, an error included.
     others = supervisor.reload_other_workers()
@@ -200,8 +204,8 @@ async def admin_reload(request: Request) -> Response:
 
 async def prometheus_metrics(request: Request) -> Response:
     services: pipeline.Services = request.app.state.services
-    if services.config.settings.master_key:  # per-key spend is not for every caller's eyes
-        auth.authenticate_admin(request.headers, services.config)
+    # Every key's spend is not for every caller's eyes.
+    auth.authenticate_operator(request.headers, services.config, _client_host(request))
     text = services.records.metrics.render()
     return Response(text, headers={"content-type": metrics.CONTENT_TYPE})
 

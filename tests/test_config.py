@@ -139,10 +139,19 @@ BROKEN = [
     ("duplicate key", VALID.replace("tiers:", "tiers:\n  fast: [gpt]"),
      "tiers.fast: duplicate key"),
     ("not yaml", "providers: [unclosed", "not valid YAML"),
-    ("claude with no output limit", VALID.replace("claude-sonnet-4-5}", "claude-custom, price: "
-                                                  "{input_per_mtok: 1, output_per_mtok: 1}}"),
-     "models.claude.max_output_tokens: Anthropic needs max_tokens"),
 ]
+
+
+def test_a_claude_model_with_no_known_output_limit_takes_the_default_and_a_warning(
+        tmp_path: Path) -> None:
+    config = load(tmp_path, VALID.replace("claude-sonnet-4-5}", "claude-custom, price: "
+                                          "{input_per_mtok: 1, output_per_mtok: 1}}"))
+    assert config.models["claude"].max_output_tokens == 4096
+    assert config.notes == ("router.yaml:6: models.claude.max_output_tokens: litellm's price "
+                            "map does not know the output limit of anthropic/claude-custom; "
+                            "sent max_tokens 4096 when a client sets none, and no answer is "
+                            "longer (every Claude model accepts it); set max_output_tokens to "
+                            "the model's own limit to allow longer answers",)
 
 
 @pytest.mark.parametrize(("case", "text", "expected"), BROKEN, ids=[b[0] for b in BROKEN])

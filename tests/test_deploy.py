@@ -95,10 +95,27 @@ def test_the_image_copies_files_that_exist_and_that_dockerignore_lets_through() 
         for rest in instructions(stage, "COPY"):
             if not rest.startswith("--from"):
                 sources += shlex.split(rest)[:-1]
-    assert sources == ["pyproject.toml", "README.md", "gateway", "router.yaml"]
+    assert sources == ["requirements.lock", "pyproject.toml", "README.md", "gateway",
+                       "router.yaml"]
     for source in sources:
         assert (REPO / source).exists()
         assert source not in ignored
+
+
+def test_the_image_installs_what_requirements_lock_pins_by_hash_and_nothing_else() -> None:
+    def pip_commands(stage: list[tuple[str, str]]) -> list[str]:
+        return [part.strip() for rest in instructions(stage, "RUN")
+                for part in rest.split("&&") if "pip " in part]
+
+    build, runtime = dockerfile_stages()
+    # Only the first reaches an index, and it checks every file against the lock's hashes;
+    # the gateway is built by the locked setuptools; the image installs those wheels alone.
+    assert pip_commands(build) == [
+        "pip wheel --no-cache-dir --require-hashes --wheel-dir /wheels -r requirements.lock",
+        "pip install --no-cache-dir --no-index --no-deps /wheels/setuptools-*.whl",
+        "pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /wheels ."]
+    assert pip_commands(runtime) == [
+        "pip install --no-cache-dir --no-index --no-deps /wheels/*.whl", "pip check"]
 
 
 def test_the_image_config_path_and_writable_dirs_agree_with_router_yaml() -> None:
@@ -188,11 +205,24 @@ def test_compose_runs_gateway_serve_on_the_published_port() -> None:
     gateway = compose("docker-compose.yml")["services"]["gateway"]
     args = build_parser().parse_args([interpolate(part) for part in gateway["command"]])
     assert (args.command, args.host, args.port, args.workers) == ("serve", "0.0.0.0", 4000, 1)
-    assert [interpolate(p) for p in gateway["ports"]] == ["4000:4000"]
+    # Published on the host's loopback unless .env says wider: a fresh clone exposes nothing.
+    assert [interpolate(p) for p in gateway["ports"]] == ["127.0.0.1:4000:4000"]
     assert gateway["env_file"] == [{"path": ".env", "required": False}]
     # `gateway serve` lets requests in flight finish for 30 s after SIGTERM; Docker's
     # default is to SIGKILL after 10 s.
     assert int(gateway["stop_grace_period"].removesuffix("s")) > 30
+
+
+def test_compose_publishes_on_loopback_unless_the_operator_names_an_address() -> None:
+    """Without a master key, /metrics and /admin refuse callers from off the gateway's
+    machine (a container's host is off it); the port is on the host's loopback as well."""
+    for name, service in (("docker-compose.yml", "gateway"),
+                          ("docker-compose.replicas.yml", "lb")):
+        (published,) = compose(name)["services"][service]["ports"]
+        assert published == "${GATEWAY_BIND_ADDRESS:-127.0.0.1}:${GATEWAY_PORT:-4000}:4000"
+    example = (REPO / ".env.example").read_text()
+    assert re.search(r"^# GATEWAY_BIND_ADDRESS=127\.0\.0\.1$", example, re.M)
+    assert re.search(r"^GATEWAY_MASTER_KEY=$", example, re.M)  # empty: safe, as shipped
 
 
 def test_env_example_or_the_image_gives_every_variable_router_yaml_reads() -> None:

@@ -278,12 +278,7 @@ def test_admin_needs_the_master_key(gw: Gateway, method: str, path: str,
     assert "master key" in response.json()["error"]["message"]
 
 
-@pytest.mark.parametrize("method, path", [("GET", "/admin/config"), ("POST", "/admin/reload"),
-                                          ("GET", "/admin/spend")])
-def test_admin_is_absent_without_a_master_key(gateway: str, method: str, path: str) -> None:
-    response = httpx.request(method, f"{gateway}{path}", headers={"authorization": "Bearer x"})
-    assert response.status_code == 404
-    assert response.json()["error"]["code"] == "not_found"
+# Without a master key, /admin answers callers on this machine only: tests/test_operator_access.py
 
 
 # --- reloads on demand: SIGHUP and POST /admin/reload, with the watcher off ---

@@ -8,7 +8,7 @@ from typing import Any
 
 import aiohttp
 
-from gateway import upstream
+from gateway import output_limit, upstream
 from gateway.config import Model
 from gateway.errors import ProviderError, identifier, kind_for_status, provider_reason
 from gateway.providers import anthropic_translate
@@ -39,7 +39,7 @@ def read_error(status: int, body: Any, headers: dict[str, str]) -> ProviderError
 
 
 def _request(model: Model, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-    limit = model.max_output_tokens or 4096
+    limit = model.max_output_tokens or output_limit.ANTHROPIC_DEFAULT_OUTPUT_LIMIT
     json_mode = anthropic_translate.response_schema(body.get("response_format")) is not None
     return anthropic_translate.to_anthropic(body, model.provider_model, limit), json_mode
 
