@@ -50,7 +50,7 @@ MIX = ("plain", "stream", "plain", "fallback", "cached", "stream", "plain", "fal
        "plain", "stream")
 
 
-def config(tmp: Path, mock_url: str, dead_url: str) -> Path:
+def config(tmp: Path, mock_url: str, dead_url: str, overload: str = "") -> Path:
     digest = hashlib.sha256(KEY.encode()).hexdigest()
     path = tmp / "router.yaml"
     path.write_text(
@@ -66,7 +66,8 @@ def config(tmp: Path, mock_url: str, dead_url: str) -> Path:
         "  retry: {max_retries: 0}\n"
         # The dead provider must be called every time, not cooled down and skipped.
         "  cooldown: {after_failures: 1000000, window_s: 1, for_s: 1}\n"
-        f"  data_dir: {tmp}/data\n  usage_log: {tmp}/usage.jsonl\n")
+        f"  data_dir: {tmp}/data\n  usage_log: {tmp}/usage.jsonl\n"
+        + (f"  overload: {overload}\n" if overload else ""))
     return path
 
 
@@ -228,6 +229,8 @@ def main() -> None:
                         help="phases of --rate, 3x --rate, --rate instead of the steady soak")
     parser.add_argument("--phase-s", type=float, default=30)
     parser.add_argument("--client-timeout-s", type=float, default=5)
+    parser.add_argument("--overload-settings", default="",
+                        help="settings.overload for the gateway, e.g. '{max_delay_ms: 100}'")
     args = parser.parse_args()
     if args.overload:  # the gateway on core 0; the mock and this load generator on core 1
         os.sched_setaffinity(0, {1})
@@ -240,7 +243,8 @@ def main() -> None:
         gateway = None
         try:
             wait_for(f"http://127.0.0.1:{mock_port}/health")
-            path = config(tmp, f"http://127.0.0.1:{mock_port}", f"http://127.0.0.1:{dead_port}")
+            path = config(tmp, f"http://127.0.0.1:{mock_port}", f"http://127.0.0.1:{dead_port}",
+                          args.overload_settings)
             pinned = (lambda: os.sched_setaffinity(0, {0})) if args.overload else None
             gateway = subprocess.Popen(["gateway", "serve", "--config", str(path), "--port",
                                         str(gateway_port)], stdout=subprocess.DEVNULL,

@@ -31,7 +31,7 @@ from gateway.errors import GatewayError, HeadersTooLarge, MethodNotAllowed, NotF
 from gateway.fallbacks import Trace
 from gateway.http_protocol import TIMEOUTS_STATE
 from gateway.metrics import Metrics
-from gateway.overload import Overload
+from gateway.overload import Overload, client_gone
 from gateway.pipeline import Services
 from gateway.records import Records, open_usage_log
 from gateway.routes import routes
@@ -84,6 +84,9 @@ class Gateway:
                                       f"{MAX_HEADER_BYTES // 1024} KB; send fewer or shorter "
                                       "headers")
             if shed and services is not None:
+                if client_gone(receive):  # it gave up while this request waited its turn
+                    services.records.metrics.shed.labels("gone").inc()
+                    return
                 with services.overload.admitted(services.config.settings.overload):
                     await self.router(scope, receive, send_with_id)
             else:

@@ -66,7 +66,7 @@ class Chain:
     settings: Settings
     cooldowns: Cooldowns
     trace: Trace
-    gone: Callable[[], Awaitable[bool]]  # whether the client has closed its connection
+    gone: Callable[[], bool]  # whether the client has closed its connection
 
 
 @dataclass
@@ -163,7 +163,7 @@ async def _over_chain(chain: Chain, call: ModelCall[T]) -> tuple[Model, T]:
         turn = _turn(chain.trace, len(models) - position)
 
         async def attempt(model: Model = model, turn: Turn = turn) -> T:
-            if await chain.gone():  # a provider is paid for answers nobody would read
+            if chain.gone():  # a provider is paid for answers nobody would read
                 raise ClientGone(f"the client left before {model.name} was called")
             return await _attempt(chain, model, lambda: call(model, turn))
 

@@ -52,9 +52,9 @@ class Metrics:
         self.cooldowns = Counter("gateway_cooldowns", "Cooldowns started", ["model"], registry=r)
         self.budget_refusals = Counter("gateway_budget_refusals", "Requests refused by a daily "
                                        "budget", ["key"], registry=r)
-        self.shed = Counter("gateway_requests_shed", "Requests refused with 503 because the "
-                            "worker was overloaded, by reason (in_flight or delay)", ["reason"],
-                            registry=r)
+        self.shed = Counter("gateway_requests_shed", "Requests not served because the worker "
+                            "was overloaded (in_flight, delay: a 503) or their client had "
+                            "left before they started (gone)", ["reason"], registry=r)
         self.store_errors = Counter("gateway_store_errors", "Store operations that failed or "
                                     "were skipped during an outage", registry=r)
 

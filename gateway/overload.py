@@ -11,7 +11,10 @@ Two signals, as Fastify's under-pressure and Envoy's overload manager use them:
 
 A refusal costs far less than an answer, so the requests that are let in keep
 being served at the worker's full rate, and service recovers as soon as the
-load does (the next tick). Health, readiness and metrics are never shed.
+load does (the next tick). Health, readiness and metrics are never shed. A
+request whose client has already left (it timed out while the request waited)
+is dropped before any work is done for it: after an overload, that backlog is
+what stands between the worker and its recovery.
 """
 
 from __future__ import annotations
@@ -19,11 +22,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from gateway.errors import GatewayError
 from gateway.schema import OverloadSettings
 
 TICK_S = 0.025
+
+
+def client_gone(receive: Any) -> bool:
+    """Whether the client has closed its connection, asked without waiting: uvicorn's
+    request cycle says so in `disconnected` (its `receive` is a bound method of the cycle).
+    Another server's receive gives no such answer: the client is taken as there."""
+    return bool(getattr(getattr(receive, "__self__", None), "disconnected", False))
 
 
 class Overloaded(GatewayError):

@@ -76,7 +76,7 @@ class Call:
     body: dict[str, Any]
     trace: Trace
     record: Record
-    gone: Callable[[], Awaitable[bool]]  # whether the client has left
+    gone: Callable[[], bool]  # whether the client has left
     cache_control: str | None = None
 
     def answered(self, model: str, usage: cost.Usage, cost_microusd: int,

@@ -36,6 +36,7 @@ from gateway.errors import (
     PayloadTooLarge,
     RequestTimeout,
 )
+from gateway.overload import client_gone
 from gateway.store import StoreDown
 
 JSON = "application/json"
@@ -107,7 +108,7 @@ async def _answer(request: Request, services: pipeline.Services, record: records
         record.prompt = body.get("messages", body.get("input"))
     trace = pipeline.new_trace(config, body["model"], record.request_id)
     request.state.trace = record.trace = trace
-    call = pipeline.Call(config, key, body, trace, record, request.is_disconnected,
+    call = pipeline.Call(config, key, body, trace, record, lambda: client_gone(request.receive),
                          request.headers.get("cache-control"))
     return await handle(services, call)
 
