@@ -71,7 +71,7 @@ def translated(model: str) -> Iterator[None]:
                             status=502, kind="transient") from exc
 
 
-def _too_large(model: str, limit: int) -> ProviderError:
+def too_large(model: str, limit: int) -> ProviderError:
     return ProviderError(f"{model}'s provider sent an answer over settings.max_response_mb "
                          f"({limit / 1024 / 1024:g} MB)", status=502, kind="transient")
 
@@ -79,13 +79,13 @@ def _too_large(model: str, limit: int) -> ProviderError:
 async def _read(resp: aiohttp.ClientResponse, model: str, limit: int) -> bytes:
     """The whole body, refused as soon as it is known to be over `limit` bytes."""
     if resp.content_length is not None and resp.content_length > limit:
-        raise _too_large(model, limit)
+        raise too_large(model, limit)
     parts: list[bytes] = []
     size = 0
     async for part in resp.content.iter_any():
         size += len(part)
         if size > limit:
-            raise _too_large(model, limit)
+            raise too_large(model, limit)
         parts.append(part)
     return b"".join(parts)
 
@@ -129,7 +129,7 @@ async def post_lines(http: aiohttp.ClientSession, url: str, headers: dict[str, s
                 try:
                     line = await content.readuntil(b"\n", max_size=max(1, limit - size))
                 except LineTooLong:  # not a ClientError: it must not tear the client's answer
-                    raise _too_large(model, limit) from None
+                    raise too_large(model, limit) from None
                 if not line:
                     return
                 size += len(line)

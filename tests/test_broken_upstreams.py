@@ -36,14 +36,17 @@ def router_yaml(mock_url: str, tmp: Path) -> str:
         "providers:",
         f"  openai: {{api_key: sk-o, api_base: '{mock_url}/v1'}}",
         f"  anthropic: {{api_key: sk-a, api_base: '{mock_url}'}}",
+        f"  deepseek: {{api_key: sk-d, api_base: '{mock_url}/v1'}}",  # litellm's path
         "models:",
         f"  broken-openai: {{provider: openai, model: gpt-broken, {price}}}",
         f"  broken-claude: {{provider: anthropic, model: claude-broken, {price}, "
         "max_output_tokens: 100}",
         f"  backup: {{provider: openai, model: gpt-backup, {price}}}",
+        f"  broken-litellm: {{provider: deepseek, model: deepseek-broken, {price}}}",
         "tiers:",
         "  openai: [broken-openai, backup]",
         "  claude: [broken-claude, backup]",
+        "  litellm: [broken-litellm, backup]",
         "  alone: [broken-openai]",
         "keys:", f"  - {{name: team-a, key_sha256: {sha(KEY_A)}}}",
         "settings:",
@@ -196,25 +199,29 @@ def test_a_provider_dripping_a_byte_a_second_times_out_and_falls_back(
 
 
 def words(total_bytes: int, word_bytes: int = 10_000) -> str:
-    """A text that streams as deltas of `word_bytes` each."""
-    return " ".join("x" * word_bytes for _ in range(total_bytes // word_bytes))
+    """A text that streams as deltas of `word_bytes` each, no two alike (litellm ends a stream
+    that repeats one chunk a hundred times)."""
+    return " ".join(f"{i:08d}" + "x" * (word_bytes - 8) for i in range(total_bytes // word_bytes))
 
 
-@pytest.mark.parametrize("model", ["openai", "claude"])
+BROKEN = {"openai": "gpt-broken", "claude": "claude-broken", "litellm": "deepseek-broken"}
+
+
+@pytest.mark.parametrize("model", ["openai", "claude", "litellm"])
 def test_an_answer_over_max_response_mb_falls_back(client: openai.OpenAI, mock: MockProvider,
                                                    model: str) -> None:
-    mock.script(f"{'gpt' if model == 'openai' else 'claude'}-broken",
-                Step(text=words(2 * MB, word_bytes=30_000)))  # within Claude's 100 tokens
+    mock.script(BROKEN[model], Step(text=words(2 * MB, word_bytes=30_000)))  # in Claude's 100
     raw = client.chat.completions.with_raw_response.create(model=model, messages=HELLO)
     assert raw.headers["x-gateway-model"] == "backup"
     assert raw.parse().choices[0].message.content == "mock answer from gpt-backup to: hello"
     assert raw.headers["x-gateway-attempts"] == "2"
 
 
-def test_one_sse_line_over_max_response_mb_falls_back(client: openai.OpenAI,
-                                                      mock: MockProvider) -> None:
-    mock.script("gpt-broken", Step(text="x" * (MAX_RESPONSE_MB * MB + 1)))
-    raw = client.chat.completions.with_raw_response.create(model="openai", messages=HELLO,
+@pytest.mark.parametrize("model", ["openai", "litellm"])
+def test_one_sse_line_over_max_response_mb_falls_back(client: openai.OpenAI, mock: MockProvider,
+                                                      model: str) -> None:
+    mock.script(BROKEN[model], Step(text="x" * (MAX_RESPONSE_MB * MB + 1)))
+    raw = client.chat.completions.with_raw_response.create(model=model, messages=HELLO,
                                                            stream=True)
     assert raw.headers["x-gateway-model"] == "backup"
     assert "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices)
@@ -229,13 +236,14 @@ def test_an_sse_line_over_512_kib_within_the_bound_is_relayed_whole(client: open
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == long_word
 
 
+@pytest.mark.parametrize("model", ["openai", "litellm"])
 def test_a_stream_growing_past_max_response_mb_ends_with_an_error_event(
-        client: openai.OpenAI, mock: MockProvider, usage_log: Path) -> None:
-    mock.script("gpt-broken", Step(text="first " + words(2 * MB)))
+        client: openai.OpenAI, mock: MockProvider, usage_log: Path, model: str) -> None:
+    mock.script(BROKEN[model], Step(text="first " + words(2 * MB)))
     lines_before = len(usage_log.read_bytes().splitlines())
     received = []
     with pytest.raises(openai.APIError) as caught:
-        for chunk in client.chat.completions.create(model="openai", messages=HELLO,
+        for chunk in client.chat.completions.create(model=model, messages=HELLO,
                                                     stream=True):
             received.append(chunk.choices[0].delta.content or "" if chunk.choices else "")
     text = "".join(received)
@@ -246,4 +254,4 @@ def test_a_stream_growing_past_max_response_mb_ends_with_an_error_event(
         assert time.monotonic() < deadline
         time.sleep(0.05)
     last = orjson.loads(lines[-1])
-    assert last["status"] == 502 and last["model"] == "broken-openai"  # not the client's 499
+    assert last["status"] == 502 and last["model"] == f"broken-{model}"  # not the client's 499

@@ -16,7 +16,9 @@ from typing import Any
 
 import aiohttp
 import openai
+import orjson
 
+from gateway import upstream
 from gateway.config import Model
 from gateway.errors import ProviderError, kind_for_status, provider_reason
 
@@ -77,6 +79,15 @@ def _translate(exc: Exception, model: Model, litellm: ModuleType) -> ProviderErr
                          status=status, kind=kind)
 
 
+def _bounded(out: dict[str, Any], model: Model) -> dict[str, Any]:
+    """litellm reads the provider's body itself, unbounded: an answer over
+    settings.max_response_mb is at least neither served nor cached (see the README)."""
+    limit = model.provider.max_response_bytes
+    if len(orjson.dumps(out)) > limit:
+        raise upstream.too_large(model.name, limit)
+    return out
+
+
 async def complete(http: aiohttp.ClientSession, model: Model,
                    body: dict[str, Any]) -> dict[str, Any]:
     litellm = _litellm()
@@ -84,7 +95,7 @@ async def complete(http: aiohttp.ClientSession, model: Model,
         reply = await litellm.acompletion(**_kwargs(model, {**body, "stream": False}))
     except openai.OpenAIError as exc:  # the base of litellm's whole exception tree
         raise _translate(exc, model, litellm) from exc
-    out: dict[str, Any] = reply.model_dump(exclude_none=True)
+    out: dict[str, Any] = _bounded(reply.model_dump(exclude_none=True), model)
     out["model"] = model.name
     (out.get("usage") or {}).pop("cost", None)
     return out
@@ -98,7 +109,7 @@ async def embed(http: aiohttp.ClientSession, model: Model,
     except openai.OpenAIError as exc:
         raise _translate(exc, model, litellm) from exc
     # litellm's type says list[float]; a base64 answer is a string, and correct as such.
-    out: dict[str, Any] = reply.model_dump(exclude_none=True, warnings=False)
+    out: dict[str, Any] = _bounded(reply.model_dump(exclude_none=True, warnings=False), model)
     out["model"] = model.name
     return out
 
@@ -121,7 +132,13 @@ async def stream(http: aiohttp.ClientSession, model: Model,
     try:
         response = await litellm.acompletion(**_kwargs(model, {**body, "stream_options": options}),
                                              stream=True)
+        size, limit = 0, model.provider.max_response_bytes
         async for chunk in response:
-            yield _openai_chunk(chunk.model_dump(exclude_none=True), model.name)
+            out = _openai_chunk(chunk.model_dump(exclude_none=True), model.name)
+            size += len(orjson.dumps(out))  # as the chunks arrive: litellm's reading is unbounded
+            if size > limit:
+                await response.aclose()  # stop reading the rest
+                raise upstream.too_large(model.name, limit)
+            yield out
     except openai.OpenAIError as exc:
         raise _translate(exc, model, litellm) from exc
