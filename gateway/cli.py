@@ -65,7 +65,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 return 1
         return supervisor.serve("gateway.app:create_app_from_env", factory=True,
                                 host=args.host, port=args.port, workers=args.workers,
-                                loop="uvloop", http=HeadTimedHttp, access_log=False,
+                                loop="gateway.accept_loop:new_loop",  # accepts every waiting
+                                http=HeadTimedHttp, access_log=False,
                                 proxy_headers=False,  # the peer's own address: auth.is_local
                                 log_config=log_config(), timeout_graceful_shutdown=30)
 

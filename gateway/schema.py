@@ -75,7 +75,7 @@ class TimeoutSettings(Frozen):
 class OverloadSettings(Frozen):
     """Load shedding, per worker process (see overload.py)."""
 
-    max_in_flight: PositiveInt = 1024  # requests being served, streams included
+    max_in_flight: PositiveInt = 512  # requests being served, streams included
     max_delay_ms: NonNegativeFloat = 1000  # the event loop's delay; 0: not watched
     retry_after_s: PositiveFloat = 1
 
