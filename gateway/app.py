@@ -31,7 +31,7 @@ from gateway.errors import GatewayError, HeadersTooLarge, MethodNotAllowed, NotF
 from gateway.fallbacks import Trace
 from gateway.http_protocol import TIMEOUTS_STATE
 from gateway.metrics import Metrics
-from gateway.overload import Overload, client_gone
+from gateway.overload import Overload
 from gateway.pipeline import Services
 from gateway.records import Records, open_usage_log
 from gateway.routes import routes
@@ -75,22 +75,20 @@ class Gateway:
                 message["headers"] = [*message.get("headers", []), header]
             await send(message)
 
-        # The API is shed under overload; health, readiness and metrics never are.
+        # The API is shed under overload; health, readiness and metrics never are (no services).
         services: Services | None = getattr(self.state, "services", None)
-        shed = services is not None and scope["path"].startswith("/v1/")
+        if not scope["path"].startswith("/v1/"):
+            services = None
         try:
             if sum(len(name) + len(value) for name, value in scope["headers"]) > MAX_HEADER_BYTES:
                 raise HeadersTooLarge(f"the request's headers are over "
                                       f"{MAX_HEADER_BYTES // 1024} KB; send fewer or shorter "
                                       "headers")
-            if shed and services is not None:
-                if client_gone(receive):  # it gave up while this request waited its turn
-                    services.records.metrics.shed.labels("gone").inc()
-                    return
+            if services is None:
+                await self.router(scope, receive, send_with_id)
+            elif not services.overload.left(receive):  # else it gave up while it waited
                 with services.overload.admitted(services.config.settings.overload):
                     await self.router(scope, receive, send_with_id)
-            else:
-                await self.router(scope, receive, send_with_id)
         except (GatewayError, HTTPException) as exc:
             if started:
                 raise

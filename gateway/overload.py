@@ -83,6 +83,13 @@ class Overload:
         late_now = asyncio.get_running_loop().time() - self._due
         return max(self._delay_s, late_now)
 
+    def left(self, receive: Any) -> bool:
+        """Whether a request's client has already gone (counted as shed: `gone`)."""
+        if client_gone(receive):
+            self._on_shed("gone")
+            return True
+        return False
+
     @contextlib.contextmanager
     def admitted(self, limits: OverloadSettings) -> Iterator[None]:
         """A request counted in flight while it is served; Overloaded if it may not come in."""

@@ -146,6 +146,16 @@ def demo_running(command: list[str], cwd: Path | None = None) -> Iterator[list[s
         process.stdout.close()
 
 
+def wait_for(condition: Callable[[], bool], within_s: float) -> float:
+    """Seconds until `condition` held; fails the test past `within_s`."""
+    started = time.monotonic()
+    while not condition():
+        elapsed = time.monotonic() - started
+        assert elapsed < within_s, f"not within {within_s} s"
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -18,7 +17,7 @@ import pytest
 
 from gateway.embedded_store import _answers
 from gateway.mockprovider import MockProvider
-from tests.conftest import KEY_A, sha, start_gateway
+from tests.conftest import KEY_A, sha, start_gateway, wait_for
 
 ROUTER_YAML = """\
 providers:
@@ -159,14 +158,6 @@ def chat_status(base_url: str) -> int:
                         json={"model": "gpt", "messages": [{"role": "user", "content": "hi"}]})
     return answer.status_code
 
-
-def wait_for(condition: Callable[[], bool], within_s: float) -> float:
-    """Seconds until `condition` held; fails the test past `within_s`."""
-    started = time.monotonic()
-    while not condition():
-        assert time.monotonic() - started < within_s, f"not within {within_s}s"
-        time.sleep(0.05)
-    return time.monotonic() - started
 
 
 def ready(base_url: str) -> bool:

@@ -8,7 +8,7 @@ import os
 import re
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ import openai
 import pytest
 
 from gateway.mockprovider import MockProvider, Step
-from tests.conftest import RedisServer, sha, start_gateway
+from tests.conftest import RedisServer, sha, start_gateway, wait_for
 
 MASTER_KEY = "sk-master-reload"
 PROVIDER_SECRET = "sk-provider-secret-reload"
@@ -73,15 +73,6 @@ def admin_config(base_url: str) -> dict[str, Any]:
     assert response.status_code == 200, response.text
     return response.json()
 
-
-def wait_for(condition: Callable[[], bool], within_s: float) -> float:
-    """Seconds until `condition` held; fails after `within_s`."""
-    started = time.monotonic()
-    while not condition():
-        elapsed = time.monotonic() - started
-        assert elapsed < within_s, f"not within {within_s} s"
-        time.sleep(0.05)
-    return time.monotonic() - started
 
 
 def served_by(base_url: str, name: str = "team-a", **options: Any) -> str:

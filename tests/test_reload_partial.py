@@ -10,14 +10,14 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from gateway.mockprovider import MockProvider
-from tests.conftest import RedisServer, sha, start_gateway
+from tests.conftest import RedisServer, sha, start_gateway, wait_for
 
 MASTER_KEY = "sk-master-partial"
 ADMIN = {"authorization": f"Bearer {MASTER_KEY}"}
@@ -81,14 +81,6 @@ def ask(url: str, name: str, model: str) -> tuple[int, str]:
         return 200, response.headers["x-gateway-model"]
     return response.status_code, response.json()["error"]["code"]
 
-
-def wait_for(condition: Callable[[], bool], within_s: float) -> float:
-    started = time.monotonic()
-    while not condition():
-        elapsed = time.monotonic() - started
-        assert elapsed < within_s, f"not within {within_s} s"
-        time.sleep(0.05)
-    return time.monotonic() - started
 
 
 class Gateway:
