@@ -2,7 +2,7 @@
 
     python bench/run.py [--seconds 10] [--litellm .litellm-venv/bin/litellm]
 
-Starts the mock upstream (`gateway.mockprovider`), then each proxy in turn pinned to
+Starts the mock upstream (`gateway.demo.mockprovider`), then each proxy in turn pinned to
 the last core (the mock and the load generators get the other cores, where the
 machine has them): `gateway serve` with one worker, budgets on (the key has a
 budget, so every request reserves and settles) and the cache bypassed, and, when
@@ -276,7 +276,8 @@ def main() -> None:
     os.sched_setaffinity(0, others)  # this process: the stream client
     mock_port = free_port()
     mock_url = f"http://127.0.0.1:{mock_port}"
-    mock = subprocess.Popen([sys.executable, "-m", "gateway.mockprovider", "--port", str(mock_port),
+    mock = subprocess.Popen([sys.executable, "-m", "gateway.demo.mockprovider",
+                             "--port", str(mock_port),
                              "--delay", f"slow-upstream={SLOW_S}"],
                             preexec_fn=lambda: os.sched_setaffinity(0, others))
     proxies: dict[str, dict | None] = {}

@@ -239,7 +239,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="gateway-soak-") as name:
         tmp = Path(name)
         mock_port, gateway_port, dead_port = free_port(), free_port(), free_port()
-        mock = subprocess.Popen([sys.executable, "-m", "gateway.mockprovider", "--port",
+        mock = subprocess.Popen([sys.executable, "-m", "gateway.demo.mockprovider", "--port",
                                  str(mock_port)], stdout=subprocess.DEVNULL)
         gateway = None
         try:

@@ -22,19 +22,21 @@ from starlette.responses import Response
 from starlette.routing import Router
 from starlette.types import Lifespan, Message, Receive, Scope, Send
 
-from gateway import budget, reload, untrusted, upstream
-from gateway.budget import Budgets
+from gateway import reload, untrusted
 from gateway.config import CONFIG_ENV, Config, ConfigError, load_config
 from gateway.cooldown import Cooldowns
 from gateway.embedded_store import EMBEDDED_STORE_ENV
 from gateway.errors import GatewayError, HeadersTooLarge, MethodNotAllowed, NotFound
-from gateway.fallbacks import Trace
-from gateway.http_protocol import TIMEOUTS_STATE
-from gateway.metrics import Metrics
-from gateway.overload import Overload
-from gateway.pipeline import Services
-from gateway.records import Records, open_usage_log
+from gateway.money import budget
+from gateway.money.budget import Budgets
+from gateway.providers import upstream
+from gateway.records.metrics import Metrics
+from gateway.records.records import Records, open_usage_log
+from gateway.request import Trace
 from gateway.routes import routes
+from gateway.server.http_protocol import TIMEOUTS_STATE
+from gateway.server.overload import Overload
+from gateway.services import Services
 from gateway.store import Store
 
 log = logging.getLogger("gateway")

@@ -14,6 +14,7 @@ from pathlib import Path
 from gateway import embedded_store
 from gateway.config import CONFIG_ENV, Config, ConfigError, load_config
 from gateway.embedded_store import EMBEDDED_STORE_ENV, EmbeddedStoreError
+from gateway.server.logs import log_config
 
 DEFAULT_PORT = 4000
 
@@ -32,24 +33,9 @@ def _load_or_exit(path: Path) -> Config:
         raise SystemExit(1) from None
 
 
-def log_config(level: str = "INFO") -> dict[str, object]:
-    """uvicorn applies this in every worker process, so the gateway's lines reach stderr."""
-    return {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s[%(process)d]: "
-                                          "%(message)s"}},
-        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain",
-                                "stream": "ext://sys.stderr"}},
-        "loggers": {"gateway": {"handlers": ["stderr"], "level": level, "propagate": False},
-                    "uvicorn": {"handlers": ["stderr"], "level": "WARNING", "propagate": False},
-                    "uvicorn.error": {"level": "WARNING"}},
-    }
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
-    from gateway import supervisor
-    from gateway.http_protocol import HeadTimedHttp
+    from gateway.server import supervisor
+    from gateway.server.http_protocol import HeadTimedHttp
 
     path = _config_path(args.config).resolve()
     config = _load_or_exit(path)  # exit 1 before serving anything
@@ -65,7 +51,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 return 1
         return supervisor.serve("gateway.app:create_app_from_env", factory=True,
                                 host=args.host, port=args.port, workers=args.workers,
-                                loop="gateway.accept_loop:new_loop",  # accepts every waiting
+                                loop="gateway.server.accept_loop:new_loop",  # accepts every waiting
                                 http=HeadTimedHttp, access_log=False,
                                 proxy_headers=False,  # the peer's own address: auth.is_local
                                 log_config=log_config(), timeout_graceful_shutdown=30)
@@ -128,7 +114,8 @@ def cmd_keys_new(args: argparse.Namespace) -> int:
 def cmd_spend(args: argparse.Namespace) -> int:
     import asyncio
 
-    from gateway import budget, store
+    from gateway import store
+    from gateway.money import budget
 
     path = _config_path(args.config)
     config = _load_or_exit(path)
@@ -164,13 +151,13 @@ def cmd_spend(args: argparse.Namespace) -> int:
 
 
 def _usd(micro: int | None) -> str:
-    from gateway import cost
+    from gateway.money import cost
 
     return "-" if micro is None else cost.usd(micro)
 
 
 async def _spend_on(url: str, day: date) -> dict[str, int]:
-    from gateway.budget import Budgets
+    from gateway.money.budget import Budgets
     from gateway.store import Store
 
     spend_store = Store(url)
@@ -181,7 +168,7 @@ async def _spend_on(url: str, day: date) -> dict[str, int]:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from gateway.demo import run_demo
+    from gateway.demo.demo import run_demo
 
     return run_demo(args.port)
 

@@ -18,7 +18,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from gateway import output_limit, pricemap
+from gateway import output_limit
+from gateway.providers import litellm_data
 from gateway.schema import ModelSpec, ProviderSpec, RouterFile, Settings
 from gateway.yamlpos import PositionIndex
 
@@ -284,7 +285,7 @@ def _compile_models(raw: dict[str, Any], missing: dict[str, str], settings: Sett
                     report: Note, warn: Note,
                     ) -> tuple[dict[str, Provider], dict[str, Model]]:
     """Providers and models, entry by entry, so one bad entry does not hide another's problem."""
-    known_types = pricemap.known_provider_types()
+    known_types = litellm_data.known_provider_types()
     providers: dict[str, Provider] = {}
     for name, entry in _section(raw, "providers").items():
         try:
@@ -332,7 +333,7 @@ def _provider(name: str, ptype: str, p: ProviderSpec, missing_var: str | None,
 
 def _model(name: str, m: ModelSpec, provider: Provider, report: Note, warn: Note,
            ) -> Model | None:
-    listed = pricemap.lookup(provider.type, m.model)
+    listed = litellm_data.lookup(provider.type, m.model)
     if m.price is not None:
         given = m.price
         price = Price(given.input_per_mtok, given.output_per_mtok, given.cached_input_per_mtok,

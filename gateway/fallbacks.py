@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import aiohttp
@@ -23,38 +23,15 @@ import aiohttp
 from gateway import retries
 from gateway.config import Model
 from gateway.cooldown import Cooldowns
-from gateway.errors import Attempt, ChainFailed, ClientGone, ProviderError
-from gateway.providers import adapter_for
+from gateway.errors import ChainFailed, ClientGone, ProviderError
+from gateway.providers.adapters import adapter_for
+from gateway.request import Trace
 from gateway.schema import Settings
 
 log = logging.getLogger("gateway")
 T = TypeVar("T")
 # The body as one model of the chain is sent it (its output limit in the field it reads).
 BodyFor = Callable[[Model], dict[str, Any]]
-
-
-@dataclass
-class Trace:
-    """What happened to one request, for headers, errors and the usage log."""
-
-    requested: str
-    deadline: float  # loop time by which the whole request must be done
-    request_id: str = ""
-    attempts: list[Attempt] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    failures: list[ProviderError] = field(default_factory=list)
-    cooled: list[str] = field(default_factory=list)  # models whose cooldown this request began
-
-    def record(self, model: Model, started: float, error: ProviderError | None) -> None:
-        latency_ms = round((time.perf_counter() - started) * 1000, 2)
-        if error is None:
-            self.attempts.append(Attempt(model.name, 200, None, latency_ms))
-        else:
-            self.attempts.append(Attempt(model.name, error.status, error.message, latency_ms))
-            self.failures.append(error)
-
-    def remaining_s(self) -> float:
-        return self.deadline - asyncio.get_running_loop().time()
 
 
 @dataclass

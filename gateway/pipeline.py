@@ -14,49 +14,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import orjson
 
-from gateway import cache, completions, cost, fallbacks, meter, routing, streaming, watch
-from gateway.budget import Budgets
+from gateway import cache, completions, fallbacks, routing, streaming
 from gateway.cache import Lookup
 from gateway.config import ApiKey, Config, Model
-from gateway.cooldown import Cooldowns
 from gateway.errors import ProviderError
-from gateway.fallbacks import BodyFor, Chain, OpenStream, Trace
-from gateway.meter import Metered
-from gateway.overload import Overload
-from gateway.records import Record, Records
-from gateway.store import Store
+from gateway.fallbacks import BodyFor, Chain, OpenStream
+from gateway.money import cost, meter, watch
+from gateway.money.meter import Metered
+from gateway.records.records import Record
+from gateway.request import Trace
+from gateway.services import Services
 
 FREE = cost.usd(0)  # x-gateway-cost-usd of a cache hit
 # fallbacks.complete or fallbacks.embed: one whole answer along the chain.
 Ask = Callable[[Chain, BodyFor], Awaitable[tuple[Model, dict[str, Any]]]]
-
-
-@dataclass
-class Services:
-    """What lives for the whole process; `config` is replaced whole, never edited."""
-
-    config: Config
-    http: aiohttp.ClientSession
-    cooldowns: Cooldowns
-    store: Store
-    budgets: Budgets
-    records: Records
-    overload: Overload
-    tasks: set[asyncio.Task[None]] = field(default_factory=set)
-
-    def spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        """Run `work` apart from the request (kept referenced until done)."""
-        task = asyncio.get_running_loop().create_task(work)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-        return task
 
 
 @dataclass

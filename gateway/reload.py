@@ -36,9 +36,12 @@ from typing import Any, Literal
 
 import aiohttp
 
-from gateway import budget, providers, records, upstream, widening
+from gateway import widening
 from gateway.config import Config, ConfigError, parse_config
-from gateway.pipeline import Services
+from gateway.money import budget
+from gateway.providers import adapters, upstream
+from gateway.records import records
+from gateway.services import Services
 
 log = logging.getLogger("gateway")
 
@@ -75,8 +78,8 @@ class ReloadError:
 
 def prepare(config: Config) -> None:
     """Load what `config` needs before it serves (blocking: run it off the event loop)."""
-    if providers.needs_litellm(list(config.models.values())):
-        providers.preload_litellm()
+    if adapters.needs_litellm(list(config.models.values())):
+        adapters.preload_litellm()
 
 
 def _now() -> str:

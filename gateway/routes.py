@@ -14,21 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from gateway import (
-    auth,
-    budget,
-    config_view,
-    metrics,
-    pipeline,
-    records,
-    reload,
-    routing,
-    streaming,
-    supervisor,
-    untrusted,
-    validation,
-)
-from gateway.cost import dollars
+from gateway import auth, config_view, pipeline, reload, routing, streaming, untrusted, validation
 from gateway.errors import (
     GatewayError,
     InvalidRequest,
@@ -36,7 +22,12 @@ from gateway.errors import (
     PayloadTooLarge,
     RequestTimeout,
 )
-from gateway.overload import client_gone
+from gateway.money import budget
+from gateway.money.cost import dollars
+from gateway.records import metrics, records
+from gateway.server import supervisor
+from gateway.server.overload import client_gone
+from gateway.services import Services
 from gateway.store import StoreDown
 
 JSON = "application/json"
@@ -72,11 +63,11 @@ def _client_host(request: Request) -> str | None:
 
 
 Parse = Callable[[bytes], dict[str, Any]]
-Handle = Callable[[pipeline.Services, pipeline.Call], Awaitable[pipeline.Outcome]]
+Handle = Callable[[Services, pipeline.Call], Awaitable[pipeline.Outcome]]
 
 
 async def _serve(request: Request, parse: Parse, handle: Handle) -> Response:
-    services: pipeline.Services = request.app.state.services
+    services: Services = request.app.state.services
     config = services.config  # one configuration for the whole request, even across a reload
     record = records.Record(request.state.request_id, config)
     try:
@@ -96,7 +87,7 @@ async def _serve(request: Request, parse: Parse, handle: Handle) -> Response:
     return Response(outcome.body, media_type=JSON, headers=outcome.headers)
 
 
-async def _answer(request: Request, services: pipeline.Services, record: records.Record,
+async def _answer(request: Request, services: Services, record: records.Record,
                   parse: Parse, handle: Handle) -> pipeline.Outcome:
     config = record.config
     key = auth.authenticate(request.headers, config)
@@ -137,7 +128,7 @@ async def list_models(request: Request) -> Response:
 
 
 async def key_budget(request: Request) -> Response:
-    services: pipeline.Services = request.app.state.services
+    services: Services = request.app.state.services
     key = auth.authenticate(request.headers, services.config)
     day = budget.today()
     try:
@@ -152,7 +143,7 @@ async def key_budget(request: Request) -> Response:
 
 
 async def admin_spend(request: Request) -> Response:
-    services: pipeline.Services = request.app.state.services
+    services: Services = request.app.state.services
     config = services.config
     auth.authenticate_operator(request.headers, config, _client_host(request))
     given = request.query_params.get("date")
@@ -172,7 +163,7 @@ async def admin_spend(request: Request) -> Response:
 
 
 async def admin_config(request: Request) -> Response:
-    services: pipeline.Services = request.app.state.services
+    services: Services = request.app.state.services
     reloader: reload.Reloader = request.app.state.reloader
     config = services.config
     auth.authenticate_operator(request.headers, config, _client_host(request))
@@ -188,7 +179,7 @@ async def admin_config(request: Request) -> Response:
 
 
 async def admin_reload(request: Request) -> Response:
-    services: pipeline.Services = request.app.state.services
+    services: Services = request.app.state.services
     auth.authenticate_operator(request.headers, services.config, _client_host(request))
     reloaded = await request.app.state.reloader.reload("POST /admin/reload")
     # The other workers read the same file and reach the same end, an error included.
@@ -204,7 +195,7 @@ async def admin_reload(request: Request) -> Response:
 
 
 async def prometheus_metrics(request: Request) -> Response:
-    services: pipeline.Services = request.app.state.services
+    services: Services = request.app.state.services
     # Every key's spend is not for every caller's eyes.
     auth.authenticate_operator(request.headers, services.config, _client_host(request))
     text = services.records.metrics.render()

@@ -20,7 +20,8 @@ import orjson
 
 from gateway import completions
 from gateway.errors import GatewayError, ProviderError
-from gateway.fallbacks import OpenStream, Trace
+from gateway.fallbacks import OpenStream
+from gateway.request import Trace
 
 log = logging.getLogger("gateway")
 DONE = b"data: [DONE]\n\n"

@@ -19,9 +19,9 @@ from collections.abc import Callable
 from dataclasses import astuple
 from typing import Any
 
-from gateway import cost
 from gateway.auth import ANONYMOUS
 from gateway.config import ApiKey, Config, Model
+from gateway.money import cost
 
 # Settings no change of which gives a tenant more access or money: how hard the gateway
 # tries, how long it waits, where it writes. (The store's two are restart-only anyway.)

@@ -17,7 +17,7 @@ import httpx
 import openai
 import pytest
 
-from gateway.mockprovider import MockProvider
+from gateway.demo.mockprovider import MockProvider
 
 KEY_A = "sk-test-team-a"
 KEY_B = "sk-test-team-b"

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.mockprovider import MockProvider
+from gateway.demo.mockprovider import MockProvider
 from gateway.untrusted import bounded
 from tests.conftest import RedisServer, gateway_running, sha
 

@@ -14,8 +14,8 @@ import openai
 import orjson
 import pytest
 
-from gateway import mockwire
-from gateway.mockprovider import MockProvider, Step
+from gateway.demo import mockwire
+from gateway.demo.mockprovider import MockProvider, Step
 from tests.conftest import KEY_A, gateway_running, sha, wait_for
 
 HELLO = [{"role": "user", "content": "hello"}]

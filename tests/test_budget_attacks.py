@@ -23,8 +23,8 @@ import httpx
 import openai
 import pytest
 
-from gateway.mockprovider import MockProvider, Step
-from gateway.watch import CHARS_PER_TOKEN, TALLY_BYTES
+from gateway.demo.mockprovider import MockProvider, Step
+from gateway.money.watch import CHARS_PER_TOKEN, TALLY_BYTES
 from tests.conftest import RedisServer, gateway_running, keys_yaml, start_gateway
 
 CHEAP = "price: {input_per_mtok: 10, output_per_mtok: 20}"  # micro-dollars per token

@@ -17,7 +17,7 @@ import httpx
 import openai
 import pytest
 
-from gateway.mockprovider import MockProvider, Step
+from gateway.demo.mockprovider import MockProvider, Step
 from tests.conftest import RedisServer, gateway_running, keys_yaml, start_gateway
 
 # USD per million tokens: $0.001 per input token, $0.002 per output token.

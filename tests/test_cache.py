@@ -13,7 +13,7 @@ import openai
 import pytest
 import redis
 
-from gateway.mockprovider import MockProvider, Step
+from gateway.demo.mockprovider import MockProvider, Step
 from tests.conftest import KEY_A, KEY_B, RedisServer, gateway_running, sha, start_gateway
 
 TTL_S = 3600

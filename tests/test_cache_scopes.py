@@ -22,7 +22,7 @@ import openai
 import pytest
 import redis
 
-from gateway.mockprovider import MockProvider, Step
+from gateway.demo.mockprovider import MockProvider, Step
 from tests.conftest import RedisServer, gateway_running, sha
 
 MASTER_KEY = "sk-master-cache-scopes"

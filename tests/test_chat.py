@@ -8,7 +8,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from gateway.mockprovider import MockProvider, Step
+from gateway.demo.mockprovider import MockProvider, Step
 from tests.conftest import KEY_A, KEY_B, gateway_running, sha
 
 HELLO = [{"role": "user", "content": "Hello there, gateway"}]

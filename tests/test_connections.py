@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from gateway.mockprovider import MockProvider
+from gateway.demo.mockprovider import MockProvider
 from tests.conftest import RedisServer, gateway_running, sha, start_gateway
 
 KEY = "sk-test-connections"

@@ -14,7 +14,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from gateway.mockprovider import MockProvider, Step
+from gateway.demo.mockprovider import MockProvider, Step
 from tests.conftest import KEY_A, gateway_running, sha
 
 HELLO = [{"role": "user", "content": "hello"}]

@@ -15,8 +15,8 @@ import httpx
 import openai
 import pytest
 
+from gateway.demo.mockprovider import MockProvider
 from gateway.embedded_store import _answers
-from gateway.mockprovider import MockProvider
 from tests.conftest import KEY_A, sha, start_gateway, wait_for
 
 ROUTER_YAML = """\

@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from gateway.mockprovider import MockProvider, Step
+from gateway.demo.mockprovider import MockProvider, Step
 from tests.conftest import KEY_A, KEY_B
 
 

@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from gateway.mockprovider import MockProvider
+from gateway.demo.mockprovider import MockProvider
 from tests.conftest import KEY_A, KEY_B
 
 HELLO = [{"role": "user", "content": "hi"}]
@@ -186,7 +186,7 @@ def test_process_serves_after_every_refusal(gateway: str, client: openai.OpenAI)
 
 def test_provider_error_reaches_the_client_without_the_provider_key(
         client: openai.OpenAI, mock: MockProvider, gateway_files) -> None:
-    from gateway.mockprovider import Step
+    from gateway.demo.mockprovider import Step
 
     mock.script("gpt-4o-mini", Step(status=422, error_message="bad 'logprobs'"))
     with pytest.raises(openai.UnprocessableEntityError) as caught:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from gateway.mockprovider import MockProvider, Step
+from gateway.demo.mockprovider import MockProvider, Step
 from tests.conftest import KEY_A, KEY_B, sha
 
 HELLO = [{"role": "user", "content": "hi"}]

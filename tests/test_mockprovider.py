@@ -10,7 +10,7 @@ import openai
 import orjson
 import pytest
 
-from gateway.mockprovider import MockProvider, Step
+from gateway.demo.mockprovider import MockProvider, Step
 
 HELLO = [{"role": "user", "content": "hello mock"}]
 

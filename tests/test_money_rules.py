@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
-from gateway import cost, output_limit, worst_case
+from gateway import output_limit
 from gateway.config import Model, Price, Provider
-from gateway.tokens import Counted
+from gateway.money import cost, worst_case
+from gateway.money.tokens import Counted
 
 ONE_TWO = Price(1, 2)
 

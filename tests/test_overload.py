@@ -12,7 +12,7 @@ import httpx
 import orjson
 import pytest
 
-from gateway.mockprovider import MockProvider, Step
+from gateway.demo.mockprovider import MockProvider, Step
 from tests.conftest import KEY_A, gateway_running, sha, wait_for
 
 HELLO = [{"role": "user", "content": "hello"}]

@@ -16,8 +16,8 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.mockprovider import MockProvider, Step
-from gateway.usage_log import UsageLog
+from gateway.demo.mockprovider import MockProvider, Step
+from gateway.records.usage_log import UsageLog
 from tests.conftest import RedisServer, sha, start_gateway
 
 PRICE = "price: {input_per_mtok: 1000, output_per_mtok: 2000}"  # micro-USD a token: 1000, 2000

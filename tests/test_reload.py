@@ -17,7 +17,7 @@ import httpx
 import openai
 import pytest
 
-from gateway.mockprovider import MockProvider, Step
+from gateway.demo.mockprovider import MockProvider, Step
 from tests.conftest import RedisServer, sha, start_gateway, wait_for
 
 MASTER_KEY = "sk-master-reload"

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.mockprovider import MockProvider
+from gateway.demo.mockprovider import MockProvider
 from tests.conftest import RedisServer, sha, start_gateway, wait_for
 
 MASTER_KEY = "sk-master-partial"

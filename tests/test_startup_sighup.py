@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.mockprovider import MockProvider
+from gateway.demo.mockprovider import MockProvider
 from tests.conftest import KEY_A, free_port, sha, wait_healthy
 
 SIGNALLED_FOR_S = 1.0  # SIGHUPs are sent through the first second

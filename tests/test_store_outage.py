@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.mockprovider import MockProvider
+from gateway.demo.mockprovider import MockProvider
 from tests.conftest import RedisServer, sha, start_gateway
 
 KEY = "sk-test-steady"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import openai
 
-from gateway.mockprovider import MockProvider, Step
+from gateway.demo.mockprovider import MockProvider, Step
 from tests.conftest import RedisServer, gateway_running, sha
 
 KEY = "sk-test-pool"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway import tokens
 from gateway.config import Model, Price, Provider
+from gateway.money import tokens
 
 TEXTS = [
     "Hello, world",

@@ -16,8 +16,8 @@ import httpx
 import openai
 import pytest
 
-from gateway.mockprovider import MockProvider
-from gateway.pricemap import lookup
+from gateway.demo.mockprovider import MockProvider
+from gateway.providers.litellm_data import lookup
 from tests.conftest import RedisServer, sha, start_gateway
 
 KEY = "sk-test-unlisted"

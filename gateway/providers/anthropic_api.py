@@ -8,10 +8,10 @@ from typing import Any
 
 import aiohttp
 
-from gateway import output_limit, upstream
+from gateway import output_limit
 from gateway.config import Model
 from gateway.errors import ProviderError, identifier, kind_for_status, provider_reason
-from gateway.providers import anthropic_translate
+from gateway.providers import anthropic_translate, upstream
 from gateway.providers.anthropic_stream import ERROR_STATUSES, ChunkTranslator, parse_event
 
 API_VERSION = "2023-06-01"

@@ -13,9 +13,9 @@ from typing import Any
 import aiohttp
 import orjson
 
-from gateway import upstream
 from gateway.config import Model
 from gateway.errors import ProviderError, identifier, kind_for_status, provider_reason
+from gateway.providers import upstream
 
 # Ollama serves its OpenAI-compatible API under /v1 of its documented base URL.
 PATH_PREFIX = {"ollama": "/v1"}

@@ -18,9 +18,9 @@ import aiohttp
 import openai
 import orjson
 
-from gateway import upstream
 from gateway.config import Model
 from gateway.errors import ProviderError, kind_for_status, provider_reason
+from gateway.providers import upstream
 
 FORWARDED = frozenset({
     "messages", "temperature", "top_p", "n", "stop", "max_tokens", "max_completion_tokens",

@@ -12,9 +12,9 @@ import uvicorn
 
 from gateway import embedded_store
 from gateway.app import create_app
-from gateway.cli import log_config
 from gateway.config import load_config
-from gateway.mockprovider import MockProvider, Step
+from gateway.demo.mockprovider import MockProvider, Step
+from gateway.server.logs import log_config
 
 DEMO_KEY = "sk-gateway-demo"
 TINY_KEY = "sk-gateway-demo-tiny"  # a budget of one micro-dollar: every request is refused

@@ -22,7 +22,7 @@ from typing import Any
 import uvicorn
 from uvicorn.supervisors import Multiprocess
 
-from gateway.metrics import MULTIPROCESS_ENV
+from gateway.records.metrics import MULTIPROCESS_ENV
 
 SUPERVISOR_ENV = "GATEWAY_SUPERVISOR_PID"  # set for the workers of `--workers N`, N > 1
 STARTUP_FAILURE = 3  # uvicorn's exit status when the server never started

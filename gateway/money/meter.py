@@ -17,10 +17,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-from gateway import budget, cost, output_limit, tokens, worst_case
-from gateway.budget import Budgets, Reservation
+from gateway import output_limit
 from gateway.config import ApiKey, Config, Model
 from gateway.errors import BudgetExceeded, NotReady
+from gateway.money import budget, cost, tokens, worst_case
+from gateway.money.budget import Budgets, Reservation
 from gateway.store import StoreDown
 
 Kind = Literal["chat", "embeddings"]

@@ -32,12 +32,12 @@ import math
 from collections.abc import AsyncGenerator
 from typing import Any
 
-from gateway import cost, meter, tokens
-from gateway.budget import Blocked, Budgets
 from gateway.config import Model
 from gateway.errors import NotReady
 from gateway.fallbacks import OpenStream
-from gateway.meter import Metered
+from gateway.money import cost, meter, tokens
+from gateway.money.budget import Blocked, Budgets
+from gateway.money.meter import Metered
 from gateway.store import StoreDown
 
 log = logging.getLogger("gateway")

@@ -26,8 +26,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from gateway import mockwire
-from gateway.mockwire import Answer
+from gateway.demo import mockwire
+from gateway.demo.mockwire import Answer
 
 ANTHROPIC_FIELDS = frozenset({
     "model", "messages", "max_tokens", "system", "metadata", "stop_sequences", "stream",

@@ -78,5 +78,5 @@ class Loop(uvloop.Loop):
 
 
 def new_loop() -> asyncio.AbstractEventLoop:
-    """uvicorn's loop factory (`loop="gateway.accept_loop:new_loop"`)."""
+    """uvicorn's loop factory (`loop="gateway.server.accept_loop:new_loop"`)."""
     return Loop()

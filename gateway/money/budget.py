@@ -29,10 +29,10 @@ import random
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
-from gateway import cost
-from gateway.budget_scripts import APPLY, BALANCE
 from gateway.config import ApiKey
 from gateway.errors import BudgetExceeded
+from gateway.money import cost
+from gateway.money.budget_scripts import APPLY, BALANCE
 from gateway.schema import TimeoutSettings
 from gateway.store import Store, StoreDown
 

@@ -27,9 +27,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from gateway import cost, output_limit
+from gateway import output_limit
 from gateway.config import Model
-from gateway.tokens import Counted
+from gateway.money import cost
+from gateway.money.tokens import Counted
 
 DEFAULT_OUTPUT_LIMIT = 8192
 SHARE = 0.01  # of a daily budget: a worst case this small is reserved whole; else a slice

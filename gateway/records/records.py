@@ -17,11 +17,12 @@ from typing import Any
 
 import orjson
 
-from gateway import cost, untrusted
+from gateway import untrusted
 from gateway.config import Config
-from gateway.fallbacks import Trace
-from gateway.metrics import Metrics
-from gateway.usage_log import UsageLog
+from gateway.money import cost
+from gateway.records.metrics import Metrics
+from gateway.records.usage_log import UsageLog
+from gateway.request import Trace
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""A request's money: token counts, prices, worst cases, budgets and their ledger."""

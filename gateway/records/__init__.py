@@ -1,0 +1,1 @@
+"""What each request leaves behind: the usage-log line and the metrics."""

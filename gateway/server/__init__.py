@@ -1,0 +1,1 @@
+"""Serving HTTP: the accept loop, header timeouts, load shedding, worker processes."""
