@@ -122,7 +122,9 @@ def micro(usd: str | float) -> int:
 
 def log_lines(files: Path, key: str) -> list[dict[str, Any]]:
     text = (files / "usage.jsonl").read_text() if (files / "usage.jsonl").exists() else ""
-    return [line for line in map(json.loads, text.splitlines()) if line["key"] == key]
+    # Whole lines only: the writer thread may be half-way through a long one (a 50 KB prompt).
+    whole = text[:text.rfind("\n") + 1]
+    return [line for line in map(json.loads, whole.splitlines()) if line["key"] == key]
 
 
 def written_lines(files: Path, key: str, expected_lines: int) -> list[dict[str, Any]]:
