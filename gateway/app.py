@@ -15,7 +15,6 @@ from contextlib import asynccontextmanager
 from types import FrameType
 from typing import Any
 
-import orjson
 from starlette.datastructures import State
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
@@ -38,6 +37,8 @@ from gateway.server.http_protocol import TIMEOUTS_STATE
 from gateway.server.overload import Overload
 from gateway.services import Services
 from gateway.store import Store
+from gateway.surfaces import openai_chat
+from gateway.surfaces.base import Surface
 
 log = logging.getLogger("gateway")
 # uvicorn's parser sets no limit; 32 KB is what nginx and Node accept by default.
@@ -48,10 +49,11 @@ class Gateway:
     """The ASGI application: Starlette's router inside one layer of ours.
 
     That layer gives every request its id (the `x-request-id` header), refuses
-    oversized headers, and turns every error into an OpenAI-shaped answer: ours
+    oversized headers, and turns every error into an answer in the caller's dialect: ours
     (GatewayError), the router's 404 and 405, and, as the outermost handler, any
     other exception, logged without its text. One layer instead of Starlette's
-    three keeps the hot path short.
+    three keeps the hot path short. Errors are rendered by the surface the route chose
+    (surfaces/), OpenAI's when no route did.
     """
 
     def __init__(self, lifespan: Lifespan[Any]):
@@ -95,13 +97,13 @@ class Gateway:
             if started:
                 raise
             error = exc if isinstance(exc, GatewayError) else _http_error(scope, exc)
-            await _response(error, state.get("trace"))(scope, receive, send_with_id)
+            await _response(error, state)(scope, receive, send_with_id)
         except Exception as exc:  # the outermost handler: nothing below may take the process
             _log_unexpected(request_id, exc)
             if not started:
                 error = GatewayError(f"internal gateway error; quote request id {request_id} "
                                      "to your operator")
-                await _response(error)(scope, receive, send_with_id)
+                await _response(error, state)(scope, receive, send_with_id)
 
 
 def _http_error(scope: Scope, exc: HTTPException) -> GatewayError:
@@ -112,11 +114,14 @@ def _http_error(scope: Scope, exc: HTTPException) -> GatewayError:
                     "/v1/chat/completions, /v1/embeddings and /v1/models", code="not_found")
 
 
-def _response(error: GatewayError, trace: Trace | None = None) -> Response:
+def _response(error: GatewayError, state: dict[str, Any]) -> Response:
+    """The error in the dialect of the caller's surface (OpenAI's before a route chose one)."""
+    surface: Surface = state.get("surface", openai_chat.SURFACE)
+    trace: Trace | None = state.get("trace")
     headers = error.headers()
     if trace is not None:
         headers["x-gateway-attempts"] = str(len(trace.attempts))
-    return Response(orjson.dumps(error.body()), status_code=error.status,
+    return Response(surface.error(error), status_code=error.status,
                     media_type="application/json", headers=headers)
 
 

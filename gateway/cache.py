@@ -37,10 +37,10 @@ import orjson
 from gateway import store as store_keys
 from gateway.auth import ANONYMOUS
 from gateway.config import ApiKey, Model
+from gateway.request import Kind
 from gateway.schema import CacheSettings
 from gateway.store import Store, StoreDown
 
-Kind = Literal["chat", "embeddings"]
 State = Literal["hit", "miss", "bypass", "off"]  # the x-gateway-cache header
 
 CHAT_ANSWER_FIELDS = frozenset({
@@ -160,3 +160,8 @@ def is_complete_chat(reply: dict[str, Any], length_ok: bool = True) -> bool:
 
 def is_complete_embeddings(reply: dict[str, Any]) -> bool:
     return bool(reply.get("data"))
+
+
+def is_complete(kind: Kind, reply: dict[str, Any], length_ok: bool = True) -> bool:
+    """Whether an answer is whole, and so may be cached."""
+    return is_complete_chat(reply, length_ok) if kind == "chat" else is_complete_embeddings(reply)

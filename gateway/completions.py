@@ -77,9 +77,9 @@ class Assembler:
         return answer
 
 
-def replay(completion: dict[str, Any], include_usage: bool) -> Iterator[dict[str, Any]]:
+def replay(completion: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """The chunks a provider would have streamed for this answer: per choice a role chunk,
-    its text, its tool calls and its finish; then the usage chunk if asked for."""
+    its text, its tool calls and its finish; then the usage chunk, if it has usage."""
     head = {k: completion[k] for k in HEAD_FIELDS if completion.get(k) is not None}
     head["object"] = "chat.completion.chunk"
 
@@ -97,5 +97,5 @@ def replay(completion: dict[str, Any], include_usage: bool) -> Iterator[dict[str
             calls = [{"index": i, **call} for i, call in enumerate(message["tool_calls"])]
             yield chunk(index, {"tool_calls": calls})
         yield chunk(index, {}, finish_reason=choice.get("finish_reason"))
-    if include_usage and completion.get("usage"):
+    if completion.get("usage"):
         yield {**head, "choices": [], "usage": completion["usage"]}

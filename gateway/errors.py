@@ -1,6 +1,8 @@
 """The error tree: each class fixes its HTTP status and its OpenAI error type and code.
 
-    GatewayError                      anything refused or failed, OpenAI-shaped on the wire
+Errors are data here; the caller's surface (surfaces/) renders them in its dialect.
+
+    GatewayError                      anything refused or failed
     ├── InvalidRequest       400      the client's body or parameters
     ├── Unauthorized         401      missing or unknown key
     ├── Forbidden            403      tier or model not allowed for the key
@@ -48,16 +50,6 @@ class GatewayError(Exception):
             self.param = param
         if code is not None:
             self.code = code
-
-    def body(self) -> dict[str, Any]:
-        return {
-            "error": {
-                "message": self.message,
-                "type": self.type,
-                "param": self.param,
-                "code": self.code,
-            }
-        }
 
     def headers(self) -> dict[str, str]:
         return {}

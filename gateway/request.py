@@ -1,13 +1,65 @@
-"""One request as every layer sees it: what happened to it (the trace)."""
+"""One request as every layer sees it: what it asks for (a thin view), what happened (the trace).
+
+A surface (surfaces/) parses an inbound body into a GatewayRequest: the kind of
+request and the body in the gateway's own form (an OpenAI chat or embeddings
+body). The body stays a dict, passed on to the provider whole, since fields the
+gateway does not know are a provider's own parameters; the view reads the few
+fields the gateway acts on, in one place, so that no other module reads them by
+string key. Pure: no I/O.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from dataclasses import dataclass, field
+from typing import Any, Literal
 
+from gateway import output_limit
 from gateway.config import Model
 from gateway.errors import Attempt, ProviderError
+
+Kind = Literal["chat", "embeddings"]
+CLIENT_LEFT = 499  # a request's status, as nginx logs it, when the client closed first
+
+
+@dataclass(frozen=True)
+class GatewayRequest:
+    """What one inbound call asks for; `body` is the gateway's form of it, unknown fields kept."""
+
+    kind: Kind
+    body: dict[str, Any]
+
+    @property
+    def model(self) -> str:
+        """The router.yaml name asked for: a tier or a model (the surface checked it is a str)."""
+        name: str = self.body["model"]
+        return name
+
+    @property
+    def stream(self) -> bool:
+        return bool(self.body.get("stream"))
+
+    @property
+    def include_usage(self) -> bool:
+        """Whether a streaming client asked for the usage chunk (stream_options)."""
+        return self.stream and bool((self.body.get("stream_options") or {}).get("include_usage"))
+
+    @property
+    def output_limit(self) -> int | None:
+        """The output limit the client set, as the provider will read it."""
+        return output_limit.asked(self.body)
+
+    @property
+    def n(self) -> int:
+        """How many choices are asked for (the surface checked a given `n` is a positive int)."""
+        given = self.body.get("n")
+        return given if isinstance(given, int) and not isinstance(given, bool) else 1
+
+    @property
+    def content(self) -> Any:
+        """What the usage log keeps of the request with settings.log_content."""
+        return self.body.get("messages") if self.kind == "chat" else self.body.get("input")
 
 
 @dataclass

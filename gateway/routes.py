@@ -5,16 +5,16 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Awaitable, Callable
 from datetime import date
-from typing import Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from gateway import auth, config_view, pipeline, reload, routing, streaming, untrusted, validation
+from gateway import auth, config_view, pipeline, reload, routing, untrusted
+from gateway.answer import Events
+from gateway.context import Context, status_of
 from gateway.errors import (
     GatewayError,
     InvalidRequest,
@@ -29,6 +29,8 @@ from gateway.server import supervisor
 from gateway.server.overload import client_gone
 from gateway.services import Services
 from gateway.store import StoreDown
+from gateway.surfaces import openai_chat, openai_embeddings
+from gateway.surfaces.base import Surface
 
 JSON = "application/json"
 
@@ -62,60 +64,42 @@ def _client_host(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
-Parse = Callable[[bytes], dict[str, Any]]
-Handle = Callable[[Services, pipeline.Call], Awaitable[pipeline.Outcome]]
-
-
-async def _serve(request: Request, parse: Parse, handle: Handle) -> Response:
+async def _serve(request: Request, surface: Surface) -> Response:
+    """Read, authenticate, parse, answer; the request's context is closed however it ends."""
+    request.state.surface = surface  # refusals from here on are rendered in its dialect
     services: Services = request.app.state.services
-    config = services.config  # one configuration for the whole request, even across a reload
-    record = records.Record(request.state.request_id, config)
+    # One configuration for the whole request, even across a reload.
+    ctx = Context(services, records.Record(request.state.request_id, services.config),
+                  lambda: client_gone(request.receive), request.headers.get("cache-control"))
     try:
-        outcome = await _answer(request, services, record, parse, handle)
-    except BaseException as exc:  # recorded, then handled where it always was
+        ctx.key = auth.authenticate(request.headers, ctx.config)
+        ctx.record.key = ctx.key.name
+        settings = ctx.config.settings
+        raw = await read_body(request, settings.max_body_mb, settings.timeouts.read_body_s)
+        ctx.asks(surface.parse(raw))
+        request.state.trace = ctx.trace
+        outcome = await pipeline.serve(ctx)
+    except BaseException as exc:
         if isinstance(exc, GatewayError):
-            record.error_code = exc.code
-        services.records.close(record, _status_of(exc))
+            ctx.record.error_code = exc.code
+        ctx.close(status_of(exc))
         raise
-    if outcome.stream is not None:
-        if not outcome.closes_record:
-            services.records.close(record, 200)
+    assert ctx.request is not None
+    if isinstance(outcome, Events):  # it closes the context at its end
         headers = {**outcome.headers, "cache-control": "no-cache", "x-accel-buffering": "no"}
-        return StreamingResponse(outcome.stream, media_type="text/event-stream",
-                                 headers=headers)
-    services.records.close(record, 200)
-    return Response(outcome.body, media_type=JSON, headers=outcome.headers)
-
-
-async def _answer(request: Request, services: Services, record: records.Record,
-                  parse: Parse, handle: Handle) -> pipeline.Outcome:
-    config = record.config
-    key = auth.authenticate(request.headers, config)
-    record.key = key.name
-    settings = config.settings
-    body = parse(await read_body(request, settings.max_body_mb, settings.timeouts.read_body_s))
-    record.requested, record.stream = body["model"], bool(body.get("stream"))
-    if settings.log_content:
-        record.prompt = body.get("messages", body.get("input"))
-    trace = pipeline.new_trace(config, body["model"], record.request_id)
-    request.state.trace = record.trace = trace
-    call = pipeline.Call(config, key, body, trace, record, lambda: client_gone(request.receive),
-                         request.headers.get("cache-control"))
-    return await handle(services, call)
-
-
-def _status_of(exc: BaseException) -> int:
-    if isinstance(exc, GatewayError):
-        return exc.status
-    return streaming.CLIENT_LEFT if isinstance(exc, asyncio.CancelledError) else 500
+        return StreamingResponse(surface.events(ctx.request, outcome),
+                                 media_type="text/event-stream", headers=headers)
+    ctx.close(200)
+    return Response(surface.answer(ctx.request, outcome), media_type=JSON,
+                    headers=outcome.headers)
 
 
 async def chat_completions(request: Request) -> Response:
-    return await _serve(request, validation.parse_chat, pipeline.chat)
+    return await _serve(request, openai_chat.SURFACE)
 
 
 async def embeddings(request: Request) -> Response:
-    return await _serve(request, validation.parse_embeddings, pipeline.embeddings)
+    return await _serve(request, openai_embeddings.SURFACE)
 
 
 async def list_models(request: Request) -> Response:

@@ -1,11 +1,11 @@
-"""The client's SSE stream: relays chunks once the first token exists, and ends cleanly.
+"""A stream's chunks on their way to the client: relayed once the first token exists, or replayed.
 
-Chunks carry the router.yaml model name; the usage chunk is dropped when the
-client did not ask for it. A failure after the first token ends the stream
-with an OpenAI-shaped `data: {"error": ...}` event, never a silent truncation.
-The chunks are assembled as they pass, so that the answer can be charged and
-cached at the end, or charged for what it was when the stream is cut. A cached
-answer is replayed as the stream a provider would have sent.
+The relay passes every chunk on as data (a surface writes them in its
+dialect) and assembles them as they pass, so that the answer is charged and
+cached at the end, or charged for what it was when the stream is cut: by the
+provider failing (the error is raised to the surface after the charge), by the
+request's total time running out, or by the client leaving. A cached answer is
+replayed as the chunks a provider would have sent, in one batch.
 """
 
 from __future__ import annotations
@@ -13,53 +13,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
-import orjson
-
 from gateway import completions
+from gateway.answer import Batches, Events
+from gateway.context import Context
 from gateway.errors import GatewayError, ProviderError
 from gateway.fallbacks import OpenStream
-from gateway.request import Trace
+from gateway.request import CLIENT_LEFT
 
 log = logging.getLogger("gateway")
-DONE = b"data: [DONE]\n\n"
 
 
-def sse_event(payload: dict[str, Any]) -> bytes:
-    return b"data: " + orjson.dumps(payload) + b"\n\n"
-
-
-def _for_client(chunk: dict[str, Any], include_usage: bool) -> bytes | None:
-    if not include_usage:
-        if not chunk.get("choices"):
-            return None  # the usage chunk the gateway asked for on its own behalf
-        chunk.pop("usage", None)
-    return sse_event(chunk)
-
-
-# Called once with the answer so far and the stream's status: 200 when the provider's stream
-# ended normally, the error's status when it was cut, CLIENT_LEFT when the client left.
-Ended = Callable[[dict[str, Any], int], Awaitable[None]]
-# Runs a coroutine as a task of its own: a client that leaves cancels the request's task,
-# and what is owed must still be settled.
-Spawn = Callable[[Coroutine[Any, Any, None]], "asyncio.Task[None]"]
-CLIENT_LEFT = 499  # as nginx logs it: the client closed the connection first
-
-
-async def relay(opened: OpenStream, include_usage: bool, trace: Trace, ended: Ended,
-                spawn: Spawn) -> AsyncIterator[bytes]:
-    """The client's stream. Its first item is ready at once: take it before answering, so
+async def relay(opened: OpenStream, ctx: Context) -> Batches:
+    """The stream's chunks. Its first batch is ready at once: take it before answering, so
     that the cleanup below runs however the response ends, even if it is never sent."""
+    assert ctx.trace is not None
+    trace = ctx.trace
     assembler = completions.Assembler()
     status = CLIENT_LEFT
     try:
         for chunk in opened.head:
             assembler.add(chunk)
-        # Everything up to the first token goes out in one write.
-        head = (_for_client(chunk, include_usage) for chunk in opened.head)
-        yield b"".join(event for event in head if event is not None)
+        yield opened.head  # everything up to the first token goes out in one write
         while True:
             try:
                 async with asyncio.timeout(max(trace.remaining_s(), 0.001)):
@@ -68,41 +44,48 @@ async def relay(opened: OpenStream, include_usage: bool, trace: Trace, ended: En
                 break
             except TimeoutError:
                 status = 504
-                yield _error_event(ProviderError("the request's total time limit was reached "
-                                                 "mid-stream", status=504, kind="transient"))
-                return
+                raise ProviderError("the request's total time limit was reached mid-stream",
+                                    status=504, kind="transient") from None
             except GatewayError as error:  # the provider's, or the budget's store's
                 status = error.status
                 log.warning("request %s: %s failed mid-stream: %s", trace.request_id,
                             opened.model.name, error.status)
-                yield _error_event(error)
-                return
+                raise
             assembler.add(chunk)
-            if (event := _for_client(chunk, include_usage)) is not None:
-                yield event
+            yield (chunk,)
         status = 200
-        # Cached, and its settlement on its way to the store, before [DONE]: the client's
-        # next request sees both (on another replica, once that batch has landed).
-        await asyncio.shield(spawn(ended(assembler.completion(), status)))
-        yield DONE
+        # Cached, and its settlement on its way to the store, before the stream's end: the
+        # client's next request sees both (on another replica, once that batch has landed).
+        await asyncio.shield(ctx.charge_apart(opened.model, assembler.completion(), status))
     finally:
-        if status != 200:  # charged for what was generated, even if the client left
-            spawn(ended(assembler.completion(), status))
+        if not ctx.charged:  # cut short: charged for what was made, even if the client left
+            ctx.charge_apart(opened.model, assembler.completion(), status)
+        ctx.close(status)  # once the charge has landed
         with contextlib.suppress(Exception):
             await opened.rest.aclose()  # a client that left must not keep the upstream call
 
 
-async def after(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    yield first
-    async for part in rest:
-        yield part
+async def replay(completion: dict[str, Any], ctx: Context) -> Batches:
+    """A cached answer as a stream, in one batch: it is all here already."""
+    status = CLIENT_LEFT
+    try:
+        yield list(completions.replay(completion))
+        status = 200
+    finally:
+        ctx.close(status)
 
 
-def _error_event(error: GatewayError) -> bytes:
-    return sse_event(error.body())
+async def begun(headers: dict[str, str], batches: Batches) -> Events:
+    """Events whose first batch has been taken, so that their end is sure to run."""
+    first = await anext(batches)
+    return Events(headers, _after(first, batches))
 
 
-async def replay(completion: dict[str, Any], include_usage: bool) -> AsyncIterator[bytes]:
-    """A cached answer as a stream, in one write: it is all here already."""
-    events = [sse_event(chunk) for chunk in completions.replay(completion, include_usage)]
-    yield b"".join([*events, DONE])
+async def _after(first: Any, rest: Batches) -> Batches:
+    try:
+        yield first
+        async for batch in rest:
+            yield batch
+    finally:
+        await rest.aclose()
+

@@ -20,13 +20,13 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-import orjson
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from gateway.errors import RequestTimeout
 from gateway.schema import TimeoutSettings
+from gateway.surfaces import openai
 
 # The lifespan puts a callable here that returns the serving configuration's timeouts.
 TIMEOUTS_STATE = "gateway.timeouts"
@@ -37,7 +37,7 @@ def _request_timeout(read_head_s: float, default_headers: list[tuple[bytes, byte
     error = RequestTimeout(f"the request's line and headers did not arrive within "
                            f"settings.timeouts.read_head_s ({read_head_s:g} s); send them "
                            "whole, or faster")
-    body = orjson.dumps(error.body())
+    body = openai.error_json(error)
     head = [b"HTTP/1.1 408 Request Timeout\r\n"]
     head += [name + b": " + value + b"\r\n" for name, value in default_headers]
     head += [b"content-type: application/json\r\n",

@@ -1,0 +1,123 @@
+"""One request in flight: its trace, record, money and cache decision, closed in one place.
+
+A Context is opened when a request arrives and filled as the pipeline goes:
+the key, the request, the trace, the cache lookup, the reservation. However the
+request ends, it ends in `close(status)`, exactly once: a reservation nothing
+was charged against is released there, and the usage-log line and the metrics
+are written there. An answer, whole or cut short, is charged (and, if it is
+whole, cached) by `charge` first. The routes close a whole answer or a refusal;
+a stream closes itself at its end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from asyncio import Task
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway import cache
+from gateway.answer import Answer
+from gateway.auth import ANONYMOUS
+from gateway.cache import Lookup
+from gateway.config import ApiKey, Config, Model
+from gateway.errors import GatewayError
+from gateway.money import cost, meter
+from gateway.money.meter import Metered
+from gateway.records.records import Record
+from gateway.request import CLIENT_LEFT, GatewayRequest, Trace
+from gateway.services import Services
+
+FREE = cost.usd(0)  # x-gateway-cost-usd of a cache hit
+
+
+@dataclass
+class Context:
+    services: Services
+    record: Record
+    gone: Callable[[], bool] = lambda: False  # whether the client has left
+    cache_control: str | None = None
+    key: ApiKey = ANONYMOUS
+    request: GatewayRequest | None = None
+    trace: Trace | None = None
+    lookup: Lookup = field(default_factory=lambda: Lookup("off"))
+    metered: Metered | None = None
+    charged: bool = False  # an answer is charged against the reservation
+    _charging: Task[None] | None = None
+
+    @property
+    def config(self) -> Config:
+        """The configuration at arrival, kept for the whole request, even across a reload."""
+        return self.record.config
+
+    def asks(self, request: GatewayRequest) -> None:
+        """The body is parsed: from here the request has a name, a trace and a deadline."""
+        self.request = request
+        self.record.requested, self.record.stream = request.model, request.stream
+        if self.config.settings.log_content:
+            self.record.prompt = request.content
+        deadline = asyncio.get_running_loop().time() + self.config.settings.timeouts.total_s
+        self.trace = self.record.trace = Trace(requested=request.model, deadline=deadline,
+                                               request_id=self.record.request_id)
+
+    def headers(self, model: Model) -> dict[str, str]:
+        attempts = len(self.trace.attempts) if self.trace else 0
+        money = self.metered.headers if self.metered else {}
+        return {"x-gateway-model": model.name, "x-gateway-attempts": str(attempts),
+                "x-gateway-cache": self.lookup.state, **money}
+
+    def hit(self, model_name: str) -> dict[str, str]:
+        """A cache hit: nothing called, nothing charged. Its headers."""
+        self.record.model, self.record.cache = model_name, "hit"
+        self.record.charged(cost.Usage(0, 0), 0)
+        return {"x-gateway-model": model_name, "x-gateway-attempts": "0",
+                "x-gateway-cache": "hit", "x-gateway-cost-usd": FREE}
+
+    async def charge(self, model: Model, reply: dict[str, Any], status: int = 200) -> Answer:
+        """Charge an answer, whole or cut short (`status` not 200), record what it was, and
+        cache it if it is whole. The answer, with its headers."""
+        assert self.metered is not None and self.request is not None  # reserved before a call
+        self.charged = True  # spoken for: close() no longer releases the reservation
+        usage, charged = await meter.settle(self.services.budgets, self.metered, model, reply)
+        self.record.model = model.name
+        self.record.budget_limited = self.metered.limited
+        self.record.charged(usage, charged)
+        if self.config.settings.log_content:
+            self.record.answer = reply.get("choices")
+        answer = Answer.of(self.headers(model), reply)
+        if status == 200 and cache.is_complete(self.request.kind, reply,
+                                               length_ok=self.metered.limited is None):
+            await cache.put(self.services.store, self.lookup, model.name, answer.encoded())
+        return answer
+
+    def charge_apart(self, model: Model, reply: dict[str, Any], status: int) -> Task[None]:
+        """`charge` in a task of its own: a client that leaves cancels the request's task, and
+        what was made must still be charged. A close() meanwhile waits for it."""
+        self.charged = True
+
+        async def charging() -> None:
+            await self.charge(model, reply, status)
+
+        self._charging = self.services.spawn(charging())
+        return self._charging
+
+    def close(self, status: int) -> None:
+        """The request is over (once; later calls do nothing): a reservation no answer was
+        charged against is released, and the request's record is written, after the charge
+        if one is on its way."""
+        if self._charging is not None and not self._charging.done():
+            self._charging.add_done_callback(lambda _: self.close(status))
+            return
+        if self.record.closed:
+            return
+        if self.metered is not None and not self.charged:
+            meter.release(self.services.budgets, self.metered)
+        self.services.records.close(self.record, status)
+
+
+def status_of(exc: BaseException) -> int:
+    """The status a request that ended in `exc` is recorded with."""
+    if isinstance(exc, GatewayError):
+        return exc.status
+    return CLIENT_LEFT if isinstance(exc, asyncio.CancelledError) else 500
