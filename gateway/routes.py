@@ -1,31 +1,27 @@
-"""The HTTP surface, thin: read, authenticate, hand to the pipeline, write."""
+"""The routes, thin: read, authenticate, parse with the route's surface, answer, render."""
 
 from __future__ import annotations
 
 import asyncio
-import os
 import time
-from datetime import date
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from gateway import auth, config_view, pipeline, reload, routing, untrusted
+from gateway import admin, auth, pipeline, routing
 from gateway.answer import Events
 from gateway.context import Context, status_of
 from gateway.errors import (
     GatewayError,
-    InvalidRequest,
     NotReady,
     PayloadTooLarge,
     RequestTimeout,
 )
 from gateway.money import budget
 from gateway.money.cost import dollars
-from gateway.records import metrics, records
-from gateway.server import supervisor
+from gateway.records import records
 from gateway.server.overload import client_gone
 from gateway.services import Services
 from gateway.store import StoreDown
@@ -58,10 +54,6 @@ async def read_body(request: Request, max_body_mb: float, timeout_s: float) -> b
         raise RequestTimeout(f"the body did not arrive within settings.timeouts.read_body_s "
                              f"({timeout_s:g} s); send it whole, or faster") from None
     return b"".join(parts)
-
-
-def _client_host(request: Request) -> str | None:
-    return request.client.host if request.client else None
 
 
 async def _serve(request: Request, surface: Surface) -> Response:
@@ -126,66 +118,6 @@ async def key_budget(request: Request) -> Response:
     return Response(orjson.dumps(body), media_type=JSON)
 
 
-async def admin_spend(request: Request) -> Response:
-    services: Services = request.app.state.services
-    config = services.config
-    auth.authenticate_operator(request.headers, config, _client_host(request))
-    given = request.query_params.get("date")
-    try:
-        day = date.fromisoformat(given) if given else budget.today()
-    except ValueError:
-        raise InvalidRequest(f"date must be YYYY-MM-DD; got {untrusted.bounded(repr(given))}",
-                             param="date") from None
-    try:
-        spent = await services.budgets.spend_on(day)
-    except StoreDown as exc:
-        raise NotReady(f"{exc}: spend cannot be read now") from None
-    rows = [{"key": row.key, "spent_usd": dollars(row.spent),
-             "budget_usd": dollars(row.budget)} for row in budget.spend_rows(config.keys, spent)]
-    body = {"date": day.isoformat(), "keys": rows, "total_usd": dollars(sum(spent.values()))}
-    return Response(orjson.dumps(body), media_type=JSON)
-
-
-async def admin_config(request: Request) -> Response:
-    services: Services = request.app.state.services
-    reloader: reload.Reloader = request.app.state.reloader
-    config = services.config
-    auth.authenticate_operator(request.headers, config, _client_host(request))
-    error, held = reloader.last_error, reloader.held
-    body = {"path": str(config.path), "sha256": config.sha256, "loaded_at": reloader.loaded_at,
-            "pid": os.getpid(),
-            "last_reload_error": error and {"at": error.at, "problems": list(error.problems)},
-            "held_reload": held and {"at": held.at, "sha256": held.sha256,
-                                     "widens": list(held.widens)},
-            "pending_restart": list(reloader.pending_restart),
-            "config": config_view.effective(config)}
-    return Response(orjson.dumps(body), media_type=JSON)
-
-
-async def admin_reload(request: Request) -> Response:
-    services: Services = request.app.state.services
-    auth.authenticate_operator(request.headers, services.config, _client_host(request))
-    reloaded = await request.app.state.reloader.reload("POST /admin/reload")
-    # The other workers read the same file and reach the same end, an error included.
-    others = supervisor.reload_other_workers()
-    if reloaded.status == "rejected":
-        problems = "; ".join(reloaded.problems)
-        raise InvalidRequest(f"{services.config.path.name} has {len(reloaded.problems)} "
-                             f"problem(s) and was not loaded; the previous configuration keeps "
-                             f"serving. Fix: {problems}", code="invalid_config")
-    body = {"status": reloaded.status, "changes": list(reloaded.changes),
-            "sha256": services.config.sha256, "other_workers_signalled": others}
-    return Response(orjson.dumps(body), media_type=JSON)
-
-
-async def prometheus_metrics(request: Request) -> Response:
-    services: Services = request.app.state.services
-    # Every key's spend is not for every caller's eyes.
-    auth.authenticate_operator(request.headers, services.config, _client_host(request))
-    text = services.records.metrics.render()
-    return Response(text, headers={"content-type": metrics.CONTENT_TYPE})
-
-
 async def health(request: Request) -> Response:
     return Response(b'{"status":"ok"}', media_type=JSON)
 
@@ -213,10 +145,10 @@ routes = [
     Route("/v1/embeddings", embeddings, methods=["POST"]),
     Route("/v1/models", list_models, methods=["GET"]),
     Route("/v1/budget", key_budget, methods=["GET"]),
-    Route("/admin/spend", admin_spend, methods=["GET"]),
-    Route("/admin/config", admin_config, methods=["GET"]),
-    Route("/admin/reload", admin_reload, methods=["POST"]),
-    Route("/metrics", prometheus_metrics, methods=["GET"]),
+    Route("/admin/spend", admin.spend, methods=["GET"]),
+    Route("/admin/config", admin.effective_config, methods=["GET"]),
+    Route("/admin/reload", admin.reload_config, methods=["POST"]),
+    Route("/metrics", admin.prometheus_metrics, methods=["GET"]),
     Route("/health", health, methods=["GET"]),
     Route("/ready", ready, methods=["GET"]),
 ]
