@@ -1,0 +1,90 @@
+"""Imports point one way: every module of the package sits in a layer and imports only from its
+own layer or the ones below. A new module fails here until it is given a layer."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "gateway"
+
+# Lowest first. A module may import from its own layer and the layers before it.
+LAYERS: list[tuple[str, set[str]]] = [
+    ("foundations: no gateway imports, or only each other", {
+        "errors", "untrusted", "yamlpos", "schema", "completions",
+        "providers.litellm_data", "money.budget_scripts", "records.usage_log",
+        "records.metrics",
+    }),
+    ("pure: the configuration and the rules read from it", {
+        "config", "output_limit", "config_view", "widening", "auth", "routing", "cooldown", "retries",
+        "request", "answer", "validation", "money.cost", "money.tokens", "money.worst_case",
+    }),
+    ("I/O: the store, money, cache, records, providers, the server's parts", {
+        "store", "embedded_store", "money.budget", "money.meter", "cache",
+        "records.records", "providers.adapters",
+        "providers.upstream", "providers.openai_compat", "providers.anthropic_api",
+        "providers.anthropic_stream", "providers.anthropic_translate",
+        "providers.via_litellm", "server.overload", "server.logs", "server.accept_loop",
+    }),
+    ("one request's path: what lives for the process, the chain, the context", {
+        "services", "fallbacks", "money.watch", "context", "streaming",
+    }),
+    ("the request story", {"pipeline"}),
+    ("surfaces: wire formats", {
+        "surfaces.base", "surfaces.openai", "surfaces.openai_chat",
+        "surfaces.openai_embeddings",
+    }),
+    ("HTTP: routes, the app, reload", {
+        "routes", "admin", "reload", "app", "server.http_protocol", "server.supervisor",
+    }),
+    ("the command line and the demo", {
+        "cli", "__main__", "demo.demo", "demo.mockprovider", "demo.mockwire",
+    }),
+]
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE).with_suffix("").parts
+        if parts[-1] == "__init__":
+            continue  # package docstrings only
+        found[".".join(parts)] = path
+    return found
+
+
+def _imported(path: Path, modules: dict[str, Path]) -> set[str]:
+    """The gateway modules `path` imports, anywhere in it (lazy imports included)."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module == "gateway" or node.module.startswith("gateway."):
+                base = node.module.removeprefix("gateway").lstrip(".")
+                for alias in node.names:
+                    name = f"{base}.{alias.name}" if base else alias.name
+                    out.add(name if name in modules else base)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("gateway."):
+                    out.add(alias.name.removeprefix("gateway."))
+    return {name for name in out if name in modules}
+
+
+def test_every_module_has_a_layer() -> None:
+    layered = set().union(*(names for _, names in LAYERS))
+    missing = sorted(set(_modules()) - layered)
+    assert not missing, f"give these modules a layer in tests/test_layering.py: {missing}"
+    gone = sorted(layered - set(_modules()))
+    assert not gone, f"these modules no longer exist; remove them from LAYERS: {gone}"
+
+
+def test_no_module_imports_upward() -> None:
+    modules = _modules()
+    layer_of = {name: i for i, (_, names) in enumerate(LAYERS) for name in names}
+    upward = []
+    for name, path in sorted(modules.items()):
+        for target in sorted(_imported(path, modules)):
+            if layer_of.get(target, 0) > layer_of.get(name, 0):
+                upward.append(f"{name} ({LAYERS[layer_of[name]][0].split(':')[0]}) imports "
+                              f"{target} ({LAYERS[layer_of[target]][0].split(':')[0]})")
+    assert not upward, "imports that point upward:\n" + "\n".join(upward)
