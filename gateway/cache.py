@@ -154,7 +154,7 @@ def is_complete_chat(reply: dict[str, Any], length_ok: bool = True) -> bool:
     """`length_ok` False: the gateway lowered max_tokens, so an answer cut by it is not the
     answer to the request as the client sent it."""
     reasons = COMPLETE_FINISH_REASONS if length_ok else COMPLETE_FINISH_REASONS - {"length"}
-    choices = reply.get("choices")
+    choices = reply.get("choices") or ()
     return bool(choices) and all(c.get("finish_reason") in reasons for c in choices)
 
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from gateway import output_limit
 from gateway.providers import litellm_data
@@ -209,7 +210,7 @@ def dotted(loc: tuple[Any, ...]) -> str:
     return out
 
 
-def _explain(err: dict[str, Any]) -> str:
+def _explain(err: ErrorDetails) -> str:
     kind = err["type"]
     if kind == "extra_forbidden":
         return "unknown field; check its spelling against the README's router.yaml reference"
@@ -220,7 +221,8 @@ def _explain(err: dict[str, Any]) -> str:
     return str(err["msg"]).replace("Input should be", "should be").replace("Value error, ", "")
 
 
-def _substitute(value: Any, loc: tuple[Any, ...], env: Any, missing: dict[str, str], report) -> Any:
+def _substitute(value: Any, loc: tuple[Any, ...], env: Mapping[str, str],
+                missing: dict[str, str], report: Note) -> Any:
     if isinstance(value, dict):
         return {k: _substitute(v, (*loc, k), env, missing, report) for k, v in value.items()}
     if isinstance(value, list):
@@ -244,7 +246,7 @@ def _substitute(value: Any, loc: tuple[Any, ...], env: Any, missing: dict[str, s
     return ENV_REF.sub(replace, value)
 
 
-def _check_references(raw: dict[str, Any], report) -> None:
+def _check_references(raw: dict[str, Any], report: Note) -> None:
     """Cross-field rules, checked on the raw data so they add to schema problems."""
     providers, models, tiers = (_section(raw, s) for s in ("providers", "models", "tiers"))
     for name, model in models.items():
@@ -260,20 +262,27 @@ def _check_references(raw: dict[str, Any], report) -> None:
                 hint = ("tiers list models, not other tiers" if entry in tiers
                         else "add it under models:")
                 report(("tiers", tier, i), f"unknown model '{entry}'; {hint}")
-    keys = raw.get("keys") if isinstance(raw.get("keys"), list) else []
+    listed = raw.get("keys")
+    keys = listed if isinstance(listed, list) else []
     seen_names: set[str] = set()
     seen_digests: set[str] = set()
     for i, key in enumerate(keys):
         if not isinstance(key, dict):
             continue
-        if key.get("name") in seen_names:
-            report(("keys", i, "name"), f"duplicate key name '{key['name']}'")
-        if key.get("key_sha256") in seen_digests:
-            report(("keys", i, "key_sha256"), "the same key is listed twice")
-        seen_names.add(key.get("name"))
-        seen_digests.add(key.get("key_sha256"))
-        for j, entry in enumerate(key.get("allow") or []):
-            if entry not in tiers and entry not in models:
+        # Only text is compared: a missing name or one of another type (unhashable, even)
+        # is the schema's problem, reported already.
+        key_name, digest = key.get("name"), key.get("key_sha256")
+        if isinstance(key_name, str):
+            if key_name in seen_names:
+                report(("keys", i, "name"), f"duplicate key name '{key_name}'")
+            seen_names.add(key_name)
+        if isinstance(digest, str):
+            if digest in seen_digests:
+                report(("keys", i, "key_sha256"), "the same key is listed twice")
+            seen_digests.add(digest)
+        allow = key.get("allow")
+        for j, entry in enumerate(allow if isinstance(allow, list) else []):
+            if isinstance(entry, str) and entry not in tiers and entry not in models:
                 report(("keys", i, "allow", j), f"unknown tier or model '{entry}'")
     settings = _section(raw, "settings")
     if not keys and settings.get("allow_anonymous") is not True:

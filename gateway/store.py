@@ -90,7 +90,8 @@ class Store:
         self._next_try = now + RETRY_DOWN_AFTER_S
 
     async def get(self, key: str) -> bytes | None:
-        return await self.run(lambda redis: redis.get(key))
+        value = await self.run(lambda redis: redis.get(key))
+        return value if isinstance(value, bytes) else None  # a client that decodes: never
 
     async def first(self, keys: tuple[str, ...]) -> bytes | None:
         """The value of the first of `keys` that has one, in one round trip."""

@@ -41,9 +41,11 @@ class PositionIndex:
 
 def _child(node: yaml.Node, part: Any) -> yaml.Node | None:
     if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
+        pairs: list[tuple[yaml.Node, yaml.Node]] = node.value  # the stubs say Any
+        for key, value in pairs:
             if key.value == str(part):
                 return value
     elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-        return node.value[part]
+        items: list[yaml.Node] = node.value
+        return items[part]
     return None

@@ -130,6 +130,15 @@ BROKEN = [
      "keys: no keys are configured"),
     ("bad digest", VALID.replace("settings:", "keys:\n  - {name: a, key_sha256: abc}\nsettings:"),
      "keys[0].key_sha256: must be 64 lowercase hex characters"),
+    ("two keys with no name", VALID.replace("settings:", f"keys:\n  - {{key_sha256: {'a' * 64}}}"
+                                            f"\n  - {{key_sha256: {'b' * 64}}}\nsettings:"),
+     "keys[1].name: required field is missing"),
+    ("key name not text", VALID.replace("settings:", f"keys:\n  - {{name: [a], key_sha256: "
+                                        f"{'a' * 64}}}\nsettings:"),
+     "keys[0].name: should be a valid string"),
+    ("allowed entry not text", VALID.replace("settings:", f"keys:\n  - {{name: a, key_sha256: "
+                                             f"{'a' * 64}, allow: [[fast]]}}\nsettings:"),
+     "keys[0].allow[0]: should be a valid string"),
     ("unknown provider type", VALID.replace("anthropic: {api_key: sk-y}",
                                             "anthropic: {api_key: sk-y, type: anthropix}"),
      "providers.anthropic.type: unknown provider type 'anthropix'"),

@@ -11,19 +11,17 @@ reservation the same way (`grow`) and records a running tally (`tally`) that an
 expired reservation is charged. After the answer, the settlement releases the
 reservation and adds the real cost. Every write is idempotent by reservation id.
 
-The reservations and settlements of one turn of the event loop go to the
-store together at the next turn, in one command: a busy gateway pays one round
-trip for many requests. A settlement is sent after its answer, off the
-request's path; until it lands, the reservation holds the money, so no budget
-is overspent. Spend is kept for every key, budget or not. A settlement the
-store cannot take is queued in memory and written when the store answers again.
+The reservations and settlements travel through the ledger (ledger.py), which
+sends those of one turn of the event loop to the store together, in one
+command. A settlement is a write, sent after its answer, off the request's
+path; until it lands, the reservation holds the money, so no budget is
+overspent. Spend is kept for every key, budget or not. A settlement the store
+cannot take is queued in memory and written when the store answers again.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
-import logging
 import math
 import random
 from dataclasses import dataclass, field
@@ -33,14 +31,13 @@ from gateway.config import ApiKey
 from gateway.errors import BudgetExceeded
 from gateway.money import cost
 from gateway.money.budget_scripts import APPLY, BALANCE
+from gateway.money.ledger import Arg, Ask, Book, Ledger, Write
 from gateway.schema import TimeoutSettings
-from gateway.store import Store, StoreDown
+from gateway.store import Store
 
-log = logging.getLogger("gateway")
 SPEND_KEPT_S = 8 * 86400  # `gateway spend` and /admin/spend look back a week
 RESERVATIONS_KEPT_S = 2 * 86400
 SETTLED_MARKER_S = 600  # how long a settlement sent again after a lost reply is recognised
-BATCH_MAX = 200  # reservations, and settlements, per command: one script must not hold Redis long
 
 
 def today() -> date:
@@ -73,13 +70,6 @@ def budget_microusd(key: ApiKey) -> int | None:
     if key.daily_budget_usd is None:
         return None
     return round(key.daily_budget_usd * 1_000_000)
-
-
-@dataclass(frozen=True)
-class Settlement:
-    reservation: Reservation
-    charged: int  # micro-dollars
-    marker: str  # the reservation's id, or one of its own: the store applies it once
 
 
 @dataclass(frozen=True)
@@ -149,36 +139,35 @@ def hold_s_for(timeouts: TimeoutSettings) -> int:
     return math.ceil(timeouts.total_s) + 5
 
 
-@dataclass
-class _Grow:
-    """A reservation made or grown, waiting for the next batch to the store."""
 
-    key: ApiKey
-    day: date
-    id: str
-    new: bool  # a reservation not yet in the store: one that may exist must be freed
-    args: list[str | int]  # the script's ARGV for it
-    # held, spent, reserved, blocked; None: nobody waits for it
-    answer: asyncio.Future[list[int]] | None
 
-    def held(self, amount: int) -> Reservation:
-        return Reservation(self.key, self.day, self.id, amount)
+def _settlement(reservation: Reservation, charged: int, marker: str) -> Write:
+    """Release the reservation (if any) and add `charged`; `marker`: the reservation's id,
+    or one of its own, by which the store applies it once."""
+    name = reservation.key.name
+    return Write(_keys(name, reservation.day), (name, reservation.id, charged, marker))
+
+
+def _grow(key: ApiKey, day: date, rid: str, args: tuple[Arg, ...]) -> Ask:
+    """An ask to make or grow reservation `rid`; answered held, spent, reserved, blocked."""
+    new = args[1] == 0  # a reservation not yet in the store: one that may exist is freed
+
+    def undo(answer: list[int] | None) -> Write | None:
+        if not new or (answer is not None and not answer[0]):  # nothing granted to free
+            return None
+        return _settlement(Reservation(key, day, rid, 0), 0, rid)
+
+    return Ask(_keys(key.name, day), (key.name, *args), 4, undo)
 
 
 @dataclass
 class Budgets:
     store: Store
     hold_s: int  # how long a reservation outlives a process that died holding it
-    _grows: list[_Grow] = field(default_factory=list)  # not yet sent
-    _queued: list[Settlement] = field(default_factory=list)  # not yet sent
-    _next: asyncio.Task[None] | None = None  # the batch that takes what is asked and queued
-    _sending: set[asyncio.Task[None]] = field(default_factory=set)
-    _pending: list[Settlement] = field(default_factory=list)  # the store was down
-    _flusher: asyncio.Task[None] | None = None
+    ledger: Ledger = field(init=False)
 
     def __post_init__(self) -> None:
-        self._apply_script = self.store.redis.register_script(APPLY)
-        self._balance = self.store.redis.register_script(BALANCE)
+        self.ledger = Ledger(self.store, Book("spend settlement", APPLY, self._common))
 
     async def reserve(self, key: ApiKey, worst: int, minimum: int,
                       replaces: Reservation | None = None,
@@ -198,10 +187,9 @@ class Budgets:
                 self.settle(replaces, 0)
             return Reservation(key, day, "", 0)
         rid = _new_id()
-        held, spent, reserved, blocked = await self._ask(
-            key, day, rid, [budget, 0, worst, minimum, rid,
-                            replaces.id if replaces is not None else "", "",
-                            int(patient)])
+        held, spent, reserved, blocked = await self.ledger.ask(_grow(
+            key, day, rid, (budget, 0, worst, minimum, rid,
+                            replaces.id if replaces is not None else "", "", int(patient))))
         seen = Balance(spent, reserved)
         if not held and blocked and patient:
             raise Blocked(str(refusal(key, day, seen, minimum)))
@@ -218,149 +206,42 @@ class Budgets:
         budget = budget_microusd(reservation.key)
         if budget is None or not reservation.id:
             return reservation, False
-        held, spent, reserved, blocked = await self._ask(
+        held, spent, reserved, blocked = await self.ledger.ask(_grow(
             reservation.key, reservation.day, reservation.id,
-            [budget, reservation.granted, target, minimum, reservation.id, "", used,
-             int(patient)])
+            (budget, reservation.granted, target, minimum, reservation.id, "", used,
+             int(patient))))
         return Reservation(reservation.key, reservation.day, reservation.id, held,
                            Balance(spent, reserved)), bool(blocked)
 
     def tally(self, reservation: Reservation, used: int) -> None:
         """Record what the request has used so far (charged if its process dies), soon."""
         if reservation.id and (budget := budget_microusd(reservation.key)) is not None:
-            g = reservation.granted
-            self._grows.append(_Grow(reservation.key, reservation.day, reservation.id, False,
-                                     [reservation.key.name, budget, g, g, 1, reservation.id,
-                                      "", used, 0], None))
-            self._send_soon()
-
-    async def _ask(self, key: ApiKey, day: date, rid: str, args: list[str | int],
-                   ) -> list[int]:
-        grow = _Grow(key, day, rid, args[1] == 0, [key.name, *args],
-                     asyncio.get_running_loop().create_future())
-        self._grows.append(grow)
-        self._send_soon()
-        answer = grow.answer
-        assert answer is not None
-        try:
-            return await answer
-        except asyncio.CancelledError:
-            # Granted, then cancelled before this task resumed: the grant goes back.
-            if grow.new and answer.done() and not answer.cancelled() and (
-                    answer.exception() is None and answer.result()[0]):
-                self.settle(grow.held(answer.result()[0]), 0)
-            raise
+            key, g = reservation.key, reservation.granted
+            self.ledger.post(Ask(_keys(key.name, reservation.day),
+                                 (key.name, budget, g, g, 1, reservation.id, "", used, 0), 4))
 
     def settle(self, reservation: Reservation, charged: int) -> None:
         """Release the reservation and add the real cost, soon and off the request's path."""
-        self._queued.append(Settlement(reservation, charged, reservation.id or _new_id()))
-        self._send_soon()
+        self.ledger.write(_settlement(reservation, charged, reservation.id or _new_id()))
 
-    def _send_soon(self) -> None:
-        """A batch leaves at the next turn of the loop, with whatever has queued by then."""
-        if self._next is None:
-            self._next = asyncio.get_running_loop().create_task(self._send())
-            self._sending.add(self._next)
-            self._next.add_done_callback(self._sending.discard)
-
-    async def _send(self) -> None:
-        self._next = None
-        grows, self._grows = self._grows[:BATCH_MAX], self._grows[BATCH_MAX:]
-        settling, self._queued = self._queued[:BATCH_MAX], self._queued[BATCH_MAX:]
-        if self._grows or self._queued:  # the rest goes in the next batch, at once
-            self._send_soon()
-        if not grows and not settling:
-            return
-        try:
-            answers = await self._apply(settling, grows)
-        except StoreDown as exc:
-            self._keep(settling + self._maybe_made(grows))
-            for one in grows:
-                if one.answer is not None and not one.answer.done():
-                    one.answer.set_exception(StoreDown(str(exc)))
-            return
-        except asyncio.CancelledError:  # shutdown: no request waits forever
-            self._keep(settling + self._maybe_made(grows))
-            for one in grows:
-                if one.answer is not None:
-                    one.answer.cancel()
-            raise
-        for i, one in enumerate(grows):
-            held = [int(n) for n in answers[4 * i:4 * i + 4]]
-            if one.answer is not None and not one.answer.done():
-                one.answer.set_result(held)
-            elif one.new and held[0]:  # its request was cancelled while the store answered
-                self.settle(one.held(held[0]), 0)
-
-    @staticmethod
-    def _maybe_made(grows: list[_Grow]) -> list[Settlement]:
-        """A reservation whose command failed may have been made all the same (the reply
-        was lost): it is freed when the store answers again, and never made after that."""
-        return [Settlement(one.held(0), 0, one.id) for one in grows if one.new]
-
-    def _keep(self, settling: list[Settlement]) -> None:
-        """Settlements the store did not take wait for its return; none is dropped."""
-        if not settling:
-            return
-        self._pending.extend(settling)
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
-
-    def _common(self, settlements: int, grows: int) -> list[str | int]:
+    def _common(self, settlements: int, grows: int) -> list[Arg]:
         return [settlements, grows, self.hold_s, RESERVATIONS_KEPT_S, SPEND_KEPT_S,
                 SETTLED_MARKER_S, SETTLED_PREFIX]
 
-    async def _apply(self, settling: list[Settlement], grows: list[_Grow]) -> list[int]:
-        keys: list[str] = []
-        args = self._common(len(settling), len(grows))
-        for settlement in settling:
-            reservation = settlement.reservation
-            keys += _keys(reservation.key.name, reservation.day)
-            args += [reservation.key.name, reservation.id, settlement.charged, settlement.marker]
-        for one in grows:
-            keys += _keys(one.key.name, one.day)
-            args += one.args
-        # redis-py's Script loads it again into a restarted store that forgot it.
-        return await self.store.run(lambda _: self._apply_script(keys=keys, args=args))
-
     async def flush(self) -> None:
-        """Send what is queued now, and wait for every batch on its way (for reads, and at
-        shutdown)."""
-        if self._queued or self._grows:
-            self._send_soon()
-        if self._sending:
-            await asyncio.wait(set(self._sending))
-
-    async def _flush(self) -> None:
-        log.warning("%d spend settlement(s) wait for the store", len(self._pending))
-        while self._pending:
-            await asyncio.sleep(1)
-            while self._pending:
-                try:
-                    await self._apply(self._pending[:1], [])
-                except StoreDown:
-                    break
-                self._pending.pop(0)
-        log.warning("queued spend settlements written to the store")
+        """Send what is queued now, and wait for every batch on its way (at shutdown)."""
+        await self.ledger.flush()
 
     def close(self) -> None:
-        if unwritten := len(self._pending) + len(self._queued):
-            log.error("%d spend settlement(s) could not be written: the store did not answer "
-                      "before shutdown", unwritten)
-        if self._flusher is not None:
-            self._flusher.cancel()
+        self.ledger.close()
 
     async def balance(self, key: ApiKey, day: date | None = None) -> Balance:
         """The key's balance, this process's queued settlements included."""
-        await self.flush()
         day = day or today()
-        args = [*self._common(0, 0), key.name]
-        spent, reserved = await self.store.run(
-            lambda _: self._balance(keys=_keys(key.name, day), args=args))
-        return Balance(int(spent), int(reserved))
+        spent, reserved = await self.ledger.read(
+            BALANCE, _keys(key.name, day), [*self._common(0, 0), key.name])
+        return Balance(spent, reserved)
 
     async def spend_on(self, day: date) -> dict[str, int]:
         """Every key's spend that day, in micro-dollars."""
-        await self.flush()
-        raw = await self.store.run(lambda redis: redis.hgetall(spend_key(day)))
-        return {name.decode(): int(value) for name, value in raw.items()}
+        return await self.ledger.counters(spend_key(day))

@@ -16,7 +16,6 @@ only when that bound does not fit in what is left of a budget.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import math
 import os
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from typing import Any
 import orjson
 
 from gateway.config import Model
+from gateway.providers import litellm_data
 
 OTHER_TOKENIZERS = 1.35
 OPENAI_FAMILIES = ("gpt-", "o1", "o3", "o4", "chatgpt-", "text-embedding-", "davinci", "babbage")
@@ -40,11 +40,8 @@ ENCODING = "cl100k_base"
 @functools.cache
 def _encoding() -> Any:
     """Loaded once, when first needed (about 0.1 s and 40 MB): see `loaded`."""
-    spec = importlib.util.find_spec("litellm")
-    if spec and spec.submodule_search_locations and "TIKTOKEN_CACHE_DIR" not in os.environ:
-        bundled = os.path.join(next(iter(spec.submodule_search_locations)),
-                               "litellm_core_utils", "tokenizers")
-        os.environ["TIKTOKEN_CACHE_DIR"] = bundled
+    if "TIKTOKEN_CACHE_DIR" not in os.environ:
+        os.environ["TIKTOKEN_CACHE_DIR"] = str(litellm_data.tokenizer_dir())
     import tiktoken
 
     return tiktoken.get_encoding(ENCODING)

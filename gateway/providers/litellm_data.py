@@ -1,7 +1,9 @@
-"""Prices and output limits from litellm's bundled price map, read as data.
+"""Prices and output limits from litellm's bundled price map, read as data, and where
+litellm keeps the tokenizer files it bundles.
 
 Reading the JSON directly costs ~30 ms once, where `import litellm` costs
-seconds and 170 MB; the gateway only needs the numbers.
+seconds and 170 MB; the gateway only needs the numbers. This is the one module
+that knows where litellm's data files are.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import orjson
 
 PRICE_FILE = "model_prices_and_context_window_backup.json"
 PROVIDERS_FILE = "provider_endpoints_support_backup.json"
+TOKENIZERS_DIR = ("litellm_core_utils", "tokenizers")  # tiktoken's cache, filled: no download
 
 
 @dataclass(frozen=True)
@@ -38,9 +41,17 @@ def _litellm_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
+def tokenizer_dir() -> Path:
+    """The directory of tiktoken encodings litellm bundles (for TIKTOKEN_CACHE_DIR)."""
+    return _litellm_dir().joinpath(*TOKENIZERS_DIR)
+
+
 @functools.cache
 def _price_map() -> dict[str, Any]:
-    return orjson.loads((_litellm_dir() / PRICE_FILE).read_bytes())
+    prices = orjson.loads((_litellm_dir() / PRICE_FILE).read_bytes())
+    if not isinstance(prices, dict):
+        raise RuntimeError(f"litellm's {PRICE_FILE} is not a JSON object: reinstall litellm")
+    return prices
 
 
 @functools.cache

@@ -61,6 +61,7 @@ class Metrics:
     def render(self) -> bytes:
         if os.environ.get(MULTIPROCESS_ENV):
             every_worker = CollectorRegistry()
-            multiprocess.MultiProcessCollector(every_worker)
+            # prometheus_client leaves this __init__ unannotated (it is typed otherwise)
+            multiprocess.MultiProcessCollector(every_worker)  # type: ignore[no-untyped-call]
             return generate_latest(every_worker)
         return generate_latest(self.registry)
