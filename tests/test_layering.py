@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, set[str]]] = [
         "request", "answer", "validation", "money.cost", "money.tokens", "money.worst_case",
     }),
     ("I/O: the store, money, cache, records, providers, the server's parts", {
-        "store", "embedded_store", "money.budget", "money.meter", "cache",
+        "store", "embedded_store", "money.ledger", "money.budget", "money.meter", "cache",
         "records.records", "providers.adapters",
         "providers.upstream", "providers.openai_compat", "providers.anthropic_api",
         "providers.anthropic_stream", "providers.anthropic_translate",
