@@ -51,7 +51,7 @@ def _plan(ctx: Context) -> Chain:
 async def _reserved(ctx: Context, chain: Chain) -> Metered:
     assert ctx.request is not None
     ctx.metered = await meter.reserve(ctx.services.budgets, ctx.config, ctx.key, chain.models,
-                                      ctx.request.body, ctx.request.kind)
+                                      ctx.request)
     _affordable(chain, ctx.metered)
     return ctx.metered
 

@@ -16,8 +16,9 @@ LAYERS: list[tuple[str, set[str]]] = [
         "records.metrics",
     }),
     ("pure: the configuration and the rules read from it", {
-        "config", "output_limit", "config_view", "widening", "auth", "routing", "cooldown", "retries",
-        "request", "answer", "validation", "money.cost", "money.tokens", "money.worst_case",
+        "config", "output_limit", "config_view", "widening", "auth", "routing", "cooldown",
+        "retries", "request", "answer", "validation", "money.cost", "money.tokens",
+        "money.worst_case",
     }),
     ("I/O: the store, money, cache, records, providers, the server's parts", {
         "store", "embedded_store", "money.ledger", "money.budget", "money.meter", "cache",

@@ -11,6 +11,7 @@ from gateway import output_limit
 from gateway.config import Model, Price, Provider
 from gateway.money import cost, worst_case
 from gateway.money.tokens import Counted
+from gateway.request import GatewayRequest
 
 ONE_TWO = Price(1, 2)
 
@@ -52,10 +53,11 @@ def test_each_model_gets_the_limit_in_the_field_it_reads(
 
 
 COUNTED = Counted(text_tokens=10, text_bytes=40, fixed_tokens=0)
+CHAT = GatewayRequest("chat", {})
 
 
 def test_a_small_worst_case_is_reserved_whole() -> None:
-    worst = worst_case.of_chat((model(),), {}, COUNTED, 4096, budget_microusd=1_000_000)
+    worst = worst_case.of_chat((model(),), CHAT, COUNTED, 4096, budget_microusd=1_000_000)
     assert worst.microusd == 10 * 1 + 1000 * 2  # under 1% of the budget: whole
     assert worst.covered(worst.microusd)
     assert worst.limits(worst.microusd) == {"gpt-4o-mini": 1000}
@@ -63,17 +65,17 @@ def test_a_small_worst_case_is_reserved_whole() -> None:
 
 def test_a_large_worst_case_reserves_a_slice_of_at_most_one_percent() -> None:
     big = model("anthropic", "claude-x", max_output_tokens=64_000, price=Price(3, 15))
-    worst = worst_case.of_chat((big,), {}, COUNTED, 4096, budget_microusd=1_000_000)
+    worst = worst_case.of_chat((big,), CHAT, COUNTED, 4096, budget_microusd=1_000_000)
     assert worst.microusd == 14 * 3 + 10_000  # 1% of $1, not 64,000 x $15 (14: 10 x 1.35)
     assert not worst.covered(worst.microusd)
     assert worst.limits(worst.microusd) == {"claude-x": 64_000}  # watched: sent whole
-    roomy = worst_case.of_chat((big,), {}, COUNTED, 4096, budget_microusd=10_000_000)
+    roomy = worst_case.of_chat((big,), CHAT, COUNTED, 4096, budget_microusd=10_000_000)
     assert roomy.microusd == 14 * 3 + 4096 * 15  # output_slice_tokens bounds it too
 
 
 def test_a_model_that_thinks_unseen_reserves_its_whole_limit_and_is_clamped() -> None:
     thinker = model(provider_model="gpt-5", max_output_tokens=128_000, reasoning=True)
-    worst = worst_case.of_chat((thinker,), {}, COUNTED, 4096, budget_microusd=1_000_000)
+    worst = worst_case.of_chat((thinker,), CHAT, COUNTED, 4096, budget_microusd=1_000_000)
     assert worst.microusd == 10 + 128_000 * 2
     assert worst.limits(100_010) == {"gpt-5": 50_000}
     assert worst.clamped(100_010) == 50_000

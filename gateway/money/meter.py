@@ -22,6 +22,7 @@ from gateway.config import ApiKey, Config, Model
 from gateway.errors import BudgetExceeded, NotReady
 from gateway.money import budget, cost, tokens, worst_case
 from gateway.money.budget import Budgets, Reservation
+from gateway.request import GatewayRequest
 from gateway.store import StoreDown
 
 Kind = Literal["chat", "embeddings"]
@@ -36,8 +37,7 @@ T = TypeVar("T")
 @dataclass
 class Metered:
     reservation: Reservation
-    kind: Kind
-    body: dict[str, Any]  # as the client sent it
+    request: GatewayRequest  # as the client sent it
     worst: worst_case.WorstCase | None = None  # None: not metered
     counted: tokens.Counted | None = None  # the tokenizer's count, when it was needed
     bound: tokens.Counted | None = None  # the input's byte bound
@@ -51,9 +51,9 @@ class Metered:
 
     def body_for(self, model: Model) -> dict[str, Any]:
         """The body as this model is sent it: the limit paid for, in the field it reads."""
-        if self.kind != "chat":
-            return self.body
-        return output_limit.with_limit(self.body, model, self.limits.get(model.name))
+        if self.request.kind != "chat":
+            return self.request.body
+        return output_limit.with_limit(self.request.body, model, self.limits.get(model.name))
 
     def input_estimate(self, model: Model) -> int:
         """Input tokens as the tally guesses them: the count, else CHARS_PER_TOKEN bytes a
@@ -87,14 +87,16 @@ class Metered:
                 and not self.worst.covered(self.reservation.granted))
 
 
-def _tally(body: dict[str, Any], kind: Kind) -> tokens.Tally:
-    return tokens.chat_tally(body) if kind == "chat" else tokens.embeddings_tally(body)
+def _tally(request: GatewayRequest) -> tokens.Tally:
+    if request.kind == "chat":
+        return tokens.chat_tally(request.body)
+    return tokens.embeddings_tally(request.body)
 
 
 async def counted_input(metered: Metered) -> tokens.Counted:
     """The input as the tokenizer counts it (counted now if it was not yet)."""
     if metered.counted is None:
-        metered.counted = await _exact(_tally(metered.body, metered.kind))
+        metered.counted = await _exact(_tally(metered.request))
     return metered.counted
 
 
@@ -105,10 +107,10 @@ async def _exact(tally: tokens.Tally) -> tokens.Counted:
     return await asyncio.to_thread(tally.counted)
 
 
-def _worst(config: Config, key: ApiKey, models: tuple[Model, ...], body: dict[str, Any],
-           kind: Kind, counted: tokens.Counted) -> worst_case.WorstCase:
-    if kind == "chat":
-        return worst_case.of_chat(models, body, counted,
+def _worst(config: Config, key: ApiKey, models: tuple[Model, ...], request: GatewayRequest,
+           counted: tokens.Counted) -> worst_case.WorstCase:
+    if request.kind == "chat":
+        return worst_case.of_chat(models, request, counted,
                                   config.settings.budgets.output_slice_tokens,
                                   budget.budget_microusd(key) or 0)
     return worst_case.of_embeddings(models, counted)
@@ -132,15 +134,15 @@ async def waiting(wait_s: float, attempt: Callable[[bool], Awaitable[T]]) -> T:
 
 
 async def reserve(budgets: Budgets, config: Config, key: ApiKey, models: tuple[Model, ...],
-                  body: dict[str, Any], kind: Kind) -> Metered:
+                  request: GatewayRequest) -> Metered:
     on_store_error = config.settings.budgets.on_store_error
     if budget.budget_microusd(key) is None:
-        return Metered(Reservation(key, budget.today(), "", 0), kind, body)
-    tally = _tally(body, kind)
+        return Metered(Reservation(key, budget.today(), "", 0), request)
+    tally = _tally(request)
     counted = None
     bound = tally.bound()
     # Priced on the byte bound first: most requests fit and are never tokenized.
-    worst = _worst(config, key, models, body, kind, bound)
+    worst = _worst(config, key, models, request, bound)
     reservation: Reservation | None = None
     try:
         with contextlib.suppress(BudgetExceeded):
@@ -148,7 +150,7 @@ async def reserve(budgets: Budgets, config: Config, key: ApiKey, models: tuple[M
         if reservation is None or reservation.granted < worst.microusd:
             # The bound does not fit: count, and ask for what the request needs instead.
             counted = await _exact(tally)
-            worst = _worst(config, key, models, body, kind, counted)
+            worst = _worst(config, key, models, request, counted)
             replaced = [reservation]  # freed by the first attempt
 
             async def attempt(patient: bool) -> Reservation:
@@ -163,10 +165,10 @@ async def reserve(budgets: Budgets, config: Config, key: ApiKey, models: tuple[M
             raise NotReady(f"the budget of key {key.name} cannot be checked: the store does "
                            "not answer; budgeted requests are refused until it does "
                            "(settings.budgets.on_store_error: refuse)") from None
-        return Metered(Reservation(key, budget.today(), "", 0), kind, body, counted=counted)
-    metered = Metered(reservation, kind, body, worst, counted, bound,
+        return Metered(Reservation(key, budget.today(), "", 0), request, counted=counted)
+    metered = Metered(reservation, request, worst, counted, bound,
                       on_store_error=on_store_error, wait_s=config.settings.budgets.wait_s)
-    if kind == "chat":
+    if request.kind == "chat":
         metered.limits = worst.limits(reservation.granted)
         if (clamped := worst.clamped(reservation.granted)) is not None:
             metered.limited = "clamped"

@@ -27,10 +27,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from gateway import output_limit
 from gateway.config import Model
 from gateway.money import cost
 from gateway.money.tokens import Counted
+from gateway.request import GatewayRequest
 
 DEFAULT_OUTPUT_LIMIT = 8192
 SHARE = 0.01  # of a daily budget: a worst case this small is reserved whole; else a slice
@@ -130,12 +130,10 @@ def thinks_unseen(model: Model, body: dict[str, Any]) -> bool:
     return isinstance(thinking, dict) and thinking.get("type") != "disabled"
 
 
-def of_chat(models: tuple[Model, ...], body: dict[str, Any], counted: Counted,
+def of_chat(models: tuple[Model, ...], request: GatewayRequest, counted: Counted,
             slice_tokens: int, budget_microusd: int) -> WorstCase:
     share = round(budget_microusd * SHARE) * cost.PICO_PER_MICRO
-    given = body.get("n")
-    choices = given if isinstance(given, int) and given > 0 else 1
-    asked = output_limit.asked(body)
+    choices, asked = request.n, request.output_limit
     per_model = []
     for model in models:
         rates = cost.rates(model.price)
@@ -143,7 +141,7 @@ def of_chat(models: tuple[Model, ...], body: dict[str, Any], counted: Counted,
         slice_pico = max(rates.output * choices, min(rates.output * slice_tokens, share))
         per_model.append(Priced(model, counted.for_model(model) * rates.input, rates.output,
                                 choices, min(limits) if limits else DEFAULT_OUTPUT_LIMIT,
-                                not thinks_unseen(model, body), share, slice_pico,
+                                not thinks_unseen(model, request.body), share, slice_pico,
                                 Counted(1, 4, 0).for_model(model)))
     return WorstCase(tuple(per_model))
 
