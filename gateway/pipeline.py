@@ -88,8 +88,8 @@ def _plan(services: Services, call: Call, kind: cache.Kind) -> tuple[Chain, Look
     models = routing.plan(call.config, call.key, call.trace.requested)
     lookup = cache.plan(call.config.settings.cache, call.cache_control, call.key, kind,
                         call.trace.requested, models, call.body)
-    chain = Chain(models, services.http, call.config.settings, services.cooldowns, call.trace,
-                  call.gone)
+    chain = Chain(models, services.adapters.of(call.config), call.config.settings,
+                  services.cooldowns, call.trace, call.gone)
     call.record.cache = lookup.state
     return chain, lookup
 

@@ -7,11 +7,10 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
-
 from gateway.config import Config
 from gateway.cooldown import Cooldowns
 from gateway.money.budget import Budgets
+from gateway.providers.adapters import Adapters
 from gateway.records.records import Records
 from gateway.server.overload import Overload
 from gateway.store import Store
@@ -19,10 +18,16 @@ from gateway.store import Store
 
 @dataclass
 class Services:
-    """What lives for the whole process; `config` is replaced whole, never edited."""
+    """What lives for the whole process; `config` is replaced whole, never edited.
+
+    `adapters` holds each configuration's provider adapters, by configuration: a
+    request calls those of the configuration it arrived with (`adapters.of(config)`).
+    They are not a field of Config, which stays pure (parsed off the event loop, with
+    no I/O), while adapters own sessions made on the loop.
+    """
 
     config: Config
-    http: aiohttp.ClientSession
+    adapters: Adapters
     cooldowns: Cooldowns
     store: Store
     budgets: Budgets
