@@ -28,7 +28,7 @@ from gateway.embedded_store import EMBEDDED_STORE_ENV
 from gateway.errors import GatewayError, HeadersTooLarge, MethodNotAllowed, NotFound
 from gateway.money import budget
 from gateway.money.budget import Budgets
-from gateway.providers import upstream
+from gateway.providers.adapters import Adapters
 from gateway.records.metrics import Metrics
 from gateway.records.records import Records, open_usage_log
 from gateway.request import Trace
@@ -142,14 +142,13 @@ def create_app(config: Config, store_url: str | None = None) -> Gateway:
     @asynccontextmanager
     async def lifespan(app: Gateway) -> AsyncIterator[Mapping[str, object]]:
         await asyncio.to_thread(reload.prepare, config)
-        http = upstream.open_session(config.settings.timeouts)
         metrics = Metrics()
         store = Store(url, on_error=metrics.store_errors.inc)
         budgets = Budgets(store, hold_s=budget.hold_s_for(config.settings.timeouts))
         overload = Overload(lambda reason: metrics.shed.labels(reason).inc())
-        services = Services(config=config, http=http, cooldowns=Cooldowns(), store=store,
-                            budgets=budgets, records=Records(metrics, open_usage_log(config)),
-                            overload=overload)
+        services = Services(config=config, adapters=Adapters(config), cooldowns=Cooldowns(),
+                            store=store, budgets=budgets,
+                            records=Records(metrics, open_usage_log(config)), overload=overload)
         overload.start()
         reloader = reload.Reloader(services)
         app.state.services = services
@@ -175,8 +174,7 @@ def create_app(config: Config, store_url: str | None = None) -> Gateway:
                 await asyncio.wait_for(budgets.flush(), timeout=5)
             budgets.close()
             await asyncio.to_thread(services.records.shutdown)
-            await reloader.close()
-            await services.http.close()
+            await services.adapters.close()
             await store.close()
 
     return Gateway(lifespan)

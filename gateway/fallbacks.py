@@ -14,17 +14,15 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
-
-import aiohttp
 
 from gateway import retries
 from gateway.config import Model
 from gateway.cooldown import Cooldowns
 from gateway.errors import ChainFailed, ClientGone, ProviderError
-from gateway.providers.adapters import adapter_for
+from gateway.providers.base import Adapter
 from gateway.request import Trace
 from gateway.schema import Settings
 
@@ -39,7 +37,7 @@ class Chain:
     """The models of one request and what it needs to call them."""
 
     models: tuple[Model, ...]
-    http: aiohttp.ClientSession
+    adapters: Mapping[str, Adapter]  # of the request's configuration, by model name
     settings: Settings
     cooldowns: Cooldowns
     trace: Trace
@@ -156,14 +154,16 @@ async def _over_chain(chain: Chain, call: ModelCall[T]) -> tuple[Model, T]:
                       chain.trace.failures)
 
 
-async def _one_answer(chain: Chain, operation: str,
+# One adapter call that answers whole: Adapter.complete or Adapter.embed.
+AdapterCall = Callable[[Adapter, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+async def _one_answer(chain: Chain, ask: AdapterCall,
                       body_for: BodyFor) -> tuple[Model, dict[str, Any]]:
     async def call(model: Model, turn: Turn) -> dict[str, Any]:
-        adapter_call = getattr(adapter_for(model), operation)
         try:
             async with asyncio.timeout(_call_timeout_s(chain, turn)):
-                reply: dict[str, Any] = await adapter_call(chain.http, model, body_for(model))
-                return reply
+                return await ask(chain.adapters[model.name], body_for(model))
         except TimeoutError as exc:
             raise _timed_out(chain, turn, "answer") from exc
 
@@ -172,11 +172,11 @@ async def _one_answer(chain: Chain, operation: str,
 
 async def complete(chain: Chain, body_for: BodyFor) -> tuple[Model, dict[str, Any]]:
     """A chat answer, not streamed."""
-    return await _one_answer(chain, "complete", body_for)
+    return await _one_answer(chain, lambda adapter, body: adapter.complete(body), body_for)
 
 
 async def embed(chain: Chain, body_for: BodyFor) -> tuple[Model, dict[str, Any]]:
-    return await _one_answer(chain, "embed", body_for)
+    return await _one_answer(chain, lambda adapter, body: adapter.embed(body), body_for)
 
 
 def has_token(chunk: dict[str, Any]) -> bool:
@@ -189,7 +189,7 @@ def has_token(chunk: dict[str, Any]) -> bool:
 
 async def open_stream(chain: Chain, body_for: BodyFor) -> OpenStream:
     async def call(model: Model, turn: Turn) -> OpenStream:
-        chunks = adapter_for(model).stream(chain.http, model, body_for(model))
+        chunks = chain.adapters[model.name].stream(body_for(model))
         head: list[dict[str, Any]] = []
         try:
             async with asyncio.timeout(_call_timeout_s(chain, turn)):

@@ -45,7 +45,8 @@ def _plan(ctx: Context) -> Chain:
     ctx.lookup = cache.plan(config.settings.cache, ctx.cache_control, ctx.key,
                             ctx.request.kind, trace.requested, models, ctx.request.body)
     ctx.record.cache = ctx.lookup.state
-    return Chain(models, services.http, config.settings, services.cooldowns, trace, ctx.gone)
+    return Chain(models, services.adapters.of(config), config.settings, services.cooldowns,
+                 trace, ctx.gone)
 
 
 async def _reserved(ctx: Context, chain: Chain) -> Metered:

@@ -34,13 +34,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-import aiohttp
-
 from gateway import widening
 from gateway.config import Config, ConfigError, parse_config
-from gateway.money import budget
-from gateway.providers import adapters, upstream
-from gateway.records import records
+from gateway.providers import build
 from gateway.services import Services
 
 log = logging.getLogger("gateway")
@@ -78,8 +74,8 @@ class ReloadError:
 
 def prepare(config: Config) -> None:
     """Load what `config` needs before it serves (blocking: run it off the event loop)."""
-    if adapters.needs_litellm(list(config.models.values())):
-        adapters.preload_litellm()
+    if build.needs_litellm(config.models.values()):
+        build.preload_litellm()
 
 
 def _now() -> str:
@@ -98,7 +94,6 @@ class Reloader:
         self.trusted = services.config
         self._identity = _identity(services.config.path)  # of the file read last
         self._lock = asyncio.Lock()
-        self._retired: list[tuple[float, aiohttp.ClientSession]] = []
 
     async def reload(self, cause: str, explicit: bool = True) -> Reloaded:
         """`explicit`: asked for (SIGHUP, POST), so the file is taken to be whole."""
@@ -129,12 +124,8 @@ class Reloader:
         if whole:
             self.trusted = new
         await asyncio.to_thread(prepare, new)
-        self._swap(old, new)
-        if records.usage_log_args(old) != records.usage_log_args(new):
-            retired, self.services.records.usage_log = (self.services.records.usage_log,
-                                                        records.open_usage_log(new))
-            if retired is not None:  # writes what it has queued, then closes
-                await asyncio.to_thread(retired.close)
+        await self.services.reconfigure(new)
+        self.loaded_at = _now()
         changes = describe_changes(old, new)
         log.info("%s reloaded (%s): %s", old.path.name, cause,
                  "; ".join(changes) or "no effective change")
@@ -169,27 +160,13 @@ class Reloader:
         kept = new.settings.model_copy(update={n: getattr(old.settings, n) for n in changed})
         return dataclasses.replace(new, settings=kept)
 
-    def _swap(self, old: Config, new: Config) -> None:
-        services = self.services
-        if new.settings.timeouts.connect_s != old.settings.timeouts.connect_s:
-            # The pool's connect timeout changed: new requests get a new pool; the old one
-            # closes once every request that may hold it is past its deadline.
-            closes_at = asyncio.get_running_loop().time() + old.settings.timeouts.total_s + 1
-            self._retired.append((closes_at, services.http))
-            services.http = upstream.open_session(new.settings.timeouts)
-        services.budgets.hold_s = budget.hold_s_for(new.settings.timeouts)
-        services.cooldowns.forget(name for name, model in old.models.items()
-                                  if new.models.get(name) != model)
-        services.config = new
-        self.loaded_at = _now()
-
     async def watch(self) -> None:
         """Poll the file; reload once it has changed and then held still for one poll."""
         seen: Signature = None  # unknown: the first poll compares the file's content once
         changed = True
         while True:
             await asyncio.sleep(POLL_S)
-            await self._close_retired(asyncio.get_running_loop().time())
+            await self.services.adapters.close_retired(asyncio.get_running_loop().time())
             if not self.services.config.settings.watch_config:
                 continue
             now = await asyncio.to_thread(_signature, self.services.config.path)
@@ -206,15 +183,6 @@ class Reloader:
             await self.reload(cause, explicit)
         except Exception as exc:  # the outermost handler of a background reload
             log.error("reload (%s) failed: %s", cause, type(exc).__name__)
-
-    async def _close_retired(self, now: float) -> None:
-        due = [session for closes_at, session in self._retired if closes_at <= now]
-        self._retired = [(t, s) for t, s in self._retired if t > now]
-        for session in due:
-            await session.close()
-
-    async def close(self) -> None:
-        await self._close_retired(float("inf"))
 
 
 def _read(path: Path) -> tuple[Identity, bytes]:

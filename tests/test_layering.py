@@ -22,7 +22,8 @@ LAYERS: list[tuple[str, set[str]]] = [
     }),
     ("I/O: the store, money, cache, records, providers, the server's parts", {
         "store", "embedded_store", "money.ledger", "money.budget", "money.meter", "cache",
-        "records.records", "providers.adapters",
+        "records.records", "providers.base", "providers.build", "providers.sessions",
+        "providers.adapters",
         "providers.upstream", "providers.openai_compat", "providers.anthropic_api",
         "providers.anthropic_stream", "providers.anthropic_translate",
         "providers.via_litellm", "server.overload", "server.logs", "server.accept_loop",

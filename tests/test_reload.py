@@ -388,3 +388,27 @@ def test_serve_with_workers_stops_on_sigterm(tmp_path_factory: pytest.TempPathFa
     for pid in workers:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_a_new_provider_address_takes_new_requests_while_a_stream_ends_on_the_old(
+        gw: Gateway, mock: MockProvider) -> None:
+    moved = MockProvider()  # where the edit moves the provider to
+    moved_url = moved.start_in_thread()
+    words = [f"word{i}" for i in range(12)]
+    mock.script("model-first", Step(text=" ".join(words), chunk_delay_s=0.25))
+    with openai.OpenAI(base_url=f"{gw.url}/v1", api_key=key_of("team-a"),
+                       max_retries=0) as client:
+        chunks = iter(client.chat.completions.create(
+            model="fast", stream=True, messages=[{"role": "user", "content": "Say it slowly"}]))
+        received = [next(chunks) for _ in range(3)]  # the stream is under way
+
+        gw.apply(router_yaml(moved_url, gw.redis_url, watch=gw.watch))
+        assert served_by(gw.url) == "first"
+        assert len(moved.calls("model-first")) == 1  # new requests go to the new address
+
+        received += list(chunks)  # ... while this one ends where it started, uncut
+    text = "".join(c.choices[0].delta.content or "" for c in received if c.choices)
+    assert text == " ".join(words)
+    assert received[-1].choices[0].finish_reason == "stop"
+    assert len(mock.calls("model-first")) == 1
+    assert "reloaded (file changed): providers changed: openai" in gw.log.read_text()

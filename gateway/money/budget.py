@@ -169,6 +169,10 @@ class Budgets:
     def __post_init__(self) -> None:
         self.ledger = Ledger(self.store, Book("spend settlement", APPLY, self._common))
 
+    def reconfigure(self, timeouts: TimeoutSettings) -> None:
+        """Reservations made from now on are held as long as the new timeouts need."""
+        self.hold_s = hold_s_for(timeouts)
+
     async def reserve(self, key: ApiKey, worst: int, minimum: int,
                       replaces: Reservation | None = None,
                       patient: bool = False) -> Reservation:

@@ -54,11 +54,7 @@ class ChunkTranslator:
             return [{"id": self._id, "object": "chat.completion.chunk", "created": self._created,
                      "model": self.model_name, "choices": [], "usage": openai_usage(self._usage)}]
         if kind == "error":
-            error = event.get("error") or {}
-            status = ERROR_STATUSES.get(error.get("type", ""), 500)
-            kind = kind_for_status(status)
-            raise ProviderError(provider_reason(status, kind, error.get("type")), status=status,
-                                kind=kind, type=identifier(error.get("type")) or "api_error")
+            raise stream_error(event)
         return []  # ping, content_block_stop, and event types added later
 
     def _block_start(self, index: int, block: dict[str, Any]) -> list[dict[str, Any]]:
@@ -97,6 +93,15 @@ class ChunkTranslator:
                 "model": self.model_name,
                 "choices": [{"index": 0, "delta": delta, "logprobs": None,
                              "finish_reason": finish}]}
+
+
+def stream_error(event: dict[str, Any]) -> ProviderError:
+    """An `error` event, which Anthropic may send mid-stream (overloaded_error, ...)."""
+    error = event.get("error") or {}
+    status = ERROR_STATUSES.get(error.get("type", ""), 500)
+    kind = kind_for_status(status)
+    return ProviderError(provider_reason(status, kind, error.get("type")), status=status,
+                         kind=kind, type=identifier(error.get("type")) or "api_error")
 
 
 def parse_event(data: bytes) -> dict[str, Any]:

@@ -7,15 +7,16 @@ reach the provider; only `model` is rewritten, both ways.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
-import aiohttp
 import orjson
 
 from gateway.config import Model
 from gateway.errors import ProviderError, identifier, kind_for_status, provider_reason
 from gateway.providers import upstream
+from gateway.providers.base import NativeAdapter
+from gateway.providers.sessions import Session
 
 # Ollama serves its OpenAI-compatible API under /v1 of its documented base URL.
 PATH_PREFIX = {"ollama": "/v1"}
@@ -55,54 +56,66 @@ def read_error(status: int, body: Any, headers: dict[str, str]) -> ProviderError
                          retry_after_s=upstream.retry_after_s(headers))
 
 
-async def _post(http: aiohttp.ClientSession, model: Model, endpoint: str,
-                body: dict[str, Any], answer_field: str) -> dict[str, Any]:
-    reply = await upstream.post_json(http, _url(model, endpoint), _headers(model),
-                                     {**body, "model": model.provider_model}, model.name,
-                                     read_error, model.provider.max_response_bytes)
-    if not isinstance(reply.get(answer_field), list):
-        if "error" in reply:  # a 200 that carries an error: some proxies in front do that
-            raise read_error(502, reply, {})
-        raise ProviderError(f"{model.name}'s provider answered 200 without '{answer_field}'",
-                            status=502, kind="transient")
-    reply["model"] = model.name
-    return reply
+class OpenAICompat:
+    """An Adapter for one model of an OpenAI-compatible provider, on its address's session."""
 
+    def __init__(self, model: Model, session: Session):
+        self.model = model
+        self._session = session
+        self._headers = _headers(model)
 
-async def complete(http: aiohttp.ClientSession, model: Model,
-                   body: dict[str, Any]) -> dict[str, Any]:
-    return await _post(http, model, "chat/completions", body, "choices")
+    async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._post("chat/completions", body, "choices")
 
+    async def embed(self, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._post("embeddings", body, "data")
 
-async def embed(http: aiohttp.ClientSession, model: Model,
-                body: dict[str, Any]) -> dict[str, Any]:
-    return await _post(http, model, "embeddings", body, "data")
+    async def _post(self, endpoint: str, body: dict[str, Any],
+                    answer_field: str) -> dict[str, Any]:
+        model = self.model
+        reply = await upstream.post_json(self._session.http, _url(model, endpoint),
+                                         self._headers, {**body, "model": model.provider_model},
+                                         model.name, read_error,
+                                         model.provider.max_response_bytes)
+        if not isinstance(reply.get(answer_field), list):
+            if "error" in reply:  # a 200 that carries an error: some proxies in front do that
+                raise read_error(502, reply, {})
+            raise ProviderError(f"{model.name}'s provider answered 200 without "
+                                f"'{answer_field}'", status=502, kind="transient")
+        reply["model"] = model.name
+        return reply
 
+    async def stream(self, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
+        model = self.model
+        # Always ask for the usage chunk: spend is settled from it.
+        options = {**(body.get("stream_options") or {}), "include_usage": True}
+        forwarded = {**body, "model": model.provider_model, "stream": True,
+                     "stream_options": options}
+        lines = upstream.post_lines(self._session.http, _url(model, "chat/completions"),
+                                    self._headers, forwarded, model.name, read_error,
+                                    model.provider.max_response_bytes)
+        started: set[int] = set()  # choice indexes seen, and those that said why they ended
+        finished: set[int] = set()
+        async with contextlib.aclosing(lines):
+            with upstream.translated(model.name):
+                async for data in upstream.sse_data(lines):
+                    if data == b"[DONE]":
+                        return
+                    chunk = orjson.loads(data)
+                    if not isinstance(chunk, dict) or "error" in chunk:
+                        raise read_error(502, chunk, {})
+                    for choice in chunk.get("choices") or ():
+                        started.add(choice.get("index", 0))
+                        if choice.get("finish_reason"):
+                            finished.add(choice.get("index", 0))
+                    chunk["model"] = model.name
+                    yield chunk
+        if not started or finished != started:  # cut short; without [DONE] but ended is complete
+            raise ProviderError(f"{model.name}'s stream ended before its answer did",
+                                status=502, kind="transient")
 
-async def stream(http: aiohttp.ClientSession, model: Model,
-                 body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-    # Always ask for the usage chunk: spend is settled from it.
-    options = {**(body.get("stream_options") or {}), "include_usage": True}
-    forwarded = {**body, "model": model.provider_model, "stream": True, "stream_options": options}
-    lines = upstream.post_lines(http, _url(model, "chat/completions"), _headers(model),
-                                forwarded, model.name, read_error,
-                                model.provider.max_response_bytes)
-    started: set[int] = set()  # choice indexes seen, and those that said why they ended
-    finished: set[int] = set()
-    async with contextlib.aclosing(lines):
-        with upstream.translated(model.name):
-            async for data in upstream.sse_data(lines):
-                if data == b"[DONE]":
-                    return
-                chunk = orjson.loads(data)
-                if not isinstance(chunk, dict) or "error" in chunk:
-                    raise read_error(502, chunk, {})
-                for choice in chunk.get("choices") or ():
-                    started.add(choice.get("index", 0))
-                    if choice.get("finish_reason"):
-                        finished.add(choice.get("index", 0))
-                chunk["model"] = model.name
-                yield chunk
-    if not started or finished != started:  # cut short; without [DONE] but ended is complete
-        raise ProviderError(f"{model.name}'s stream ended before its answer did", status=502,
-                            kind="transient")
+    def native(self, format: str) -> NativeAdapter | None:
+        return None  # the OpenAI chat body is already what it takes as is
+
+    async def close(self) -> None:
+        await self._session.release()

@@ -1,11 +1,11 @@
-"""The one pooled HTTP client to providers, and the boundary where its exceptions become ours."""
+"""HTTP to providers: a pooled session, and the boundary where its exceptions become ours."""
 
 from __future__ import annotations
 
 import contextlib
 import email.utils
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from typing import Any
 
 import aiohttp
@@ -117,7 +117,7 @@ async def post_json(http: aiohttp.ClientSession, url: str, headers: dict[str, st
 
 async def post_lines(http: aiohttp.ClientSession, url: str, headers: dict[str, str],
                      body: dict[str, Any], model: str, read_error: ErrorReader,
-                     limit: int) -> AsyncIterator[bytes]:
+                     limit: int) -> AsyncGenerator[bytes, None]:
     """The response body's non-empty lines, for SSE and NDJSON streams; `limit` bounds the
     whole body in bytes, and so any one line."""
     with translated(model):

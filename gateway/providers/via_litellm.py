@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from types import ModuleType
 from typing import Any
 
-import aiohttp
 import openai
 import orjson
 
 from gateway.config import Model
 from gateway.errors import ProviderError, kind_for_status, provider_reason
 from gateway.providers import upstream
+from gateway.providers.base import NativeAdapter
 
 FORWARDED = frozenset({
     "messages", "temperature", "top_p", "n", "stop", "max_tokens", "max_completion_tokens",
@@ -88,32 +88,6 @@ def _bounded(out: dict[str, Any], model: Model) -> dict[str, Any]:
     return out
 
 
-async def complete(http: aiohttp.ClientSession, model: Model,
-                   body: dict[str, Any]) -> dict[str, Any]:
-    litellm = _litellm()
-    try:
-        reply = await litellm.acompletion(**_kwargs(model, {**body, "stream": False}))
-    except openai.OpenAIError as exc:  # the base of litellm's whole exception tree
-        raise _translate(exc, model, litellm) from exc
-    out: dict[str, Any] = _bounded(reply.model_dump(exclude_none=True), model)
-    out["model"] = model.name
-    (out.get("usage") or {}).pop("cost", None)
-    return out
-
-
-async def embed(http: aiohttp.ClientSession, model: Model,
-                body: dict[str, Any]) -> dict[str, Any]:
-    litellm = _litellm()
-    try:
-        reply = await litellm.aembedding(**_kwargs(model, body, EMBEDDINGS_FORWARDED))
-    except openai.OpenAIError as exc:
-        raise _translate(exc, model, litellm) from exc
-    # litellm's type says list[float]; a base64 answer is a string, and correct as such.
-    out: dict[str, Any] = _bounded(reply.model_dump(exclude_none=True, warnings=False), model)
-    out["model"] = model.name
-    return out
-
-
 def _openai_chunk(chunk: dict[str, Any], model_name: str) -> dict[str, Any]:
     """litellm glues the usage onto an empty choice and adds its own `cost`; OpenAI does not."""
     chunk["model"] = model_name
@@ -125,20 +99,59 @@ def _openai_chunk(chunk: dict[str, Any], model_name: str) -> dict[str, Any]:
     return chunk
 
 
-async def stream(http: aiohttp.ClientSession, model: Model,
-                 body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-    litellm = _litellm()
-    options = {**(body.get("stream_options") or {}), "include_usage": True}
-    try:
-        response = await litellm.acompletion(**_kwargs(model, {**body, "stream_options": options}),
-                                             stream=True)
-        size, limit = 0, model.provider.max_response_bytes
-        async for chunk in response:
-            out = _openai_chunk(chunk.model_dump(exclude_none=True), model.name)
-            size += len(orjson.dumps(out))  # as the chunks arrive: litellm's reading is unbounded
-            if size > limit:
-                await response.aclose()  # stop reading the rest
-                raise upstream.too_large(model.name, limit)
-            yield out
-    except openai.OpenAIError as exc:
-        raise _translate(exc, model, litellm) from exc
+class ViaLitellm:
+    """An Adapter for one model of any provider type off the fast path.
+
+    It holds no session of the gateway's: litellm keeps its own HTTP clients,
+    for the whole process, whichever configuration serves.
+    """
+
+    def __init__(self, model: Model):
+        self.model = model
+        self._litellm = _litellm()
+
+    async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
+        model, litellm = self.model, self._litellm
+        try:
+            reply = await litellm.acompletion(**_kwargs(model, {**body, "stream": False}))
+        except openai.OpenAIError as exc:  # the base of litellm's whole exception tree
+            raise _translate(exc, model, litellm) from exc
+        out: dict[str, Any] = _bounded(reply.model_dump(exclude_none=True), model)
+        out["model"] = model.name
+        (out.get("usage") or {}).pop("cost", None)
+        return out
+
+    async def embed(self, body: dict[str, Any]) -> dict[str, Any]:
+        model, litellm = self.model, self._litellm
+        try:
+            reply = await litellm.aembedding(**_kwargs(model, body, EMBEDDINGS_FORWARDED))
+        except openai.OpenAIError as exc:
+            raise _translate(exc, model, litellm) from exc
+        # litellm's type says list[float]; a base64 answer is a string, and correct as such.
+        out: dict[str, Any] = _bounded(reply.model_dump(exclude_none=True, warnings=False),
+                                       model)
+        out["model"] = model.name
+        return out
+
+    async def stream(self, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
+        model, litellm = self.model, self._litellm
+        options = {**(body.get("stream_options") or {}), "include_usage": True}
+        try:
+            response = await litellm.acompletion(
+                **_kwargs(model, {**body, "stream_options": options}), stream=True)
+            size, limit = 0, model.provider.max_response_bytes
+            async for chunk in response:
+                out = _openai_chunk(chunk.model_dump(exclude_none=True), model.name)
+                size += len(orjson.dumps(out))  # as they arrive: litellm's reading is unbounded
+                if size > limit:
+                    await response.aclose()  # stop reading the rest
+                    raise upstream.too_large(model.name, limit)
+                yield out
+        except openai.OpenAIError as exc:
+            raise _translate(exc, model, litellm) from exc
+
+    def native(self, format: str) -> NativeAdapter | None:
+        return None  # litellm's translation is to and from OpenAI's shapes only
+
+    async def close(self) -> None:
+        pass  # nothing of its own to let go of (see the class's docstring)

@@ -9,6 +9,7 @@ holds prompt or answer text only with `settings.log_content: true`.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -91,6 +92,14 @@ class Records:
                 previous = attempt.model
             for model in record.trace.cooled:
                 m.cooldowns.labels(model).inc()
+
+    async def reconfigure(self, old: Config, new: Config) -> None:
+        """A usage log moved or resized is reopened; the old one writes what it has queued."""
+        if usage_log_args(old) == usage_log_args(new):
+            return
+        retired, self.usage_log = self.usage_log, open_usage_log(new)
+        if retired is not None:
+            await asyncio.to_thread(retired.close)
 
     def shutdown(self) -> None:
         """Blocking: call it off the event loop."""

@@ -1,0 +1,38 @@
+"""Which adapter serves a model: the fast path for the types it knows, litellm for the rest."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from gateway.config import Model
+from gateway.providers.anthropic_api import AnthropicAPI
+from gateway.providers.base import Adapter
+from gateway.providers.openai_compat import OpenAICompat
+from gateway.providers.sessions import Session, Sessions
+from gateway.schema import TimeoutSettings
+
+FAST_PATH: dict[str, Callable[[Model, Session], Adapter]] = {
+    "openai": OpenAICompat, "groq": OpenAICompat, "ollama": OpenAICompat,
+    "anthropic": AnthropicAPI,
+}
+
+
+def adapter(model: Model, timeouts: TimeoutSettings, sessions: Sessions) -> Adapter:
+    """`model`'s adapter, on the session of its provider's address (opened if none is)."""
+    fast = FAST_PATH.get(model.provider.type)
+    if fast is None:
+        from gateway.providers.via_litellm import ViaLitellm  # litellm only when configured
+
+        return ViaLitellm(model)
+    return fast(model, sessions.take(model.provider.api_base, timeouts))
+
+
+def needs_litellm(models: Iterable[Model]) -> bool:
+    return any(m.provider.type not in FAST_PATH for m in models)
+
+
+def preload_litellm() -> None:
+    """Import litellm fully (seconds of CPU): call it off the event loop, before building."""
+    from gateway.providers import via_litellm
+
+    via_litellm.preload()
