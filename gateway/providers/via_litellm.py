@@ -35,8 +35,9 @@ def _litellm() -> ModuleType:
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     module = importlib.import_module("litellm")
-    module.suppress_debug_info = True
-    module.telemetry = False
+    switches: Any = module  # litellm's module-level switches are not in its type hints
+    switches.suppress_debug_info = True
+    switches.telemetry = False
     return module
 
 
