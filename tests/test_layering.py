@@ -90,3 +90,34 @@ def test_no_module_imports_upward() -> None:
                 upward.append(f"{name} ({LAYERS[layer_of[name]][0].split(':')[0]}) imports "
                               f"{target} ({LAYERS[layer_of[target]][0].split(':')[0]})")
     assert not upward, "imports that point upward:\n" + "\n".join(upward)
+
+
+def _drawn() -> set[str]:
+    """The modules the README's *Development* section draws, as dotted names."""
+    readme = (PACKAGE.parent / "README.md").read_text()
+    section = readme[readme.index("## Development"):]
+    tree = section[section.index("```\ngateway/\n") + 4:]
+    tree = tree[:tree.index("```")]
+    drawn, folder = set(), ""
+    for line in tree.splitlines()[1:]:
+        depth = (len(line) - len(line.lstrip())) // 2
+        first = line.split()[0] if line.split() else "#"
+        if first.startswith("#"):
+            continue
+        if depth == 1:
+            folder = first[:-1] if first.endswith("/") else ""
+            if folder:
+                continue
+        for word in line.split():
+            if word.endswith(".py"):
+                name = word.removesuffix(".py")
+                drawn.add(f"{folder}.{name}" if depth == 2 and folder else name)
+            elif drawn and not word.endswith(".py"):
+                break  # the description begins
+    return drawn
+
+
+def test_the_readme_draws_every_module() -> None:
+    drawn, real = _drawn(), set(_modules())
+    assert not real - drawn, f"add to README's Development tree: {sorted(real - drawn)}"
+    assert not drawn - real, f"remove from README's Development tree: {sorted(drawn - real)}"
