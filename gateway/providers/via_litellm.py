@@ -18,6 +18,7 @@ import aiohttp
 import openai
 import orjson
 
+from gateway import completions
 from gateway.config import Model
 from gateway.errors import ProviderError, kind_for_status, provider_reason
 from gateway.providers import upstream
@@ -98,6 +99,7 @@ async def complete(http: aiohttp.ClientSession, model: Model,
     out: dict[str, Any] = _bounded(reply.model_dump(exclude_none=True), model)
     out["model"] = model.name
     (out.get("usage") or {}).pop("cost", None)
+    completions.conform(out)  # exclude_none dropped the nulls OpenAI's schema requires
     return out
 
 
@@ -117,6 +119,7 @@ async def embed(http: aiohttp.ClientSession, model: Model,
 def _openai_chunk(chunk: dict[str, Any], model_name: str) -> dict[str, Any]:
     """litellm glues the usage onto an empty choice and adds its own `cost`; OpenAI does not."""
     chunk["model"] = model_name
+    completions.conform_chunk(chunk)  # exclude_none dropped a null finish_reason
     usage = chunk.get("usage")
     if usage:
         usage.pop("cost", None)
