@@ -138,7 +138,7 @@ def watch(monkeypatch: Any, findings: Findings) -> None:
 
 
 def _wrap(module: Any, monkeypatch: Any, findings: Findings) -> None:
-    class Stream(module.SyncByteStream):  # type: ignore[misc,name-defined]
+    class Stream(module.SyncByteStream):  # type: ignore[misc]
         def __init__(self, inner: Any, reader: _Reader):
             self.inner, self.reader = inner, reader
 
@@ -151,7 +151,7 @@ def _wrap(module: Any, monkeypatch: Any, findings: Findings) -> None:
         def close(self) -> None:
             self.inner.close()
 
-    class AsyncStream(module.AsyncByteStream):  # type: ignore[misc,name-defined]
+    class AsyncStream(module.AsyncByteStream):  # type: ignore[misc]
         def __init__(self, inner: Any, reader: _Reader):
             self.inner, self.reader = inner, reader
 
