@@ -36,7 +36,7 @@ class ChunkTranslator:
             message = event.get("message") or {}
             self._id = message.get("id") or ""
             self._usage.update(message.get("usage") or {})
-            return [self._chunk({"role": "assistant", "content": "", "refusal": None})]
+            return [self._chunk({"role": "assistant", "content": ""})]
         if kind == "content_block_start":
             return self._block_start(event.get("index", 0), event.get("content_block") or {})
         if kind == "content_block_delta":
