@@ -20,7 +20,7 @@ import jsonschema
 import openai
 import pydantic
 import pytest
-from pydantic_ai import Agent
+from pydantic_ai import Agent, NativeOutput, ToolOutput
 from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.providers.openai import OpenAIProvider
 
@@ -92,13 +92,15 @@ def test_the_sdks_parse_gets_typed_arguments_of_a_strict_tool(demo_client: opena
 
 @pytest.mark.parametrize("mode", ["tool", "native"])
 def test_pydantic_ai_gets_a_pydantic_model_from_the_demo(demo_url: str, mode: str) -> None:
-    from pydantic_ai import NativeOutput, ToolOutput
-
-    model = OpenAIChatModel("fast", provider=OpenAIProvider(base_url=demo_url, api_key=DEMO_KEY))
     output: Any = ToolOutput(City) if mode == "tool" else NativeOutput(City)
-    agent = Agent(model, output_type=output)
-    result = asyncio.run(agent.run("Describe a city"))
-    assert isinstance(result.output, City)
+
+    async def run() -> Any:
+        async with openai.AsyncOpenAI(base_url=demo_url, api_key=DEMO_KEY,
+                                      max_retries=0) as client:
+            model = OpenAIChatModel(TIER, provider=OpenAIProvider(openai_client=client))
+            return (await Agent(model, output_type=output).run("Describe a city")).output
+
+    assert isinstance(asyncio.run(run()), City)
 
 
 # --- the mock itself, straight, streamed and not -------------------------------------
