@@ -11,6 +11,27 @@ from dataclasses import dataclass, field
 from typing import Any
 
 HEAD_FIELDS = ("id", "created", "model", "system_fingerprint")
+# Fields OpenAI's schema requires even when they are null; an answer without them breaks
+# clients generated from that schema.
+REQUIRED_IN_CHOICE = ("logprobs", "finish_reason")
+REQUIRED_IN_MESSAGE = ("content", "refusal")
+
+
+def conform(completion: dict[str, Any]) -> dict[str, Any]:
+    """A chat.completion with its required null fields put back (litellm drops them)."""
+    for choice in completion.get("choices") or ():
+        for name in REQUIRED_IN_CHOICE:
+            choice.setdefault(name, None)
+        for name in REQUIRED_IN_MESSAGE:
+            choice.setdefault("message", {}).setdefault(name, None)
+    return completion
+
+
+def conform_chunk(chunk: dict[str, Any]) -> dict[str, Any]:
+    """A chat.completion.chunk with its required `finish_reason` put back."""
+    for choice in chunk.get("choices") or ():
+        choice.setdefault("finish_reason", None)
+    return chunk
 
 
 @dataclass
@@ -44,7 +65,7 @@ class _Choice:
     def message(self) -> dict[str, Any]:
         text = dict(self.text)
         message: dict[str, Any] = {"role": "assistant", "content": text.pop("content", None),
-                                   **text}
+                                   "refusal": text.pop("refusal", None), **text}
         if self.tool_calls:
             message["tool_calls"] = [self.tool_calls[i] for i in sorted(self.tool_calls)]
         return message
@@ -68,7 +89,8 @@ class Assembler:
 
     def completion(self) -> dict[str, Any]:
         choices = [{"index": index, "message": state.message(),
-                    "logprobs": {"content": state.logprobs} if state.logprobs else None,
+                    "logprobs": ({"content": state.logprobs, "refusal": None}
+                                 if state.logprobs else None),
                     "finish_reason": state.finish_reason}
                    for index, state in sorted(self.choices.items())]
         answer = {**self.head, "object": "chat.completion", "choices": choices}
@@ -89,7 +111,7 @@ def replay(completion: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
     for choice in completion.get("choices") or ():
         index, message = choice.get("index", 0), choice.get("message") or {}
-        yield chunk(index, {"role": "assistant", "content": ""})
+        yield chunk(index, {"role": "assistant", "content": "", "refusal": None})
         text = {k: v for k, v in message.items() if k != "role" and isinstance(v, str) and v}
         if text or choice.get("logprobs"):
             yield chunk(index, text, logprobs=choice.get("logprobs"))

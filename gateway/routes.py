@@ -103,6 +103,17 @@ async def list_models(request: Request) -> Response:
     return Response(orjson.dumps({"object": "list", "data": data}), media_type=JSON)
 
 
+async def retrieve_model(request: Request) -> Response:
+    """GET /v1/models/{model} (the SDK's models.retrieve): refused as a chat request for
+    that name would be, so that a client can check a name before it asks."""
+    config = request.app.state.services.config
+    key = auth.authenticate(request.headers, config)
+    name = request.path_params["model"]
+    routing.plan(config, key, name)
+    body = {"id": name, "object": "model", "created": int(time.time()), "owned_by": "gateway"}
+    return Response(orjson.dumps(body), media_type=JSON)
+
+
 async def key_budget(request: Request) -> Response:
     services: Services = request.app.state.services
     key = auth.authenticate(request.headers, services.config)
@@ -144,6 +155,7 @@ routes = [
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),
     Route("/v1/embeddings", embeddings, methods=["POST"]),
     Route("/v1/models", list_models, methods=["GET"]),
+    Route("/v1/models/{model:path}", retrieve_model, methods=["GET"]),
     Route("/v1/budget", key_budget, methods=["GET"]),
     Route("/admin/spend", admin.spend, methods=["GET"]),
     Route("/admin/config", admin.effective_config, methods=["GET"]),

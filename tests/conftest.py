@@ -18,6 +18,7 @@ import openai
 import pytest
 
 from gateway.demo.mockprovider import MockProvider
+from tests import openai_conformance
 
 KEY_A = "sk-test-team-a"
 KEY_B = "sk-test-team-b"
@@ -172,6 +173,24 @@ def keys_yaml(budgets: dict[str, float], unbudgeted: tuple[str, ...],
     return ([f"  - {{name: {n}, key_sha256: {sha(key_of(n))}, daily_budget_usd: {b}}}"
              for n, b in budgets.items()]
             + [f"  - {{name: {n}, key_sha256: {sha(key_of(n))}}}" for n in unbudgeted])
+
+
+@pytest.fixture(scope="session")
+def _conformance() -> Iterator[openai_conformance.Findings]:
+    findings = openai_conformance.Findings()
+    with pytest.MonkeyPatch.context() as patch:
+        openai_conformance.watch(patch, findings)
+        yield findings
+
+
+@pytest.fixture(autouse=True)
+def _conforms_to_openai(_conformance: openai_conformance.Findings) -> Iterator[None]:
+    """Every answer a test received on an OpenAI path fits OpenAI's published schema."""
+    _conformance.take()
+    yield
+    if found := _conformance.take():
+        pytest.fail("answers that do not fit OpenAI's schema (tests/schema/openai_chat.json):"
+                    "\n" + "\n".join(found[:20]), pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -40,7 +40,7 @@ LAYERS: list[tuple[str, set[str]]] = [
         "routes", "admin", "reload", "app", "server.http_protocol", "server.supervisor",
     }),
     ("the command line and the demo", {
-        "cli", "__main__", "demo.demo", "demo.mockprovider", "demo.mockwire",
+        "cli", "__main__", "demo.demo", "demo.mockprovider", "demo.mockwire", "demo.fitting",
     }),
 ]
 

@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import base64
 import dataclasses
+import json
 import struct
 import threading
 from collections import defaultdict, deque
@@ -27,6 +28,7 @@ import orjson
 from aiohttp import web
 
 from gateway.demo import mockwire
+from gateway.demo.fitting import fitting
 from gateway.demo.mockwire import Answer
 
 ANTHROPIC_FIELDS = frozenset({
@@ -278,34 +280,90 @@ def _answer(step: Step, body: dict[str, Any], messages: list[Any], limit: Any) -
     input_tokens = sum(len(t.split()) for t in texts) + 3 * len(messages)
     user_texts = [_text_of(m.get("content")) for m in messages
                   if isinstance(m, dict) and m.get("role") == "user"]
-    tool_call = step.tool_call or _default_tool_call(body, model)
+    asked = (user_texts or [""])[-1]
+    tool_calls = (step.tool_call,) if step.tool_call else _tool_calls(body, model, messages)
     text = step.text
     if text is None:
-        text = "" if tool_call else f"mock answer from {model} to: {(user_texts or [''])[-1][:60]}"
-    asked = (user_texts or [""])[-1]
-    answer = Answer(model, text, tool_call, input_tokens, step.cached_input_tokens,
-                    "tool_calls" if tool_call else "stop", asked, step.cache_write_tokens,
-                    step.cache_write_1h_tokens, step.usage)
-    if (isinstance(limit, int) and not tool_call and limit < answer.output_tokens
-            and not step.ignore_limit):
+        text = "" if tool_calls else _default_text(body, model, asked)
+    text, stopped = _cut_at_stop(text, body.get("stop", body.get("stop_sequences")))
+    n = body.get("n")
+    logprobs = (body.get("top_logprobs") or 0) if body.get("logprobs") else None
+    answer = Answer(model, text, tool_calls, input_tokens, step.cached_input_tokens,
+                    "tool_calls" if tool_calls else "stop", asked, step.cache_write_tokens,
+                    step.cache_write_1h_tokens, step.usage,
+                    choices=n if isinstance(n, int) and n > 1 else 1,
+                    top_logprobs=logprobs if isinstance(logprobs, int) else None,
+                    stop_sequence=stopped)
+    each = answer.output_tokens // answer.choices
+    if isinstance(limit, int) and not tool_calls and limit < each and not step.ignore_limit:
         answer = dataclasses.replace(answer, text="".join(answer.pieces[:limit]),
-                                     finish_reason="length")
+                                     finish_reason="length", stop_sequence=None)
     return answer
 
 
-def _default_tool_call(body: dict[str, Any], model: str) -> tuple[str, dict[str, Any]] | None:
-    """With tools offered, the mock calls the forced tool, else the first one."""
-    tools = body.get("tools") or []
+def _default_text(body: dict[str, Any], model: str, asked: str) -> str:
+    """What the mock says when no Step scripts it: JSON when a JSON answer is asked for."""
+    text = f"mock answer from {model} to: {asked[:60]}"
+    response_format = body.get("response_format")
+    kind = response_format.get("type") if isinstance(response_format, dict) else None
+    if kind == "json_schema":
+        schema = (response_format.get("json_schema") or {}).get("schema")  # type: ignore[union-attr]
+        return json.dumps(fitting(schema or {"type": "object"}, model))
+    if kind == "json_object":
+        return json.dumps({"answer": text})
+    return text
+
+
+def _cut_at_stop(text: str, stop: Any) -> tuple[str, str | None]:
+    """The text up to the first stop sequence in it, and that sequence (None: not cut)."""
+    sequences = [stop] if isinstance(stop, str) else stop if isinstance(stop, list) else []
+    found = [(text.find(s), s) for s in sequences if isinstance(s, str) and s and s in text]
+    if not found:
+        return text, None
+    at, sequence = min(found)
+    return text[:at], sequence
+
+
+def _tool_calls(body: dict[str, Any], model: str,
+                messages: list[Any]) -> tuple[tuple[str, dict[str, Any]], ...]:
+    """With tools offered, the mock calls the forced tool, else every tool (the first only
+    when parallel calls are off), with arguments that fit each tool's parameters; once the
+    last message is a tool's result, it answers in words instead, unless a call is forced."""
+    tools = [t for t in body.get("tools") or [] if isinstance(t, dict)]
     choice = body.get("tool_choice")
-    if not tools or choice == "none" or (isinstance(choice, dict) and choice.get("type") == "none"):
-        return None
-    name = None
+    kind = choice.get("type") if isinstance(choice, dict) else choice
+    if not tools or kind == "none":
+        return ()
+    forced = None
     if isinstance(choice, dict):
-        name = choice.get("name") or (choice.get("function") or {}).get("name")
-    if name is None:
-        first = tools[0]
-        name = first.get("name") or (first.get("function") or {}).get("name")
-    return str(name), {"answer": f"from {model}"}
+        forced = choice.get("name") or (choice.get("function") or {}).get("name")
+    if forced is None and kind in (None, "auto") and _answers_a_tool(messages):
+        return ()
+    parallel = (body.get("parallel_tool_calls") is not False
+                and not (isinstance(choice, dict) and choice.get("disable_parallel_tool_use")))
+    chosen = [t for t in tools if _tool_name(t) == forced] if forced else (
+        tools if parallel else tools[:1])
+    return tuple((_tool_name(t), _arguments(t, model)) for t in chosen or tools[:1])
+
+
+def _tool_name(tool: dict[str, Any]) -> str:
+    return str(tool.get("name") or (tool.get("function") or {}).get("name"))
+
+
+def _arguments(tool: dict[str, Any], model: str) -> dict[str, Any]:
+    """Arguments that fit the tool's parameters (OpenAI) or input_schema (Anthropic)."""
+    schema = tool.get("input_schema") or (tool.get("function") or {}).get("parameters")
+    value = fitting(schema or {"type": "object"}, model)
+    return value if isinstance(value, dict) else {"answer": f"from {model}"}
+
+
+def _answers_a_tool(messages: list[Any]) -> bool:
+    """Whether the last message carries a tool's result (OpenAI's role tool, Anthropic's
+    tool_result block)."""
+    last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
+    content = last.get("content")
+    return last.get("role") == "tool" or (isinstance(content, list) and any(
+        isinstance(b, dict) and b.get("type") == "tool_result" for b in content))
 
 
 def _openai_problem(body: dict[str, Any]) -> str | None:

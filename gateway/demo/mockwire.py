@@ -30,7 +30,7 @@ class Answer:
 
     model: str
     text: str
-    tool_call: tuple[str, dict[str, Any]] | None
+    tool_calls: tuple[tuple[str, dict[str, Any]], ...]  # (name, arguments), in order
     input_tokens: int
     cached_input_tokens: int
     finish_reason: str  # OpenAI's vocabulary: stop, length, tool_calls
@@ -38,21 +38,34 @@ class Answer:
     cache_write_tokens: int = 0  # parts of input_tokens (Anthropic): written for 5 minutes
     cache_write_1h_tokens: int = 0  # and for an hour
     usage_sent: dict[str, Any] | None = None  # a broken usage sent instead of the true one
+    choices: int = 1  # OpenAI's `n`: every choice says the same
+    top_logprobs: int | None = None  # logprobs asked for, with this many alternatives
+    stop_sequence: str | None = None  # the stop sequence the text was cut before
+
+    @property
+    def tool_call(self) -> tuple[str, dict[str, Any]] | None:
+        return self.tool_calls[0] if self.tool_calls else None
 
     @property
     def pieces(self) -> list[str]:
         """The text as stream deltas; joined, they are exactly the text."""
-        return re.findall(r"\s*\S+", self.text) or ([self.text] if self.text else [])
+        return re.findall(r"\s*\S+(?:\s+$)?", self.text) or ([self.text] if self.text else [])
 
     @property
     def output_tokens(self) -> int:
-        if self.tool_call:
-            return max(1, len(orjson.dumps(self.tool_call[1])) // 4)
-        return len(self.pieces)
+        """For all the choices together, as OpenAI's usage counts them."""
+        if self.tool_calls:
+            each = sum(max(1, len(orjson.dumps(args)) // 4) for _, args in self.tool_calls)
+        else:
+            each = len(self.pieces)
+        return each * self.choices
+
+    def arguments(self, call: int) -> str:
+        return orjson.dumps(self.tool_calls[call][1]).decode()
 
     @property
     def tool_arguments(self) -> str:
-        return orjson.dumps(self.tool_call[1]).decode() if self.tool_call else ""
+        return self.arguments(0) if self.tool_calls else ""
 
 
 def sse(data: Any, event: str | None = None) -> bytes:
@@ -78,37 +91,62 @@ def openai_usage(a: Answer) -> dict[str, Any]:
     return usage
 
 
+def call_id(call: int, prefix: str = "call_mock") -> str:
+    return f"{prefix}{call + 1:04d}"
+
+
+def openai_logprob(piece: str, alternatives: int) -> dict[str, Any]:
+    """A token's logprobs: itself the likeliest, then made-up, less likely alternatives."""
+    tops = [piece, *(f"{piece}{'s' * i}" for i in range(1, alternatives))][:alternatives]
+    return {"token": piece, "logprob": -0.0125, "bytes": list(piece.encode()),
+            "top_logprobs": [{"token": t, "logprob": -0.0125 - 2.5 * i, "bytes": list(t.encode())}
+                             for i, t in enumerate(tops)]}
+
+
+def openai_logprobs(a: Answer, pieces: list[str]) -> dict[str, Any] | None:
+    if a.top_logprobs is None:
+        return None
+    return {"content": [openai_logprob(p, a.top_logprobs) for p in pieces], "refusal": None}
+
+
 def openai_completion(a: Answer) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": a.text or None, "refusal": None}
-    if a.tool_call:
-        message["tool_calls"] = [{"id": "call_mock0001", "type": "function", "function": {
-            "name": a.tool_call[0], "arguments": a.tool_arguments}}]
+    if a.tool_calls:
+        message["tool_calls"] = [{"id": call_id(i), "type": "function", "function": {
+            "name": name, "arguments": a.arguments(i)}} for i, (name, _) in enumerate(a.tool_calls)]
+    choices = [{"index": index, "message": message,
+                "logprobs": openai_logprobs(a, a.pieces), "finish_reason": a.finish_reason}
+               for index in range(a.choices)]
     return {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion",
             "created": int(time.time()), "model": a.model, "system_fingerprint": None,
-            "choices": [{"index": 0, "message": message, "logprobs": None,
-                         "finish_reason": a.finish_reason}],
-            "usage": openai_usage(a)}
+            "choices": choices, "usage": openai_usage(a)}
 
 
 def openai_chunks(a: Answer, include_usage: bool) -> list[dict[str, Any]]:
+    """Each choice whole, one after the other (OpenAI interleaves them; clients must cope
+    with either, since they join deltas by `index`)."""
     base = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion.chunk",
             "created": int(time.time()), "model": a.model, "system_fingerprint": None}
     extra = {"usage": None} if include_usage else {}
+    out = []
+    for index in range(a.choices):
+        def chunk(delta: dict[str, Any], finish: str | None = None,
+                  logprobs: dict[str, Any] | None = None, index: int = index) -> dict[str, Any]:
+            return {**base, "choices": [{"index": index, "delta": delta, "logprobs": logprobs,
+                                         "finish_reason": finish}], **extra}
 
-    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        return {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None,
-                                     "finish_reason": finish}], **extra}
-
-    out = [chunk({"role": "assistant", "content": "", "refusal": None})]
-    out += [chunk({"content": piece}) for piece in a.pieces]
-    if a.tool_call:
-        out.append(chunk({"tool_calls": [{"index": 0, "id": "call_mock0001", "type": "function",
-                                          "function": {"name": a.tool_call[0], "arguments": ""}}]}))
-        args = a.tool_arguments
-        for i in range(0, len(args), 8):
-            part = {"index": 0, "function": {"arguments": args[i:i + 8]}}
-            out.append(chunk({"tool_calls": [part]}))
-    out.append(chunk({}, a.finish_reason))
+        out.append(chunk({"role": "assistant", "content": "", "refusal": None}))
+        out += [chunk({"content": piece}, logprobs=openai_logprobs(a, [piece]))
+                for piece in a.pieces]
+        for call, (name, _) in enumerate(a.tool_calls):
+            out.append(chunk({"tool_calls": [{"index": call, "id": call_id(call),
+                                              "type": "function",
+                                              "function": {"name": name, "arguments": ""}}]}))
+            args = a.arguments(call)
+            out += [chunk({"tool_calls": [{"index": call,
+                                           "function": {"arguments": args[i:i + 8]}}]})
+                    for i in range(0, len(args), 8)]
+        out.append(chunk({}, a.finish_reason))
     if include_usage:
         out.append({**base, "choices": [], "usage": openai_usage(a)})
     return out
@@ -143,16 +181,22 @@ def anthropic_blocks(a: Answer) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = []
     if a.text:
         blocks.append({"type": "text", "text": a.text})
-    if a.tool_call:
-        blocks.append({"type": "tool_use", "id": "toolu_mock0001", "name": a.tool_call[0],
-                       "input": a.tool_call[1]})
+    blocks += [{"type": "tool_use", "id": call_id(i, "toolu_mock"), "name": name, "input": args}
+               for i, (name, args) in enumerate(a.tool_calls)]
     return blocks
+
+
+def anthropic_stop(a: Answer) -> tuple[str, str | None]:
+    """stop_reason and stop_sequence."""
+    if a.stop_sequence is not None:
+        return "stop_sequence", a.stop_sequence
+    return OPENAI_TO_ANTHROPIC_STOP[a.finish_reason], None
 
 
 def anthropic_message(a: Answer) -> dict[str, Any]:
     return {"id": f"msg_{uuid.uuid4().hex[:24]}", "type": "message", "role": "assistant",
             "model": a.model, "content": anthropic_blocks(a),
-            "stop_reason": OPENAI_TO_ANTHROPIC_STOP[a.finish_reason], "stop_sequence": None,
+            "stop_reason": anthropic_stop(a)[0], "stop_sequence": anthropic_stop(a)[1],
             "usage": anthropic_usage(a, a.output_tokens)}
 
 
@@ -171,19 +215,21 @@ def anthropic_events(a: Answer) -> list[tuple[str, dict[str, Any]]]:
                    for piece in a.pieces]
         events.append(("content_block_stop", {"type": "content_block_stop", "index": 0}))
         index = 1
-    if a.tool_call:
-        block = {"type": "tool_use", "id": "toolu_mock0001", "name": a.tool_call[0], "input": {}}
+    for call, (name, _) in enumerate(a.tool_calls):
+        block = {"type": "tool_use", "id": call_id(call, "toolu_mock"), "name": name,
+                 "input": {}}
         events.append(("content_block_start", {"type": "content_block_start", "index": index,
                                                "content_block": block}))
-        args = a.tool_arguments
+        args = a.arguments(call)
         events += [("content_block_delta", {"type": "content_block_delta", "index": index,
                                             "delta": {"type": "input_json_delta",
                                                       "partial_json": args[i:i + 8]}})
                    for i in range(0, len(args), 8)]
         events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
+        index += 1
     events.append(("message_delta", {"type": "message_delta",
-                                     "delta": {"stop_reason": OPENAI_TO_ANTHROPIC_STOP[
-                                         a.finish_reason], "stop_sequence": None},
+                                     "delta": {"stop_reason": anthropic_stop(a)[0],
+                                               "stop_sequence": anthropic_stop(a)[1]},
                                      "usage": ({"output_tokens": a.output_tokens}
                                                if a.usage_sent is None else a.usage_sent)}))
     events.append(("message_stop", {"type": "message_stop"}))

@@ -25,9 +25,7 @@ PASSTHROUGH = ("top_k", "thinking", "metadata")
 
 def to_anthropic(body: dict[str, Any], provider_model: str, max_output_tokens: int,
                  ) -> dict[str, Any]:
-    if (body.get("n") or 1) > 1:
-        raise InvalidRequest("Anthropic models answer one choice per request; remove n or set "
-                             "it to 1", param="n")
+    _refuse_what_anthropic_cannot_honour(body)
     system, messages = _split_messages(body["messages"])
     if not messages:
         raise InvalidRequest("Anthropic models need at least one user or assistant message",
@@ -66,6 +64,19 @@ def to_anthropic(body: dict[str, Any], provider_model: str, max_output_tokens: i
     if choice is not None and (tools or choice["type"] == "none"):
         out["tool_choice"] = choice
     return out
+
+
+def _refuse_what_anthropic_cannot_honour(body: dict[str, Any]) -> None:
+    """Refused, never dropped: a client that asked for several choices or for logprobs
+    would otherwise get an answer without them and no word why, also when a chain falls
+    back to this model from one that could (as LiteLLM refuses them, unless told to drop)."""
+    if (body.get("n") or 1) > 1:
+        raise InvalidRequest("Anthropic models answer one choice per request; remove n or set "
+                             "it to 1 (or ask for a tier without Anthropic models)", param="n")
+    for name in ("logprobs", "top_logprobs"):
+        if body.get(name):
+            raise InvalidRequest(f"Anthropic models return no logprobs; remove {name} (or ask "
+                                 "for a tier without Anthropic models)", param=name)
 
 
 def _split_messages(messages: list[dict[str, Any]]) -> tuple[Any, list[dict[str, Any]]]:
@@ -173,6 +184,7 @@ def _tool(tool: dict[str, Any]) -> dict[str, Any]:
 
 
 def _tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
+    out: dict[str, Any] | None
     if isinstance(choice, str):
         out = dict(TOOL_CHOICES.get(choice, {"type": "auto"}))
     elif isinstance(choice, dict):
@@ -245,7 +257,8 @@ def from_anthropic(message: dict[str, Any], model_name: str, json_mode: bool) ->
         elif kind == "tool_use":
             calls.append({"id": block.get("id"), "type": "function", "function": {
                 "name": block.get("name"), "arguments": orjson.dumps(block.get("input")).decode()}})
-    reply: dict[str, Any] = {"role": "assistant", "content": "".join(text) or None}
+    reply: dict[str, Any] = {"role": "assistant", "content": "".join(text) or None,
+                             "refusal": None}
     if calls:
         reply["tool_calls"] = calls
     if reasoning:

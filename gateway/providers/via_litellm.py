@@ -17,6 +17,7 @@ from typing import Any
 import openai
 import orjson
 
+from gateway import completions
 from gateway.config import Model
 from gateway.errors import ProviderError, kind_for_status, provider_reason
 from gateway.providers import upstream
@@ -92,6 +93,7 @@ def _bounded(out: dict[str, Any], model: Model) -> dict[str, Any]:
 def _openai_chunk(chunk: dict[str, Any], model_name: str) -> dict[str, Any]:
     """litellm glues the usage onto an empty choice and adds its own `cost`; OpenAI does not."""
     chunk["model"] = model_name
+    completions.conform_chunk(chunk)  # exclude_none dropped a null finish_reason
     usage = chunk.get("usage")
     if usage:
         usage.pop("cost", None)
@@ -120,6 +122,7 @@ class ViaLitellm:
         out: dict[str, Any] = _bounded(reply.model_dump(exclude_none=True), model)
         out["model"] = model.name
         (out.get("usage") or {}).pop("cost", None)
+        completions.conform(out)  # exclude_none dropped the nulls OpenAI's schema requires
         return out
 
     async def embed(self, body: dict[str, Any]) -> dict[str, Any]:
