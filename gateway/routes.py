@@ -6,7 +6,7 @@ import asyncio
 import time
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
@@ -14,6 +14,7 @@ from gateway import admin, auth, pipeline, routing
 from gateway.answer import Events
 from gateway.context import Context, status_of
 from gateway.errors import (
+    ClientGone,
     GatewayError,
     NotReady,
     PayloadTooLarge,
@@ -50,6 +51,8 @@ async def read_body(request: Request, max_body_mb: float, timeout_s: float) -> b
                 if size > limit:
                     raise _too_large(max_body_mb)
                 parts.append(part)
+    except ClientDisconnect:  # it hung up while sending: its leaving, not our error
+        raise ClientGone("the client left before its body arrived") from None
     except TimeoutError:
         raise RequestTimeout(f"the body did not arrive within settings.timeouts.read_body_s "
                              f"({timeout_s:g} s); send it whole, or faster") from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -18,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.demo.mockprovider import MockProvider, Step
 from gateway.records.usage_log import UsageLog
-from tests.conftest import RedisServer, sha, start_gateway
+from tests.conftest import RedisServer, sha, start_gateway, wait_for
 
 PRICE = "price: {input_per_mtok: 1000, output_per_mtok: 2000}"  # micro-USD a token: 1000, 2000
 FIELDS = {"ts", "request_id", "key", "requested", "model", "attempts", "stream", "cache",
@@ -379,3 +380,21 @@ def test_the_usage_log_keeps_only_keep_files(tmp_path: Path) -> None:
     assert {"usage.jsonl.1", "usage.jsonl.2"} <= names <= {"usage.jsonl", "usage.jsonl.1",
                                                            "usage.jsonl.2"}
     assert all((tmp_path / name).stat().st_size < 8 * 1024 for name in names)
+
+
+def test_a_client_that_leaves_while_sending_its_body_is_logged_499_not_500(
+        gw: Running) -> None:
+    before = len(gw._text().splitlines())
+    errors_before = gw.log.read_text().count("internal error")
+    host, port = gw.url.removeprefix("http://").split(":")
+    head = (f"POST /v1/chat/completions HTTP/1.1\r\nhost: {host}\r\n"
+            f"authorization: Bearer {key_of('team-a')}\r\n"
+            "content-type: application/json\r\ncontent-length: 5000\r\n\r\n")
+    with socket.create_connection((host, int(port)), timeout=5) as conn:
+        conn.sendall(head.encode() + b'{"model": "main", "messages": [')  # then leaves
+        time.sleep(0.2)  # the gateway is reading the body when the client goes
+    wait_for(lambda: len(gw._text().splitlines()) > before, within_s=5)
+    [line] = [json.loads(text) for text in gw._text().splitlines()[before:]]
+    assert (line["key"], line["status"]) == ("team-a", 499)
+    # A client hanging up is not the gateway's error: no "internal error" line, no 500.
+    assert gw.log.read_text().count("internal error") == errors_before
