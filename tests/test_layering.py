@@ -41,6 +41,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     }),
     ("the command line and the demo", {
         "cli", "__main__", "demo.demo", "demo.mockprovider", "demo.mockwire", "demo.fitting",
+        "mockprovider",
     }),
 ]
 
