@@ -17,8 +17,8 @@ import orjson
 
 @dataclass
 class Answer:
-    """A whole answer: the reply dict, or its JSON as first sent (a cache hit is not parsed
-    unless a surface needs the dict), plus the x-gateway-* headers."""
+    """A whole answer: the reply dict, or its JSON as first sent (a cache hit is not parsed),
+    plus the x-gateway-* headers."""
 
     headers: dict[str, str]
     _reply: dict[str, Any] | None = None
@@ -31,11 +31,6 @@ class Answer:
     @classmethod
     def cached(cls, headers: dict[str, str], encoded: bytes) -> Answer:
         return cls(headers, _encoded=encoded)
-
-    def reply(self) -> dict[str, Any]:
-        if self._reply is None:
-            self._reply = orjson.loads(self._encoded or b"{}")
-        return self._reply
 
     def encoded(self) -> bytes:
         """The reply as OpenAI JSON, serialized once (the cache stores the same bytes)."""
