@@ -37,7 +37,7 @@ from gateway.server.http_protocol import TIMEOUTS_STATE
 from gateway.server.overload import Overload
 from gateway.services import Services
 from gateway.store import Store
-from gateway.surfaces import openai_chat
+from gateway.surfaces import anthropic_messages, openai_chat
 from gateway.surfaces.base import Surface
 
 log = logging.getLogger("gateway")
@@ -69,6 +69,8 @@ class Gateway:
         request_id = f"{random.getrandbits(128):032x}"
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
+        if _speaks_anthropic(scope):  # a refusal before the route is in Anthropic's shape too
+            state["surface"] = anthropic_messages.SURFACE
         header = (b"x-request-id", request_id.encode())
         started = False
 
@@ -106,12 +108,22 @@ class Gateway:
                 await _response(error, state)(scope, receive, send_with_id)
 
 
+def _speaks_anthropic(scope: Scope) -> bool:
+    """A caller of Anthropic's API: on its paths, or on /v1/models as the Anthropic SDK asks."""
+    path: str = scope["path"]
+    if path.startswith("/v1/messages"):
+        return True
+    return path.startswith("/v1/models") and any(
+        name == b"anthropic-version" for name, _ in scope["headers"])
+
+
 def _http_error(scope: Scope, exc: HTTPException) -> GatewayError:
     method, path = untrusted.bounded(scope["method"]), untrusted.bounded(scope["path"])
     if exc.status_code == 405:
         return MethodNotAllowed(f"{method} is not allowed on {path}")
     return NotFound(f"no such endpoint: {method} {path}; the gateway serves "
-                    "/v1/chat/completions, /v1/embeddings and /v1/models", code="not_found")
+                    "/v1/chat/completions, /v1/embeddings, /v1/messages, "
+                    "/v1/messages/count_tokens and /v1/models", code="not_found")
 
 
 def _response(error: GatewayError, state: dict[str, Any]) -> Response:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -57,11 +58,22 @@ CHAT_BOOKKEEPING_FIELDS = frozenset({
 })
 EMBEDDINGS_ANSWER_FIELDS = frozenset({"input", "dimensions", "encoding_format"})
 EMBEDDINGS_BOOKKEEPING_FIELDS = frozenset({"model", "user"})
+# Anthropic's Messages API (its beta fields included). The anthropic-beta header is in the
+# key too: a beta may change the answer (context management, longer outputs).
+MESSAGES_ANSWER_FIELDS = frozenset({
+    "messages", "system", "max_tokens", "tools", "tool_choice", "thinking", "stop_sequences",
+    "temperature", "top_p", "top_k", "output_config", "container", "mcp_servers",
+    "context_management", "compaction", "fallbacks", "thread",
+})
+MESSAGES_BOOKKEEPING_FIELDS = frozenset({
+    "model", "stream", "metadata", "service_tier", "speed", "inference_geo", "diagnostics",
+    "user_profile_id", "workspace_id", "billing_policy", "fallback_credit_token",
+    "cache_control",  # the provider's prompt cache: what is billed, not what is said
+})
 
 NOT_IN_KEY: dict[Kind, frozenset[str]] = {"chat": CHAT_BOOKKEEPING_FIELDS,
-                                          "embeddings": EMBEDDINGS_BOOKKEEPING_FIELDS}
-# A choice that ended for one of these is a whole answer; content_filter is not kept.
-COMPLETE_FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "function_call"})
+                                          "embeddings": EMBEDDINGS_BOOKKEEPING_FIELDS,
+                                          "messages": MESSAGES_BOOKKEEPING_FIELDS}
 
 
 @dataclass
@@ -75,11 +87,15 @@ class Lookup:
     ttl_s: int = 0
 
 
-def digest(kind: Kind, requested: str, models: tuple[Model, ...], body: dict[str, Any]) -> str:
-    """The request's digest, whoever asks."""
+def digest(kind: Kind, requested: str, models: tuple[Model, ...], body: dict[str, Any],
+           headers: Mapping[str, str] | None = None) -> str:
+    """The request's digest, whoever asks; `headers`: those the provider is sent."""
     fields = {name: value for name, value in body.items() if name not in NOT_IN_KEY[kind]}
     chain = [[m.name, m.provider.type, m.provider_model] for m in models]
-    canonical = orjson.dumps([kind, requested, chain, fields], option=orjson.OPT_SORT_KEYS)
+    keyed: list[Any] = [kind, requested, chain, fields]
+    if headers:
+        keyed.append(dict(headers))
+    canonical = orjson.dumps(keyed, option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(canonical).hexdigest()
 
 
@@ -102,13 +118,14 @@ def scoped(scope: Scope, request_digest: str) -> str:
 
 
 def plan(settings: CacheSettings, cache_control: str | None, key: ApiKey, kind: Kind,
-         requested: str, models: tuple[Model, ...], body: dict[str, Any]) -> Lookup:
+         requested: str, models: tuple[Model, ...], body: dict[str, Any],
+         headers: Mapping[str, str] | None = None) -> Lookup:
     if not settings.enabled:
         return Lookup("off")
     directives = {part.strip().lower() for part in (cache_control or "").split(",")}
     if "no-store" in directives:
         return Lookup("bypass")
-    request_digest = digest(kind, requested, models, body)
+    request_digest = digest(kind, requested, models, body, headers)
     own, shared = scopes(settings, key)
     mine = scoped(own, request_digest)
     if "no-cache" in directives:  # skip the lookup; the refresh is the caller's alone
@@ -148,20 +165,3 @@ async def put(store: Store, lookup: Lookup, model: str, answer: bytes) -> None:
     with contextlib.suppress(StoreDown):
         await store.set(lookup.writes, orjson.dumps(model) + b"\n" + answer, lookup.ttl_s,
                         overwrite=lookup.overwrites)
-
-
-def is_complete_chat(reply: dict[str, Any], length_ok: bool = True) -> bool:
-    """`length_ok` False: the gateway lowered max_tokens, so an answer cut by it is not the
-    answer to the request as the client sent it."""
-    reasons = COMPLETE_FINISH_REASONS if length_ok else COMPLETE_FINISH_REASONS - {"length"}
-    choices = reply.get("choices") or ()
-    return bool(choices) and all(c.get("finish_reason") in reasons for c in choices)
-
-
-def is_complete_embeddings(reply: dict[str, Any]) -> bool:
-    return bool(reply.get("data"))
-
-
-def is_complete(kind: Kind, reply: dict[str, Any], length_ok: bool = True) -> bool:
-    """Whether an answer is whole, and so may be cached."""
-    return is_complete_chat(reply, length_ok) if kind == "chat" else is_complete_embeddings(reply)

@@ -23,6 +23,7 @@ from gateway.auth import ANONYMOUS
 from gateway.cache import Lookup
 from gateway.config import ApiKey, Config, Model
 from gateway.errors import GatewayError
+from gateway.forms.base import StreamForm
 from gateway.money import cost, meter
 from gateway.money.meter import Metered
 from gateway.records.records import Record
@@ -61,6 +62,11 @@ class Context:
         self.trace = self.record.trace = Trace(requested=request.model, deadline=deadline,
                                                request_id=self.record.request_id)
 
+    def request_form(self) -> StreamForm:
+        """How the request's streamed answers are read."""
+        assert self.request is not None
+        return self.request.stream_form
+
     def headers(self, model: Model) -> dict[str, str]:
         attempts = len(self.trace.attempts) if self.trace else 0
         money = self.metered.headers if self.metered else {}
@@ -83,11 +89,11 @@ class Context:
         self.record.model = model.name
         self.record.budget_limited = self.metered.limited
         self.record.charged(usage, charged)
+        form = self.request.form
         if self.config.settings.log_content:
-            self.record.answer = reply.get("choices")
+            self.record.answer = form.shown(reply)
         answer = Answer.of(self.headers(model), reply)
-        if status == 200 and cache.is_complete(self.request.kind, reply,
-                                               length_ok=self.metered.limited is None):
+        if status == 200 and form.is_complete(reply, length_ok=self.metered.limited is None):
             await cache.put(self.services.store, self.lookup, model.name, answer.encoded())
         return answer
 

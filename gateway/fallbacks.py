@@ -15,14 +15,17 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from gateway import retries
 from gateway.config import Model
 from gateway.cooldown import Cooldowns
 from gateway.errors import ChainFailed, ClientGone, ProviderError
-from gateway.providers.base import Adapter
+from gateway.forms import openai
+from gateway.forms.base import StreamForm
+from gateway.providers import build
+from gateway.providers.base import Adapter, Speaker
 from gateway.request import Trace
 from gateway.schema import Settings
 
@@ -42,6 +45,14 @@ class Chain:
     cooldowns: Cooldowns
     trace: Trace
     gone: Callable[[], bool]  # whether the client has closed its connection
+    form: StreamForm = openai.CHAT  # how the answers are read (a stream's first token)
+    # The wire format models are spoken to in (providers/base.py), None: the gateway's own;
+    # and the client's headers of that format's API, for a native pass-through.
+    format: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def speaker(self, model: Model) -> Speaker:
+        return build.speaking(self.adapters[model.name], self.format, self.headers)
 
 
 @dataclass
@@ -154,16 +165,12 @@ async def _over_chain(chain: Chain, call: ModelCall[T]) -> tuple[Model, T]:
                       chain.trace.failures)
 
 
-# One adapter call that answers whole: Adapter.complete or Adapter.embed.
-AdapterCall = Callable[[Adapter, dict[str, Any]], Awaitable[dict[str, Any]]]
-
-
-async def _one_answer(chain: Chain, ask: AdapterCall,
-                      body_for: BodyFor) -> tuple[Model, dict[str, Any]]:
+async def _one_answer(chain: Chain, ask: Callable[[Model], Awaitable[dict[str, Any]]],
+                      ) -> tuple[Model, dict[str, Any]]:
     async def call(model: Model, turn: Turn) -> dict[str, Any]:
         try:
             async with asyncio.timeout(_call_timeout_s(chain, turn)):
-                return await ask(chain.adapters[model.name], body_for(model))
+                return await ask(model)
         except TimeoutError as exc:
             raise _timed_out(chain, turn, "answer") from exc
 
@@ -171,25 +178,20 @@ async def _one_answer(chain: Chain, ask: AdapterCall,
 
 
 async def complete(chain: Chain, body_for: BodyFor) -> tuple[Model, dict[str, Any]]:
-    """A chat answer, not streamed."""
-    return await _one_answer(chain, lambda adapter, body: adapter.complete(body), body_for)
+    """An answer, not streamed, in the chain's wire format."""
+    return await _one_answer(chain, lambda model: chain.speaker(model).complete(body_for(model)))
 
 
 async def embed(chain: Chain, body_for: BodyFor) -> tuple[Model, dict[str, Any]]:
-    return await _one_answer(chain, lambda adapter, body: adapter.embed(body), body_for)
-
-
-def has_token(chunk: dict[str, Any]) -> bool:
-    for choice in chunk.get("choices") or ():
-        delta = choice.get("delta") or {}
-        if delta.get("content") or delta.get("tool_calls"):
-            return True
-    return False
+    return await _one_answer(chain, lambda model: chain.adapters[model.name].embed(
+        body_for(model)))
 
 
 async def open_stream(chain: Chain, body_for: BodyFor) -> OpenStream:
+    has_token = chain.form.has_token
+
     async def call(model: Model, turn: Turn) -> OpenStream:
-        chunks = chain.adapters[model.name].stream(body_for(model))
+        chunks = chain.speaker(model).stream(body_for(model))
         head: list[dict[str, Any]] = []
         try:
             async with asyncio.timeout(_call_timeout_s(chain, turn)):

@@ -20,13 +20,16 @@ import time
 
 import orjson
 
-from gateway import cache, completions, fallbacks, routing, streaming
+from gateway import cache, fallbacks, routing, streaming
 from gateway.answer import Answer, Events
 from gateway.context import Context, status_of
-from gateway.errors import ProviderError
+from gateway.errors import ChainFailed, ProviderError
 from gateway.fallbacks import Chain, OpenStream
+from gateway.forms.base import Assembles
 from gateway.money import meter, watch
 from gateway.money.meter import Metered
+from gateway.providers import build
+from gateway.providers.base import ANTHROPIC_MESSAGES
 from gateway.request import Trace
 
 
@@ -41,12 +44,17 @@ async def serve(ctx: Context) -> Answer | Events:
 def _plan(ctx: Context) -> Chain:
     assert ctx.request is not None and ctx.trace is not None
     services, config, trace = ctx.services, ctx.config, ctx.trace
+    request = ctx.request
     models = routing.plan(config, ctx.key, trace.requested)
-    ctx.lookup = cache.plan(config.settings.cache, ctx.cache_control, ctx.key,
-                            ctx.request.kind, trace.requested, models, ctx.request.body)
+    ctx.lookup = cache.plan(config.settings.cache, ctx.cache_control, ctx.key, request.kind,
+                            trace.requested, models, request.body, request.headers)
     ctx.record.cache = ctx.lookup.state
-    return Chain(models, services.adapters.of(config), config.settings, services.cooldowns,
-                 trace, ctx.gone)
+    chain = Chain(models, services.adapters.of(config), config.settings, services.cooldowns,
+                  trace, ctx.gone)
+    if request.kind == "messages":  # spoken to every model as Anthropic's Messages API
+        chain.form, chain.format, chain.headers = (request.stream_form, ANTHROPIC_MESSAGES,
+                                                   request.headers)
+    return chain
 
 
 async def _reserved(ctx: Context, chain: Chain) -> Metered:
@@ -91,7 +99,7 @@ async def _assembled(ctx: Context, chain: Chain, metered: Metered) -> Answer:
     A failure after the first token is charged for what was made, then raised."""
     opened = await watch.watched(ctx.services.budgets, metered,
                                  await fallbacks.open_stream(chain, metered.body_for))
-    assembler = completions.Assembler()
+    assembler = chain.form.assembler()
     try:
         await _gather(opened, assembler, chain.trace)
     except BaseException as exc:  # what was made is charged and recorded, even if the client left
@@ -102,7 +110,7 @@ async def _assembled(ctx: Context, chain: Chain, metered: Metered) -> Answer:
     return await ctx.charge(opened.model, assembler.completion())
 
 
-async def _gather(opened: OpenStream, assembler: completions.Assembler, trace: Trace) -> None:
+async def _gather(opened: OpenStream, assembler: Assembles, trace: Trace) -> None:
     for chunk in opened.head:
         assembler.add(chunk)
     try:
@@ -131,3 +139,33 @@ async def _embeddings(ctx: Context) -> Answer:
     metered = await _reserved(ctx, chain)
     model, reply = await fallbacks.embed(chain, metered.body_for)
     return await ctx.charge(model, reply)
+
+
+async def count_tokens(ctx: Context) -> int:
+    """The input tokens of a Messages body on its chain's first model that answers: Anthropic's
+    own count for a Claude model, the gateway's tokenizer for any other. Not a model call:
+    nothing is reserved, charged or cached."""
+    assert ctx.request is not None and ctx.trace is not None
+    request = ctx.request
+    models = routing.plan(ctx.config, ctx.key, ctx.trace.requested)
+    adapters = ctx.services.adapters.of(ctx.config)
+    usable = [m for m in models if not m.unusable] or list(models)
+    for model in usable:
+        counter = build.in_format(adapters[model.name], ANTHROPIC_MESSAGES, request.headers)
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(max(ctx.trace.remaining_s(), 0.001)):
+                counted = await counter.count_tokens(request.body)
+        except TimeoutError:
+            ctx.trace.record(model, started, ProviderError(
+                "no count within the request's total_s", status=504, kind="transient",
+                timed_out=True))
+        except ProviderError as error:
+            ctx.trace.record(model, started, error)
+            if not error.falls_back:
+                raise
+        else:
+            ctx.trace.record(model, started, None)
+            return counted
+    raise ChainFailed(ctx.trace.requested, ctx.trace.attempts, ctx.trace.skipped,
+                      ctx.trace.failures)

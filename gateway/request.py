@@ -18,8 +18,12 @@ from typing import Any, Literal
 from gateway import output_limit
 from gateway.config import Model
 from gateway.errors import Attempt, ProviderError
+from gateway.forms import anthropic, openai
+from gateway.forms.base import Form, StreamForm
 
-Kind = Literal["chat", "embeddings"]
+Kind = Literal["chat", "embeddings", "messages"]
+FORMS: dict[Kind, Form] = {"chat": openai.CHAT, "embeddings": openai.EMBEDDINGS,
+                           "messages": anthropic.MESSAGES}
 CLIENT_LEFT = 499  # a request's status, as nginx logs it, when the client closed first
 
 
@@ -29,6 +33,21 @@ class GatewayRequest:
 
     kind: Kind
     body: dict[str, Any]
+    # Headers the provider is sent as the client sent them, on a native pass-through
+    # (anthropic-version, anthropic-beta); the surface chose them.
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def form(self) -> Form:
+        """How the gateway reads this request's answers."""
+        return FORMS[self.kind]
+
+    @property
+    def stream_form(self) -> StreamForm:
+        """The form of a request whose answers stream (not embeddings)."""
+        form = FORMS[self.kind]
+        assert isinstance(form, openai.Chat | anthropic.Messages), self.kind
+        return form
 
     @property
     def model(self) -> str:
@@ -43,22 +62,30 @@ class GatewayRequest:
     @property
     def include_usage(self) -> bool:
         """Whether a streaming client asked for the usage chunk (stream_options)."""
-        return self.stream and bool((self.body.get("stream_options") or {}).get("include_usage"))
+        return (self.kind == "chat" and self.stream
+                and bool((self.body.get("stream_options") or {}).get("include_usage")))
 
     @property
     def output_limit(self) -> int | None:
         """The output limit the client set, as the provider will read it."""
+        if self.kind == "messages":
+            limit = self.body.get("max_tokens")  # required: the surface checked it
+            return limit if isinstance(limit, int) else None
         return output_limit.asked(self.body)
 
     @property
     def n(self) -> int:
         """How many choices are asked for (the surface checked a given `n` is a positive int)."""
+        if self.kind != "chat":
+            return 1
         given = self.body.get("n")
         return given if isinstance(given, int) and not isinstance(given, bool) else 1
 
     @property
     def content(self) -> Any:
         """What the usage log keeps of the request with settings.log_content."""
+        if self.kind == "messages":
+            return {"system": self.body.get("system"), "messages": self.body.get("messages")}
         return self.body.get("messages") if self.kind == "chat" else self.body.get("input")
 
 

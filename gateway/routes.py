@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import orjson
 from starlette.requests import ClientDisconnect, Request
@@ -26,10 +25,13 @@ from gateway.records import records
 from gateway.server.overload import client_gone
 from gateway.services import Services
 from gateway.store import StoreDown
-from gateway.surfaces import openai_chat, openai_embeddings
+from gateway.surfaces import anthropic_messages, openai_chat, openai_embeddings
 from gateway.surfaces.base import Surface
 
 JSON = "application/json"
+# When a name "was released", which both model lists require: the epoch, as names of the
+# gateway's configuration have no such date.
+CREATED_AT = "1970-01-01T00:00:00Z"
 
 
 def _too_large(max_body_mb: float) -> PayloadTooLarge:
@@ -64,14 +66,15 @@ async def _serve(request: Request, surface: Surface) -> Response:
     request.state.surface = surface  # refusals from here on are rendered in its dialect
     services: Services = request.app.state.services
     # One configuration for the whole request, even across a reload.
-    ctx = Context(services, records.Record(request.state.request_id, services.config),
+    ctx = Context(services, records.Record(request.state.request_id, services.config,
+                                           surface=surface.name),
                   lambda: client_gone(request.receive), request.headers.get("cache-control"))
     try:
         ctx.key = auth.authenticate(request.headers, ctx.config)
         ctx.record.key = ctx.key.name
         settings = ctx.config.settings
         raw = await read_body(request, settings.max_body_mb, settings.timeouts.read_body_s)
-        ctx.asks(surface.parse(raw))
+        ctx.asks(surface.parse(raw, request.headers))
         request.state.trace = ctx.trace
         outcome = await pipeline.serve(ctx)
     except BaseException as exc:
@@ -97,24 +100,56 @@ async def embeddings(request: Request) -> Response:
     return await _serve(request, openai_embeddings.SURFACE)
 
 
+async def messages(request: Request) -> Response:
+    return await _serve(request, anthropic_messages.SURFACE)
+
+
+async def count_tokens(request: Request) -> Response:
+    """POST /v1/messages/count_tokens: as the first model of the chain counts the body."""
+    request.state.surface = anthropic_messages.SURFACE
+    services: Services = request.app.state.services
+    ctx = Context(services, records.Record(request.state.request_id, services.config,
+                                           surface="messages.count_tokens"))
+    try:
+        ctx.key = auth.authenticate(request.headers, ctx.config)
+        ctx.record.key = ctx.key.name
+        settings = ctx.config.settings
+        raw = await read_body(request, settings.max_body_mb, settings.timeouts.read_body_s)
+        ctx.asks(anthropic_messages.count_body(raw, request.headers))
+        request.state.trace = ctx.trace
+        counted = await pipeline.count_tokens(ctx)
+    except BaseException as exc:
+        ctx.close(status_of(exc))
+        raise
+    ctx.close(200)
+    return Response(orjson.dumps({"input_tokens": counted}), media_type=JSON)
+
+
+def _model(name: str) -> dict[str, object]:
+    """One name, in the fields both SDKs read: OpenAI's Model and Anthropic's ModelInfo."""
+    return {"id": name, "object": "model", "created": 0, "owned_by": "gateway",
+            "type": "model", "display_name": name, "created_at": CREATED_AT}
+
+
 async def list_models(request: Request) -> Response:
+    """GET /v1/models, a page both the OpenAI and the Anthropic SDK list (one page: all)."""
     config = request.app.state.services.config
     key = auth.authenticate(request.headers, config)
-    created = int(time.time())
-    data = [{"id": name, "object": "model", "created": created, "owned_by": "gateway"}
-            for name in routing.allowed_names(config, key)]
-    return Response(orjson.dumps({"object": "list", "data": data}), media_type=JSON)
+    data = [_model(name) for name in routing.allowed_names(config, key)]
+    body = {"object": "list", "data": data, "has_more": False,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None}
+    return Response(orjson.dumps(body), media_type=JSON)
 
 
 async def retrieve_model(request: Request) -> Response:
-    """GET /v1/models/{model} (the SDK's models.retrieve): refused as a chat request for
+    """GET /v1/models/{model} (the SDKs' models.retrieve): refused as a chat request for
     that name would be, so that a client can check a name before it asks."""
     config = request.app.state.services.config
     key = auth.authenticate(request.headers, config)
     name = request.path_params["model"]
     routing.plan(config, key, name)
-    body = {"id": name, "object": "model", "created": int(time.time()), "owned_by": "gateway"}
-    return Response(orjson.dumps(body), media_type=JSON)
+    return Response(orjson.dumps(_model(name)), media_type=JSON)
 
 
 async def key_budget(request: Request) -> Response:
@@ -157,6 +192,8 @@ def _not_ready(reason: str) -> Response:
 routes = [
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),
     Route("/v1/embeddings", embeddings, methods=["POST"]),
+    Route("/v1/messages", messages, methods=["POST"]),
+    Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
     Route("/v1/models", list_models, methods=["GET"]),
     Route("/v1/models/{model:path}", retrieve_model, methods=["GET"]),
     Route("/v1/budget", key_budget, methods=["GET"]),

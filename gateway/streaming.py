@@ -15,7 +15,6 @@ import contextlib
 import logging
 from typing import Any
 
-from gateway import completions
 from gateway.answer import Batches, Events
 from gateway.context import Context
 from gateway.errors import GatewayError, ProviderError
@@ -30,7 +29,7 @@ async def relay(opened: OpenStream, ctx: Context) -> Batches:
     that the cleanup below runs however the response ends, even if it is never sent."""
     assert ctx.trace is not None
     trace = ctx.trace
-    assembler = completions.Assembler()
+    assembler = ctx.request_form().assembler()
     status = CLIENT_LEFT
     try:
         for chunk in opened.head:
@@ -69,7 +68,7 @@ async def replay(completion: dict[str, Any], ctx: Context) -> Batches:
     """A cached answer as a stream, in one batch: it is all here already."""
     status = CLIENT_LEFT
     try:
-        yield list(completions.replay(completion))
+        yield list(ctx.request_form().replay(completion))
         status = 200
     finally:
         ctx.close(status)

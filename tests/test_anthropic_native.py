@@ -92,7 +92,7 @@ def test_a_messages_body_reaches_anthropic_as_written_and_its_answer_comes_back_
     async def call() -> dict[str, Any]:
         adapters = Adapters(config)
         try:
-            native = adapters.of(config)["claude"].native(ANTHROPIC_MESSAGES)
+            native = adapters.of(config)["claude"].native(ANTHROPIC_MESSAGES, {})
             assert native is not None
             return await native.complete(BODY)
         finally:
@@ -115,7 +115,7 @@ def test_a_streamed_messages_body_gets_anthropics_own_events_back(mock: MockProv
     async def call() -> list[dict[str, Any]]:
         adapters = Adapters(config)
         try:
-            native = adapters.of(config)["claude"].native(ANTHROPIC_MESSAGES)
+            native = adapters.of(config)["claude"].native(ANTHROPIC_MESSAGES, {})
             assert native is not None
             return [event async for event in native.stream({**BODY, "stream": True})]
         finally:
@@ -135,7 +135,7 @@ def test_only_the_anthropic_adapter_takes_a_messages_body_as_is(mock: MockProvid
     async def capabilities() -> dict[str, bool]:
         adapters = Adapters(config)
         try:
-            return {name: adapter.native(ANTHROPIC_MESSAGES) is not None
+            return {name: adapter.native(ANTHROPIC_MESSAGES, {}) is not None
                     for name, adapter in adapters.of(config).items()}
         finally:
             await adapters.close()

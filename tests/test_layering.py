@@ -18,7 +18,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("pure: the configuration and the rules read from it", {
         "config", "output_limit", "config_view", "widening", "auth", "routing", "cooldown",
         "retries", "request", "answer", "validation", "money.cost", "money.tokens",
-        "money.worst_case",
+        "money.worst_case", "forms.base", "forms.openai", "forms.anthropic",
     }),
     ("I/O: the store, money, cache, records, providers, the server's parts", {
         "store", "embedded_store", "money.ledger", "money.budget", "money.meter", "cache",
@@ -26,7 +26,8 @@ LAYERS: list[tuple[str, set[str]]] = [
         "providers.adapters",
         "providers.upstream", "providers.openai_compat", "providers.anthropic_api",
         "providers.anthropic_stream", "providers.anthropic_translate",
-        "providers.via_litellm", "server.overload", "server.logs", "server.accept_loop",
+        "providers.via_litellm", "providers.messages_translate", "providers.messages_via_chat",
+        "server.overload", "server.logs", "server.accept_loop",
     }),
     ("one request's path: what lives for the process, the chain, the context", {
         "services", "fallbacks", "money.watch", "context", "streaming",
@@ -34,7 +35,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("the request story", {"pipeline"}),
     ("surfaces: wire formats", {
         "surfaces.base", "surfaces.openai", "surfaces.openai_chat",
-        "surfaces.openai_embeddings",
+        "surfaces.openai_embeddings", "surfaces.anthropic", "surfaces.anthropic_messages",
     }),
     ("HTTP: routes, the app, reload", {
         "routes", "admin", "reload", "app", "server.http_protocol", "server.supervisor",

@@ -22,7 +22,7 @@ from gateway.records.usage_log import UsageLog
 from tests.conftest import RedisServer, sha, start_gateway, wait_for
 
 PRICE = "price: {input_per_mtok: 1000, output_per_mtok: 2000}"  # micro-USD a token: 1000, 2000
-FIELDS = {"ts", "request_id", "key", "requested", "model", "attempts", "stream", "cache",
+FIELDS = {"ts", "request_id", "key", "surface", "requested", "model", "attempts", "stream", "cache",
           "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
           "cache_write_1h_tokens", "cost_usd", "budget_limited", "latency_ms", "ttft_ms", "status"}
 MASTER_KEY = "sk-master-records"
@@ -125,6 +125,7 @@ def test_one_line_per_request_with_the_mocks_tokens_and_the_price(
     [line] = gw.lines(raw.headers["x-request-id"])
     assert set(line) == FIELDS
     assert line["key"] == "team-a" and line["requested"] == "main" and line["model"] == "pricey"
+    assert line["surface"] == "chat.completions"
     assert (line["input_tokens"], line["output_tokens"]) == (sent.input_tokens,
                                                              sent.output_tokens)
     expected_microusd = sent.input_tokens * 1000 + sent.output_tokens * 2000
@@ -223,9 +224,9 @@ def test_metrics_parse_and_move_as_requests_pass(gw: Running, mock: MockProvider
         return after.get(key, 0) - before.get(key, 0)
 
     assert moved("gateway_requests_total", requested="main", model="pricey", status="200",
-                 cache="bypass") == 3
+                 cache="bypass", surface="chat.completions") == 3
     assert moved("gateway_requests_total", requested="shaky", model="pricey", status="200",
-                 cache="bypass") == 1
+                 cache="bypass", surface="chat.completions") == 1
     assert moved("gateway_fallbacks_total", requested="shaky") == 1
     assert moved("gateway_provider_calls_total", model="broken", status="503") == 1
     assert moved("gateway_budget_refusals_total", key="tiny") == 1

@@ -17,7 +17,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-from gateway import output_limit
 from gateway.config import ApiKey, Config, Model
 from gateway.errors import BudgetExceeded, NotReady
 from gateway.money import budget, cost, tokens, worst_case
@@ -25,7 +24,6 @@ from gateway.money.budget import Budgets, Reservation
 from gateway.request import GatewayRequest
 from gateway.store import StoreDown
 
-Kind = Literal["chat", "embeddings"]
 COUNT_INLINE_CHARS = 32_768  # counting more text than this moves off the event loop
 WAIT_FIRST_S, WAIT_MAX_S = 0.02, 0.5  # pauses while waiting for other requests' holds
 WAIT_LAST_S = 0.25  # the last attempt's own time, once the wait is over
@@ -51,9 +49,8 @@ class Metered:
 
     def body_for(self, model: Model) -> dict[str, Any]:
         """The body as this model is sent it: the limit paid for, in the field it reads."""
-        if self.request.kind != "chat":
-            return self.request.body
-        return output_limit.with_limit(self.request.body, model, self.limits.get(model.name))
+        return self.request.form.with_limit(self.request.body, model,
+                                            self.limits.get(model.name))
 
     def input_estimate(self, model: Model) -> int:
         """Input tokens as the tally guesses them: the count, else CHARS_PER_TOKEN bytes a
@@ -74,9 +71,10 @@ class Metered:
             return None
         allowed = priced.choices * limit
         if priced.watched:
-            shown = tokens.output_tally(answer).bound()
+            form = self.request.form
+            shown = form.output_tally(answer).bound()
             allowed = min(allowed, shown.text_tokens + shown.fixed_tokens
-                          + PER_CHOICE * max(1, len(answer.get("choices") or ())))
+                          + PER_CHOICE * max(1, form.choices(answer)))
         return allowed
 
     @property
@@ -87,16 +85,10 @@ class Metered:
                 and not self.worst.covered(self.reservation.granted))
 
 
-def _tally(request: GatewayRequest) -> tokens.Tally:
-    if request.kind == "chat":
-        return tokens.chat_tally(request.body)
-    return tokens.embeddings_tally(request.body)
-
-
 async def counted_input(metered: Metered) -> tokens.Counted:
     """The input as the tokenizer counts it (counted now if it was not yet)."""
     if metered.counted is None:
-        metered.counted = await _exact(_tally(metered.request))
+        metered.counted = await _exact(metered.request.form.input_tally(metered.request.body))
     return metered.counted
 
 
@@ -109,7 +101,7 @@ async def _exact(tally: tokens.Tally) -> tokens.Counted:
 
 def _worst(config: Config, key: ApiKey, models: tuple[Model, ...], request: GatewayRequest,
            counted: tokens.Counted) -> worst_case.WorstCase:
-    if request.kind == "chat":
+    if request.kind != "embeddings":
         return worst_case.of_chat(models, request, counted,
                                   config.settings.budgets.output_slice_tokens,
                                   budget.budget_microusd(key) or 0)
@@ -138,7 +130,7 @@ async def reserve(budgets: Budgets, config: Config, key: ApiKey, models: tuple[M
     on_store_error = config.settings.budgets.on_store_error
     if budget.budget_microusd(key) is None:
         return Metered(Reservation(key, budget.today(), "", 0), request)
-    tally = _tally(request)
+    tally = request.form.input_tally(request.body)
     counted = None
     bound = tally.bound()
     # Priced on the byte bound first: most requests fit and are never tokenized.
@@ -168,7 +160,7 @@ async def reserve(budgets: Budgets, config: Config, key: ApiKey, models: tuple[M
         return Metered(Reservation(key, budget.today(), "", 0), request, counted=counted)
     metered = Metered(reservation, request, worst, counted, bound,
                       on_store_error=on_store_error, wait_s=config.settings.budgets.wait_s)
-    if request.kind == "chat":
+    if request.kind != "embeddings":
         metered.limits = worst.limits(reservation.granted)
         if (clamped := worst.clamped(reservation.granted)) is not None:
             metered.limited = "clamped"
@@ -179,35 +171,27 @@ async def reserve(budgets: Budgets, config: Config, key: ApiKey, models: tuple[M
 async def settle(budgets: Budgets, metered: Metered, model: Model,
                  answer: dict[str, Any]) -> tuple[cost.Usage, int]:
     """Charge the answer; sets the cost and remaining-budget headers. The usage and cost."""
-    reported = cost.usage_of(answer)
+    form = metered.request.form
+    reported = form.reported(answer)
     input_tokens = output_tokens = 0
     if reported.input_tokens is None:
         input_tokens = (await counted_input(metered)).for_model(model)
     if reported.output_tokens is None:
-        output_tokens = (await _exact(tokens.output_tally(answer))).for_model(model)
+        output_tokens = (await _exact(form.output_tally(answer))).for_model(model)
     usage = reported.complete(input_tokens, output_tokens)
     allowed = metered.output_allowed(model, answer)
     if allowed is not None and usage.output_tokens > allowed:
         # Past its limit, or past what it showed, a provider writes at its own expense.
         usage = dataclasses.replace(usage, output_tokens=allowed)
-        answer["usage"] = usage_body(usage)
+        form.set_usage(answer, usage)
     elif reported.input_tokens is None or reported.output_tokens is None:
-        answer["usage"] = usage_body(usage)  # what the client reads is what was charged
+        form.set_usage(answer, usage)  # what the client reads is what was charged
     charged = cost.of_usage(cost.rates(model.price), usage)
     budgets.settle(metered.reservation, charged)
     metered.headers["x-gateway-cost-usd"] = cost.usd(charged)
     if (left := metered.reservation.remaining_after(charged)) is not None:
         metered.headers["x-gateway-budget-remaining-usd"] = cost.usd(left)
     return usage, charged
-
-
-def usage_body(usage: cost.Usage) -> dict[str, Any]:
-    body: dict[str, Any] = {"prompt_tokens": usage.input_tokens,
-                            "completion_tokens": usage.output_tokens,
-                            "total_tokens": usage.input_tokens + usage.output_tokens}
-    if usage.cached_tokens:
-        body["prompt_tokens_details"] = {"cached_tokens": usage.cached_tokens}
-    return body
 
 
 def release(budgets: Budgets, metered: Metered) -> None:

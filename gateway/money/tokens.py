@@ -132,6 +132,38 @@ def chat_tally(body: dict[str, Any]) -> Tally:
     return tally
 
 
+def messages_tally(body: dict[str, Any]) -> Tally:
+    """An Anthropic Messages body: the system prompt, every block's text (a tool's input and
+    result, thinking, a document's data: all err high), images at PER_IMAGE, and the tools."""
+    tally = Tally()
+    _blocks_tally(tally, body.get("system"))
+    for message in body.get("messages") or ():
+        tally.fixed += PER_MESSAGE
+        _blocks_tally(tally, message.get("content") if isinstance(message, dict) else message)
+    if body.get("tools"):
+        tally.fixed += PER_TOOLS
+    for name in ("tools", "tool_choice"):
+        tally.text(body.get(name))
+    tally.fixed += PER_REPLY
+    return tally
+
+
+def _blocks_tally(tally: Tally, content: Any) -> None:
+    if not isinstance(content, list):
+        tally.text(content)
+        return
+    for block in content:
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "image":
+            tally.fixed += PER_IMAGE
+        elif kind == "text":
+            tally.text(block.get("text"))
+        elif kind == "tool_result":
+            _blocks_tally(tally, block.get("content"))
+        else:
+            tally.text(block)
+
+
 def embeddings_tally(body: dict[str, Any]) -> Tally:
     tally = Tally()
     given = body.get("input")

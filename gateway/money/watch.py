@@ -11,10 +11,11 @@ by a slice each time the count nears it (one batched round trip, off the
 stream's path); a chunk the reservation cannot pay for waits for that growth.
 When the budget has no more (after waiting `settings.budgets.wait_s` for
 other requests' holds to go), the first chunk it cannot pay for is not sent:
-the gateway closes the provider's stream and ends each unfinished choice with
-`finish_reason: "length"`. When the store does not answer for as long, the
-stream ends with an error event instead (on_store_error: refuse), or goes on
-unmetered (allow).
+the gateway closes the provider's stream and ends the answer as a provider
+ends one at its limit (each unfinished choice with `finish_reason: "length"`;
+an Anthropic message with `stop_reason: "max_tokens"`). When the store does
+not answer for as long, the stream ends with an error event instead
+(on_store_error: refuse), or goes on unmetered (allow).
 
 The tally is an estimate of what the request has used (the input, and the
 output at 3 characters a token, a byte a token outside ASCII: high for prose,
@@ -45,21 +46,6 @@ TALLY_BYTES = 512
 CHARS_PER_TOKEN = meter.CHARS_PER_TOKEN
 
 
-def output_texts(chunk: dict[str, Any]) -> list[str]:
-    """The text a chunk adds to the answer: content, reasoning, refusals, tool calls."""
-    texts: list[str] = []
-    for choice in chunk.get("choices") or ():
-        for name, value in (choice.get("delta") or {}).items():
-            if name == "tool_calls":
-                for call in value or ():
-                    function = (call.get("function") or {}) if isinstance(call, dict) else {}
-                    texts += [v for v in (function.get("name"), function.get("arguments"))
-                              if isinstance(v, str)]
-            elif name != "role" and isinstance(value, str):
-                texts.append(value)
-    return texts
-
-
 class Watch:
     """One metered answer's output against its reservation; `start` gives the stream."""
 
@@ -81,9 +67,8 @@ class Watch:
         self.exhausted = False  # the budget had no more for it
         self.store_down = False  # the last growth found the store not answering
         self.unmetered = False  # the store went down, and on_store_error is allow
-        self.started: set[int] = set()
-        self.finished: set[int] = set()
-        self.last: dict[str, Any] = {}
+        form = metered.request.stream_form
+        self.output_texts, self.ending = form.output_texts, form.ending()
 
     async def start(self, opened: OpenStream) -> OpenStream:
         """The stream as the client gets it; its head (up to the first token) is held to
@@ -113,7 +98,7 @@ class Watch:
 
     async def _admit(self, chunk: dict[str, Any]) -> bool:
         """Count the chunk; whether the reservation pays for the output with it."""
-        texts = output_texts(chunk)
+        texts = self.output_texts(chunk)
         self._add(chunk, texts)
         if texts and self.counted is not None:
             self.counted = self.counted + await self._count(texts)
@@ -147,12 +132,7 @@ class Watch:
                 self.ascii += len(text)
             else:
                 self.other += len(text.encode())
-        for choice in chunk.get("choices") or ():
-            index = choice.get("index", 0)
-            self.started.add(index)
-            if choice.get("finish_reason"):
-                self.finished.add(index)
-        self.last = chunk
+        self.ending.add(chunk)
 
     def _tally(self) -> None:
         self.tallied_bytes = self.ascii + self.other
@@ -252,15 +232,11 @@ class Watch:
         return blocked
 
     def _cut(self) -> list[dict[str, Any]]:
-        """The end of an answer the budget cannot pay more of: each unfinished choice stops
-        with finish_reason "length", as if the provider had reached a limit."""
+        """The end of an answer the budget cannot pay more of, as if the provider had
+        reached a limit (finish_reason "length"; stop_reason "max_tokens")."""
         self.metered.limited = "cut"
         self.metered.headers["x-gateway-budget-cut"] = "true"
-        head: dict[str, Any] = {k: self.last[k] for k in ("id", "created", "model")
-                                if k in self.last}
-        return [{**head, "object": "chat.completion.chunk",
-                 "choices": [{"index": index, "delta": {}, "finish_reason": "length"}]}
-                for index in sorted(self.started - self.finished) or [0]]
+        return self.ending.cut()
 
 
 async def _nothing() -> AsyncGenerator[dict[str, Any], None]:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 from gateway import output_limit
 from gateway.config import Model
 from gateway.errors import ProviderError, identifier, kind_for_status, provider_reason
+from gateway.forms.anthropic import UNSIGNED
 from gateway.providers import anthropic_translate, upstream
 from gateway.providers.anthropic_stream import (
     ERROR_STATUSES,
@@ -20,13 +21,45 @@ from gateway.providers.base import ANTHROPIC_MESSAGES, NativeAdapter
 from gateway.providers.sessions import Session
 
 API_VERSION = "2023-06-01"
+# What POST /v1/messages/count_tokens takes of a Messages body (it refuses max_tokens, stream).
+COUNT_FIELDS = frozenset({"messages", "model", "system", "thinking", "tool_choice", "tools",
+                          "output_config", "cache_control", "speed", "mcp_servers",
+                          "context_management"})
 # Anthropic says a too-long prompt only in words; no structured code exists for it.
 OVERFLOW_PREFIX = "prompt is too long"
 
 
-def _headers(model: Model) -> dict[str, str]:
-    return {"content-type": "application/json", "anthropic-version": API_VERSION,
-            "x-api-key": model.provider.api_key or "", **model.provider.headers}
+def _headers(model: Model, client: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The provider's headers; on a pass-through, the client's anthropic-version, and its
+    anthropic-beta joined to any the operator set. Every beta goes to Anthropic's own API
+    (which ignores none it does not know; Bedrock and Vertex would refuse them, and reach
+    Claude through litellm's translation, which sends none)."""
+    client = client or {}
+    headers = {"content-type": "application/json",
+               "anthropic-version": client.get("anthropic-version") or API_VERSION,
+               "x-api-key": model.provider.api_key or "", **model.provider.headers}
+    betas = [b.strip() for value in (client.get("anthropic-beta"),
+                                     model.provider.headers.get("anthropic-beta"))
+             for b in (value or "").split(",") if b.strip()]
+    if betas:
+        headers["anthropic-beta"] = ",".join(dict.fromkeys(betas))
+    return headers
+
+
+def _own_history(body: dict[str, Any]) -> dict[str, Any]:
+    """The body without the thinking blocks the gateway made when it translated another
+    provider's reasoning: Anthropic would refuse their signature (a 400 others shipped)."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not any(
+            isinstance(m, dict) and isinstance(m.get("content"), list)
+            and any(isinstance(b, dict) and b.get("signature") == UNSIGNED for b in m["content"])
+            for m in messages):
+        return body
+    kept = [{**m, "content": [b for b in m["content"] if not (
+        isinstance(b, dict) and b.get("signature") == UNSIGNED)]}
+        if isinstance(m, dict) and isinstance(m.get("content"), list) else m
+        for m in messages]
+    return {**body, "messages": kept}
 
 
 def read_error(status: int, body: Any, headers: dict[str, str]) -> ProviderError:
@@ -88,8 +121,10 @@ class AnthropicAPI:
         raise ProviderError(f"{self.model.name} is an Anthropic model, and Anthropic serves no "
                             "embeddings; ask for an embedding model", status=400, kind="client")
 
-    def native(self, format: str) -> NativeAdapter | None:
-        return self._native if format == ANTHROPIC_MESSAGES else None
+    def native(self, format: str, headers: Mapping[str, str]) -> NativeAdapter | None:
+        if format != ANTHROPIC_MESSAGES:
+            return None
+        return AnthropicMessages(self.model, self._session, headers) if headers else self._native
 
     async def close(self) -> None:
         await self._session.release()
@@ -99,13 +134,14 @@ class AnthropicMessages:
     """A NativeAdapter: an Anthropic Messages body sent as is, but for `model`, and the
     provider's message or events handed back as they came, but for `model` again."""
 
-    def __init__(self, model: Model, session: Session):
+    def __init__(self, model: Model, session: Session,
+                 client_headers: Mapping[str, str] | None = None):
         self.model = model
         self._session = session
-        self._headers = _headers(model)
+        self._headers = _headers(model, client_headers)
 
     async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
-        request = {**body, "model": self.model.provider_model}
+        request = {**_own_history(body), "model": self.model.provider_model}
         if request.get("stream"):
             request["stream"] = False  # asked for one message, not events
         message = await self.send(request)
@@ -113,13 +149,28 @@ class AnthropicMessages:
         return message
 
     async def stream(self, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
-        events = self.events({**body, "model": self.model.provider_model, "stream": True})
+        events = self.events({**_own_history(body), "model": self.model.provider_model,
+                              "stream": True})
         async with contextlib.aclosing(events):
             async for event in events:
                 if event.get("type") == "message_start" and isinstance(
                         event.get("message"), dict):
                     event["message"]["model"] = self.model.name
                 yield event
+
+    async def count_tokens(self, body: dict[str, Any]) -> int:
+        """Anthropic's own count of the body's input tokens."""
+        model = self.model
+        request = {k: v for k, v in _own_history(body).items() if k in COUNT_FIELDS}
+        request["model"] = model.provider_model
+        answer = await upstream.post_json(self._session.http, _url(model) + "/count_tokens",
+                                          self._headers, request, model.name, read_error,
+                                          model.provider.max_response_bytes)
+        counted = answer.get("input_tokens") if isinstance(answer, dict) else None
+        if not isinstance(counted, int) or isinstance(counted, bool) or counted < 0:
+            raise ProviderError(f"{model.name}'s provider answered count_tokens without a "
+                                "count", status=502, kind="transient")
+        return counted
 
     async def send(self, request: dict[str, Any]) -> dict[str, Any]:
         """One Messages request, not streamed: the message, checked to be one."""

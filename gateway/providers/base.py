@@ -9,16 +9,18 @@ body, and answers in OpenAI's shapes:
     await embed(body)     -> an embeddings list
 and raises only ProviderError (or InvalidRequest for a body it cannot translate).
 
-An adapter may also take a body in another wire format as is: `native(format)`
-answers an object that sends such a body unchanged but for `model`, and hands back
-the provider's own answer and events, so that nothing the client wrote or the
-provider sent is lost in translation; None when it cannot. Formats are named
-"<provider>.<api>", as in ANTHROPIC_MESSAGES.
+An adapter may also take a body in another wire format as is: `native(format,
+headers)` answers an object that sends such a body unchanged but for `model` (with
+those of the client's headers the provider's API reads, such as anthropic-beta),
+and hands back the provider's own answer and events, so that nothing the client
+wrote or the provider sent is lost in translation; None when it cannot. Formats are
+named "<provider>.<api>", as in ANTHROPIC_MESSAGES. Where no adapter of a model
+takes a format natively, a translation onto its chat calls does (adapters.speaking).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any, Protocol
 
 from gateway.config import Model
@@ -26,8 +28,20 @@ from gateway.config import Model
 ANTHROPIC_MESSAGES = "anthropic.messages"  # a body of Anthropic's POST /v1/messages
 
 
-class NativeAdapter(Protocol):
+class Speaker(Protocol):
+    """What the chain calls: one model's provider, in the request's wire format."""
+
+    async def complete(self, body: dict[str, Any]) -> dict[str, Any]: ...
+
+    def stream(self, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]: ...
+
+
+class NativeAdapter(Speaker, Protocol):
     """One model's provider, spoken to in its own wire format."""
+
+    async def count_tokens(self, body: dict[str, Any]) -> int:
+        """The input tokens of the body, as the provider (or the gateway) counts them."""
+        ...
 
     async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
         """The provider's answer, as it sent it but for `model` (the router.yaml name)."""
@@ -52,8 +66,9 @@ class Adapter(Protocol):
 
     async def embed(self, body: dict[str, Any]) -> dict[str, Any]: ...
 
-    def native(self, format: str) -> NativeAdapter | None:
-        """What takes a body of wire format `format` as is, or None if nothing here does."""
+    def native(self, format: str, headers: Mapping[str, str]) -> NativeAdapter | None:
+        """What takes a body of wire format `format` as is, with the client's `headers` of
+        that API, or None if nothing here does."""
         ...
 
     async def close(self) -> None:

@@ -1,12 +1,14 @@
-"""Which adapter serves a model: the fast path for the types it knows, litellm for the rest."""
+"""Which adapter serves a model: the fast path for the types it knows, litellm for the rest;
+and what speaks another wire format to it: its own native pass-through, else a translation."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from gateway.config import Model
 from gateway.providers.anthropic_api import AnthropicAPI
-from gateway.providers.base import Adapter
+from gateway.providers.base import ANTHROPIC_MESSAGES, Adapter, NativeAdapter, Speaker
+from gateway.providers.messages_via_chat import MessagesViaChat
 from gateway.providers.openai_compat import OpenAICompat
 from gateway.providers.sessions import Session, Sessions
 from gateway.schema import TimeoutSettings
@@ -25,6 +27,22 @@ def adapter(model: Model, timeouts: TimeoutSettings, sessions: Sessions) -> Adap
 
         return ViaLitellm(model)
     return fast(model, sessions.take(model.provider.api_base, timeouts))
+
+
+# A wire format no adapter of a model takes natively, translated onto its chat calls.
+TRANSLATIONS: dict[str, Callable[[Adapter], NativeAdapter]] = {
+    ANTHROPIC_MESSAGES: MessagesViaChat}
+
+
+def in_format(adapter: Adapter, format: str, headers: Mapping[str, str]) -> NativeAdapter:
+    """The model spoken to in `format`: its native pass-through, else the translation."""
+    return adapter.native(format, headers) or TRANSLATIONS[format](adapter)
+
+
+def speaking(adapter: Adapter, format: str | None, headers: Mapping[str, str]) -> Speaker:
+    """What the chain calls for this model: the adapter itself in the gateway's own form
+    (format None), or the model in `format`."""
+    return adapter if format is None else in_format(adapter, format, headers)
 
 
 def needs_litellm(models: Iterable[Model]) -> bool:

@@ -7,7 +7,7 @@ reach the provider; only `model` is rewritten, both ways.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 import orjson
@@ -114,7 +114,7 @@ class OpenAICompat:
             raise ProviderError(f"{model.name}'s stream ended before its answer did",
                                 status=502, kind="transient")
 
-    def native(self, format: str) -> NativeAdapter | None:
+    def native(self, format: str, headers: Mapping[str, str]) -> NativeAdapter | None:
         return None  # the OpenAI chat body is already what it takes as is
 
     async def close(self) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from types import ModuleType
 from typing import Any
 
@@ -154,7 +154,7 @@ class ViaLitellm:
         except openai.OpenAIError as exc:
             raise _translate(exc, model, litellm) from exc
 
-    def native(self, format: str) -> NativeAdapter | None:
+    def native(self, format: str, headers: Mapping[str, str]) -> NativeAdapter | None:
         return None  # litellm's translation is to and from OpenAI's shapes only
 
     async def close(self) -> None:

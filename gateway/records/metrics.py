@@ -30,8 +30,8 @@ class Metrics:
         r = self.registry = CollectorRegistry()
         self.requests = Counter(
             "gateway_requests", "Requests answered, by what was asked, the model that served, "
-            "the HTTP status and the cache result", ["requested", "model", "status", "cache"],
-            registry=r)
+            "the HTTP status, the cache result and the inbound API (surface)",
+            ["requested", "model", "status", "cache", "surface"], registry=r)
         self.latency = Histogram(
             "gateway_request_duration_seconds", "From the request's arrival to its last byte",
             ["requested"], buckets=LATENCY_BUCKETS_S, registry=r)

@@ -33,6 +33,7 @@ class Record:
     ts: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="milliseconds"))
     started: float = field(default_factory=time.perf_counter)
     key: str | None = None
+    surface: str = "none"  # the inbound API: chat.completions, embeddings, messages...
     requested: str | None = None
     stream: bool = False
     cache: str = "off"
@@ -70,7 +71,8 @@ class Records:
         m, config = self.metrics, record.config
         name = record.requested
         requested = name if name in config.tiers or name in config.models else "unknown"
-        m.requests.labels(requested, record.model or "none", str(status), record.cache).inc()
+        m.requests.labels(requested, record.model or "none", str(status), record.cache,
+                          record.surface).inc()
         m.latency.labels(requested).observe(ended - record.started)
         if record.first_token_at is not None:
             m.ttft.labels(requested).observe(record.first_token_at - record.started)
@@ -141,6 +143,7 @@ def _line(record: Record, status: int, ended: float) -> dict[str, Any]:
         "ts": record.ts,
         "request_id": record.request_id,
         "key": record.key,
+        "surface": record.surface,
         "requested": _requested(record),
         "model": record.model,
         "attempts": [{"model": a.model, "status": a.status, "error": a.error,

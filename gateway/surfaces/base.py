@@ -8,7 +8,7 @@ of one API never gets another API's error shape.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Protocol
 
 from gateway.answer import Answer, Events
@@ -17,8 +17,11 @@ from gateway.request import GatewayRequest
 
 
 class Surface(Protocol):
-    def parse(self, raw: bytes) -> GatewayRequest:
-        """The body as the gateway's request; InvalidRequest says what to fix."""
+    name: str  # the inbound API, as the usage log and the metrics name it
+
+    def parse(self, raw: bytes, headers: Mapping[str, str]) -> GatewayRequest:
+        """The body (with the request's headers) as the gateway's request; InvalidRequest
+        says what to fix."""
         ...
 
     def answer(self, request: GatewayRequest, answer: Answer) -> bytes:

@@ -8,7 +8,7 @@ for it (`stream_options.include_usage`).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from gateway import validation
@@ -19,7 +19,9 @@ from gateway.surfaces import openai
 
 
 class OpenAIChat:
-    def parse(self, raw: bytes) -> GatewayRequest:
+    name = "chat.completions"
+
+    def parse(self, raw: bytes, headers: Mapping[str, str]) -> GatewayRequest:
         return GatewayRequest("chat", validation.parse_chat(raw))
 
     def answer(self, request: GatewayRequest, answer: Answer) -> bytes:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 from gateway import validation
 from gateway.answer import Answer, Events
@@ -12,7 +12,9 @@ from gateway.surfaces import openai
 
 
 class OpenAIEmbeddings:
-    def parse(self, raw: bytes) -> GatewayRequest:
+    name = "embeddings"
+
+    def parse(self, raw: bytes, headers: Mapping[str, str]) -> GatewayRequest:
         return GatewayRequest("embeddings", validation.parse_embeddings(raw))
 
     def answer(self, request: GatewayRequest, answer: Answer) -> bytes:

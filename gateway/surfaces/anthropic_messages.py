@@ -1,0 +1,93 @@
+"""Anthropic Messages, inbound (POST /v1/messages): Claude Code's API, and the Anthropic SDK's.
+
+The body stays in Anthropic's form from here to the provider and back: an
+Anthropic model is sent it as written (providers/anthropic_api.py), any other
+model through a translation onto its chat calls (providers/messages_via_chat.py);
+the gateway reads answers through forms/anthropic.py. So parsing checks only
+what the gateway itself acts on (the model, the output limit, the stream flag)
+and what every model needs; the provider checks the rest, and its refusal of a
+field reaches the client with the provider's words.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import orjson
+
+from gateway.answer import Answer, Events
+from gateway.errors import GatewayError, InvalidRequest
+from gateway.request import GatewayRequest
+from gateway.surfaces import anthropic
+
+# The client's headers of this API that reach an Anthropic provider as sent.
+PASSED_HEADERS = ("anthropic-version", "anthropic-beta")
+
+
+def parse(raw: bytes, headers: Mapping[str, str]) -> GatewayRequest:
+    """The body, checked for what the gateway reads of it."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"the body is not valid JSON ({exc}); send a JSON object") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("the body must be a JSON object")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequest("model: a string is required (a tier or a model of the gateway)",
+                             param="model")
+    limit = body.get("max_tokens")
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        raise InvalidRequest("max_tokens: a positive integer is required", param="max_tokens")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest("messages: a non-empty list of messages is required",
+                             param="messages")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
+            raise InvalidRequest(f"messages.{i}.role: must be 'user' or 'assistant' (a system "
+                                 "prompt goes in the top-level 'system')", param="messages")
+        if not isinstance(message.get("content"), str | list):
+            raise InvalidRequest(f"messages.{i}.content: a string or a list of content blocks "
+                                 "is required", param="messages")
+    if "stream" in body and not isinstance(body["stream"], bool):
+        raise InvalidRequest("stream: must be true or false", param="stream")
+    passed = {name: value for name in PASSED_HEADERS if (value := headers.get(name))}
+    return GatewayRequest("messages", body, passed)
+
+
+class AnthropicMessages:
+    name = "messages"
+
+    def parse(self, raw: bytes, headers: Mapping[str, str]) -> GatewayRequest:
+        return parse(raw, headers)
+
+    def answer(self, request: GatewayRequest, answer: Answer) -> bytes:
+        return answer.encoded()
+
+    async def events(self, request: GatewayRequest, events: Events) -> AsyncIterator[bytes]:
+        try:
+            async for batch in events.batches:
+                yield b"".join(anthropic.sse_event(event) for event in batch)
+        except GatewayError as error:  # after the stream began: one more event says why
+            yield anthropic.sse_event(anthropic.error_object(error))
+        finally:
+            await events.batches.aclose()
+
+    def error(self, error: GatewayError) -> bytes:
+        return anthropic.error_json(error)
+
+
+def count_body(raw: bytes, headers: Mapping[str, str]) -> GatewayRequest:
+    """A count_tokens body: a Messages body without max_tokens (none is needed to count)."""
+    try:
+        body: Any = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"the body is not valid JSON ({exc}); send a JSON object") from None
+    if isinstance(body, dict):
+        body = {**body, "max_tokens": 1}
+    return parse(orjson.dumps(body), headers)
+
+
+SURFACE = AnthropicMessages()
