@@ -435,6 +435,18 @@ def test_the_finish_waits_for_the_usage_chunk_that_openai_sends_after_it() -> No
     assert at_usage[0]["usage"]["output_tokens"] == 57
 
 
+def test_running_usage_before_the_finish_is_not_taken_for_the_final_one() -> None:
+    """vLLM's continuous usage stats: every chunk carries the counts so far."""
+    *chunks, finish, last = completions.replay(COMPLETION)
+    for n, chunk in enumerate(chunks):
+        chunk["usage"] = {"prompt_tokens": 2100, "completion_tokens": n}
+
+    events = stream_of([*chunks, finish, last])
+
+    assert events[-2]["usage"]["output_tokens"] == 57
+    assert [e["type"] for e in events].count("message_delta") == 1
+
+
 def test_fragmented_tool_calls_and_text_stream_as_the_mock_sends_them() -> None:
     """Text word by word, then two tool calls whose arguments come 8 characters at a time,
     as OpenAI streams them."""

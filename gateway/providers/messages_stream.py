@@ -51,8 +51,9 @@ class EventTranslator:
                     events += self._finish(choice["finish_reason"])
         if isinstance(chunk.get("usage"), dict):
             self._usage = chunk["usage"]
-        if self._stop_reason is not None and self._usage is not None:
-            events += self._end(self._usage)
+            # Usage sent before the finish (vLLM's running counts) is not yet the final one.
+            if self._stop_reason is not None:
+                events += self._end(self._usage)
         return events
 
     def close(self, estimated_usage: dict[str, Any]) -> list[dict[str, Any]]:
