@@ -15,6 +15,7 @@ import orjson
 import pytest
 from anthropic.lib.streaming._messages import accumulate_event
 from anthropic.types import Message, RawMessageStreamEvent
+from anthropic.types.message_create_params import MessageCreateParamsNonStreaming
 from openai.types.chat.completion_create_params import CompletionCreateParamsStreaming
 from pydantic import TypeAdapter
 
@@ -24,6 +25,7 @@ from gateway.demo import mockwire
 from gateway.demo.mockprovider import MockProvider, Step
 from gateway.errors import InvalidRequest, ProviderError
 from gateway.providers.adapters import Adapters
+from gateway.providers.anthropic_translate import openai_usage
 from gateway.providers.messages_stream import EventTranslator
 from gateway.providers.messages_translate import UNSIGNED, from_chat, to_chat
 from gateway.providers.messages_via_chat import MessagesViaChat
@@ -31,6 +33,7 @@ from tests.conftest import sha
 
 EVENT: TypeAdapter[Any] = TypeAdapter(RawMessageStreamEvent)
 CHAT_REQUEST: TypeAdapter[Any] = TypeAdapter(CompletionCreateParamsStreaming)
+MESSAGES_REQUEST: TypeAdapter[Any] = TypeAdapter(MessageCreateParamsNonStreaming)
 SIGNATURE = "EqQBCkYIBhgCIkDsignedbyanthropic="
 USER_ID = ("user_8c1f3b2a9d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a"
            "_account__session_2f6a1c3e-9b7d-4e2a-8c5f-1d3b5a7c9e0f")
@@ -146,6 +149,7 @@ def stream_of(chunks: list[dict[str, Any]], thinking: bool = False,
 # --- requests --------------------------------------------------------------------------
 
 def test_a_claude_code_turn_becomes_the_chat_body_an_openai_model_takes() -> None:
+    MESSAGES_REQUEST.validate_python(CLAUDE_CODE)  # a body the Anthropic SDK could send
     chat = to_chat(CLAUDE_CODE, GPT)
 
     assert chat == {
@@ -213,6 +217,7 @@ def test_tool_results_come_right_after_the_calls_errors_marked_and_their_images_
                 {"type": "image", "source": {"type": "base64", "media_type": "image/png",
                                              "data": png}}]}]}]}
 
+    MESSAGES_REQUEST.validate_python({**body, "model": "smart"})
     messages = to_chat(body, GPT)["messages"]
 
     assert messages[2:] == [
@@ -236,6 +241,7 @@ def test_images_and_pdfs_become_openai_content_parts() -> None:
         {"type": "document", "source": {"type": "text", "media_type": "text/plain",
                                         "data": "plain words"}},
         {"type": "text", "text": "Compare them."}]}]}
+    MESSAGES_REQUEST.validate_python({**body, "model": "smart"})
 
     chat = to_chat(body, GPT)
 
@@ -363,6 +369,16 @@ def test_reasoning_is_shown_only_to_a_client_that_asked_for_thinking() -> None:
     message = from_chat(COMPLETION, "gpt", thinking=False)
 
     assert [block["type"] for block in message["content"]] == ["text", "tool_use", "tool_use"]
+
+
+def test_cache_writes_named_by_the_adapter_keep_their_place_in_the_usage() -> None:
+    """Adapters that know cache writes (the Anthropic one, litellm) name them in
+    prompt_tokens_details; Anthropic's usage counts them apart from input_tokens."""
+    anthropic_usage = {"input_tokens": 12, "output_tokens": 9,
+                       "cache_creation_input_tokens": 40, "cache_read_input_tokens": 100}
+    completion = {**COMPLETION, "usage": openai_usage(anthropic_usage)}
+
+    assert valid(from_chat(completion, "gpt", thinking=False))["usage"] == anthropic_usage
 
 
 @pytest.mark.parametrize(("finish", "stop"), [
