@@ -75,9 +75,11 @@ def to_chat(body: dict[str, Any], model: Model) -> dict[str, Any]:
     for name in ("temperature", "top_p"):
         if body.get(name) is not None:
             chat[name] = body[name]
-    if body.get("stop_sequences"):
-        chat["stop"] = list(body["stop_sequences"])
-    user = (body.get("metadata") or {}).get("user_id")
+    stop = body.get("stop_sequences")
+    if stop:
+        chat["stop"] = [stop] if isinstance(stop, str) else list(stop)
+    metadata = body.get("metadata")
+    user = metadata.get("user_id") if isinstance(metadata, dict) else None
     if isinstance(user, str) and user:
         chat["user"] = user if len(user) <= MAX_USER_CHARS else hashlib.sha256(
             user.encode()).hexdigest()
