@@ -1,0 +1,150 @@
+"""OpenAI `chat.completion.chunk`s -> Anthropic's stream events, without I/O.
+
+The reverse of anthropic_stream.py. Anthropic's order: message_start (its usage
+with the input tokens: the caller counts them before the stream opens, since a
+chat provider reports them only at the end), ping, then one content block at a
+time (start, deltas, stop; indexes from 0), message_delta with the stop reason
+and the final usage, message_stop. Thinking and text stream as they come. Tool
+calls are held until the choice finishes and sent whole, each as one block: a
+provider may interleave the fragments of parallel calls, and Anthropic's SDK
+fails a stream whose tool input is not JSON, so their arguments are checked
+first (tool_input), as in the non-streamed answer. OpenAI sends the usage chunk
+after the finish_reason one, so message_delta waits for it (or for `close`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from gateway.providers import messages_translate as translate
+
+
+class EventTranslator:
+    """Feed it each chunk of one chat stream; it returns the events that chunk produces.
+    `close` ends the message when the stream ended without a usage chunk."""
+
+    def __init__(self, model_name: str, input_tokens: int, thinking: bool):
+        self.model_name = model_name
+        self.input_tokens = input_tokens
+        self.thinking = thinking
+        self.finished = False  # message_stop sent
+        self._started = False
+        self._index = -1  # of the last block started
+        self._open: str | None = None  # the open block: "text" | "thinking"
+        self._calls: dict[int, dict[str, str]] = {}  # OpenAI tool_calls index -> the call
+        self._stop_reason: str | None = None  # the choice finished
+        self._refused = False
+        self._usage: dict[str, Any] | None = None
+
+    def feed(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
+        if self.finished:
+            return []
+        events = [] if self._started else self._start(chunk)
+        for choice in chunk.get("choices") or ():
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                continue  # one choice is asked for
+            if self._stop_reason is None:
+                events += self._delta(choice.get("delta") or {})
+                if choice.get("finish_reason"):
+                    events += self._finish(choice["finish_reason"])
+        if isinstance(chunk.get("usage"), dict):
+            self._usage = chunk["usage"]
+            # Usage sent before the finish (vLLM's running counts) is not yet the final one.
+            if self._stop_reason is not None:
+                events += self._end(self._usage)
+        return events
+
+    def close(self, estimated_usage: dict[str, Any]) -> list[dict[str, Any]]:
+        """The events that end the message, with `estimated_usage` (OpenAI's shape) unless
+        the provider sent its own: for a stream that ended without a usage chunk."""
+        if self.finished:
+            return []
+        events = [] if self._started else self._start({})
+        if self._stop_reason is None:
+            events += self._finish("stop")
+        return events + self._end(self._usage or estimated_usage)
+
+    def _start(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
+        self._started = True
+        message: dict[str, Any] = {"id": translate.message_id(chunk.get("id")), "type": "message",
+                   "role": "assistant", "model": self.model_name, "content": [],
+                   "stop_reason": None, "stop_sequence": None,
+                   "usage": {"input_tokens": self.input_tokens, "output_tokens": 0,
+                             "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}
+        return [{"type": "message_start", "message": message}, {"type": "ping"}]
+
+    def _delta(self, delta: dict[str, Any]) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = []
+        reasoning = translate.reasoning_of(delta)
+        if reasoning and self.thinking:
+            events += self._into("thinking")
+            events.append(self._block_delta({"type": "thinking_delta", "thinking": reasoning}))
+        refusal = translate.text_of(delta.get("refusal"))
+        self._refused = self._refused or bool(refusal)
+        text = translate.text_of(delta.get("content")) + refusal
+        if text:
+            events += self._into("text")
+            events.append(self._block_delta({"type": "text_delta", "text": text}))
+        for call in delta.get("tool_calls") or ():
+            if isinstance(call, dict):
+                self._add_call(call)
+        return events
+
+    def _add_call(self, fragment: dict[str, Any]) -> None:
+        """Joined as completions.Assembler joins them, so both ways agree."""
+        call = self._calls.setdefault(fragment.get("index", 0),
+                                      {"id": "", "name": "", "arguments": ""})
+        if fragment.get("id"):
+            call["id"] = str(fragment["id"])
+        function = fragment.get("function") or {}
+        call["name"] += str(function.get("name") or "")
+        call["arguments"] += str(function.get("arguments") or "")
+
+    def _finish(self, finish_reason: Any) -> list[dict[str, Any]]:
+        events = self._into(None)
+        for position in sorted(self._calls):
+            call = self._calls[position]
+            block = translate.tool_use({"id": call["id"], "function": call})
+            arguments = orjson.dumps(block["input"]).decode()
+            events += self._started_block({**block, "input": {}})
+            events.append(self._block_delta({"type": "input_json_delta",
+                                             "partial_json": arguments}))
+            events += self._into(None)
+        self._stop_reason = translate.stop_reason(finish_reason, bool(self._calls),
+                                                  self._refused)
+        return events
+
+    def _end(self, chat_usage: dict[str, Any]) -> list[dict[str, Any]]:
+        self.finished = True
+        return [{"type": "message_delta",
+                 "delta": {"stop_reason": self._stop_reason, "stop_sequence": None},
+                 "usage": translate.usage(chat_usage)},
+                {"type": "message_stop"}]
+
+    def _into(self, kind: str | None) -> list[dict[str, Any]]:
+        """The events that leave the open block for a block of `kind` (None: for none)."""
+        if self._open == kind:
+            return []
+        events: list[dict[str, Any]] = []
+        if self._open == "thinking":  # Anthropic signs a thinking block as it closes
+            events.append(self._block_delta({"type": "signature_delta",
+                                             "signature": translate.UNSIGNED}))
+        if self._open is not None:
+            events.append({"type": "content_block_stop", "index": self._index})
+        self._open = None
+        if kind == "text":
+            events += self._started_block({"type": "text", "text": ""})
+        elif kind == "thinking":
+            events += self._started_block({"type": "thinking", "thinking": "", "signature": ""})
+        self._open = kind
+        return events
+
+    def _started_block(self, block: dict[str, Any]) -> list[dict[str, Any]]:
+        self._index += 1
+        self._open = str(block["type"])
+        return [{"type": "content_block_start", "index": self._index, "content_block": block}]
+
+    def _block_delta(self, delta: dict[str, Any]) -> dict[str, Any]:
+        return {"type": "content_block_delta", "index": self._index, "delta": delta}

@@ -1,0 +1,75 @@
+"""Anthropic Messages served by any model: a NativeAdapter over its chat Adapter.
+
+The body is translated to the gateway's OpenAI chat form (messages_translate), sent
+with the model's own adapter, and its answer or chunks translated back
+(messages_stream). Errors are the adapter's, untouched, or InvalidRequest for a body
+that chat cannot carry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from gateway.completions import Assembler
+from gateway.money import tokens
+from gateway.money.meter import COUNT_INLINE_CHARS
+from gateway.providers import messages_translate as translate
+from gateway.providers.base import Adapter
+from gateway.providers.messages_stream import EventTranslator
+
+
+class MessagesViaChat:
+    """A NativeAdapter for ANTHROPIC_MESSAGES bodies, on any model's Adapter."""
+
+    def __init__(self, adapter: Adapter) -> None:
+        self._adapter = adapter
+
+    async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
+        chat = translate.to_chat(body, self._adapter.model)
+        answer = await self._adapter.complete(chat)
+        if not isinstance(answer.get("usage"), dict):  # Anthropic's usage is never absent
+            answer["usage"] = {"prompt_tokens": await self._input_tokens(chat),
+                               "completion_tokens": await self._output_tokens(answer)}
+        return translate.from_chat(answer, self._adapter.model.name,
+                                   translate.wants_thinking(body))
+
+    async def stream(self, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
+        model = self._adapter.model
+        chat = {**translate.to_chat(body, model), "stream": True,
+                "stream_options": {"include_usage": True}}  # spend is settled from it
+        # message_start carries the input tokens; the provider counts them only at the end.
+        input_tokens = await self._input_tokens(chat)
+        translator = EventTranslator(model.name, input_tokens, translate.wants_thinking(body))
+        seen = Assembler()  # for a provider that sends no usage chunk: its output, counted
+        chunks = self._adapter.stream(chat)
+        async with contextlib.aclosing(chunks):
+            async for chunk in chunks:
+                seen.add(chunk)
+                for event in translator.feed(chunk):
+                    yield event
+        if not translator.finished:
+            estimate = {"prompt_tokens": input_tokens,
+                        "completion_tokens": await self._output_tokens(seen.completion())}
+            for event in translator.close(estimate):
+                yield event
+
+    async def count_tokens(self, body: dict[str, Any]) -> int:
+        """The input tokens of `body` as sent to this model, as the gateway counts them
+        (money/tokens.py: an estimate that errs high)."""
+        return await self._input_tokens(translate.to_chat(body, self._adapter.model))
+
+    async def _input_tokens(self, chat: dict[str, Any]) -> int:
+        return (await _counted(tokens.chat_tally(chat))).for_model(self._adapter.model)
+
+    async def _output_tokens(self, answer: dict[str, Any]) -> int:
+        return (await _counted(tokens.output_tally(answer))).for_model(self._adapter.model)
+
+
+async def _counted(tally: tokens.Tally) -> tokens.Counted:
+    """Off the event loop for long text, or to load the tokenizer (as money/meter.py)."""
+    if tally.size < COUNT_INLINE_CHARS and tokens.loaded():
+        return tally.counted()
+    return await asyncio.to_thread(tally.counted)
