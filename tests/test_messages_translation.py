@@ -24,10 +24,11 @@ from gateway.config import Config, Model, parse_config
 from gateway.demo import mockwire
 from gateway.demo.mockprovider import MockProvider, Step
 from gateway.errors import InvalidRequest, ProviderError
+from gateway.forms.anthropic import UNSIGNED
 from gateway.providers.adapters import Adapters
 from gateway.providers.anthropic_translate import openai_usage
 from gateway.providers.messages_stream import EventTranslator
-from gateway.providers.messages_translate import UNSIGNED, from_chat, to_chat
+from gateway.providers.messages_translate import from_chat, to_chat
 from gateway.providers.messages_via_chat import MessagesViaChat
 from tests.conftest import sha
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from gateway.forms.anthropic import UNSIGNED
 from gateway.providers import messages_translate as translate
 
 
@@ -130,7 +131,7 @@ class EventTranslator:
         events: list[dict[str, Any]] = []
         if self._open == "thinking":  # Anthropic signs a thinking block as it closes
             events.append(self._block_delta({"type": "signature_delta",
-                                             "signature": translate.UNSIGNED}))
+                                             "signature": UNSIGNED}))
         if self._open is not None:
             events.append({"type": "content_block_stop", "index": self._index})
         self._open = None

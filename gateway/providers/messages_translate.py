@@ -22,13 +22,13 @@ import orjson
 
 from gateway import output_limit
 from gateway.errors import InvalidRequest
+from gateway.forms.anthropic import UNSIGNED
 from gateway.providers.anthropic_translate import TOOL_CHOICES
 
 if TYPE_CHECKING:
     from gateway.config import Model
 
 # The signature of a thinking block the gateway made from another provider's reasoning.
-UNSIGNED = "gateway-unsigned"
 # Anthropic's tool_choice types -> OpenAI's, the inverse of the other direction's table.
 CHAT_TOOL_CHOICES = {choice["type"]: name for name, choice in TOOL_CHOICES.items()}
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use",
