@@ -4,6 +4,7 @@ Errors are data here; the caller's surface (surfaces/) renders them in its diale
 
     GatewayError                      anything refused or failed
     ├── InvalidRequest       400      the client's body or parameters
+    │   └── Unsupported      400      ... that one model of the chain cannot carry
     ├── Unauthorized         401      missing or unknown key
     ├── Forbidden            403      tier or model not allowed for the key
     ├── NotFound             404      unknown tier, model or path
@@ -58,6 +59,11 @@ class GatewayError(Exception):
 class InvalidRequest(GatewayError):
     status = 400
     type = "invalid_request_error"
+
+
+class Unsupported(InvalidRequest):
+    """One model of the chain cannot carry the request (a translation has no way to say it):
+    the chain skips that model; the request is refused with this only if no model can."""
 
 
 class Unauthorized(GatewayError):

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from gateway import retries
 from gateway.config import Model
 from gateway.cooldown import Cooldowns
-from gateway.errors import ChainFailed, ClientGone, ProviderError
+from gateway.errors import ChainFailed, ClientGone, ProviderError, Unsupported
 from gateway.forms import openai
 from gateway.forms.base import StreamForm
 from gateway.providers import build
@@ -141,6 +141,7 @@ ModelCall = Callable[[Model, Turn], Awaitable[T]]
 
 async def _over_chain(chain: Chain, call: ModelCall[T]) -> tuple[Model, T]:
     models = _candidates(chain)
+    unsupported: list[Unsupported] = []
     for position, model in enumerate(models):
         if chain.trace.remaining_s() <= 0:
             chain.trace.skipped += [f"{m.name}: not tried (the request's total_s ran out)"
@@ -156,11 +157,17 @@ async def _over_chain(chain: Chain, call: ModelCall[T]) -> tuple[Model, T]:
         try:
             result = await retries.with_retries(attempt, chain.settings.retry, turn.remaining_s,
                                                 retry_timeouts=turn.share_s is None)
+        except Unsupported as refused:  # no call was made: the next model may carry it
+            unsupported.append(refused)
+            chain.trace.skipped.append(f"{model.name}: skipped ({refused.message})")
+            continue
         except ProviderError as error:
             if not error.falls_back:
                 raise
             continue
         return model, result
+    if unsupported and not chain.trace.failures:
+        raise unsupported[0]  # what to change so that a model of the chain can take it
     raise ChainFailed(chain.trace.requested, chain.trace.attempts, chain.trace.skipped,
                       chain.trace.failures)
 

@@ -318,3 +318,16 @@ def test_models_listed_the_anthropic_way(client: anthropic.Anthropic) -> None:
     names = [model.id for model in client.models.list()]
     assert {"smart", "fast", "claude", "gpt"} <= set(names)
     assert client.models.retrieve("smart").id == "smart"
+
+
+def test_a_model_that_cannot_carry_the_request_is_skipped(client: anthropic.Anthropic) -> None:
+    """Anthropic's server tools have no chat translation: an OpenAI model first in the tier is
+    skipped for the Claude model after it; asked for alone, it says what to change."""
+    web_search: Any = {"type": "web_search_20250305", "name": "web_search", "max_uses": 1}
+    ask: dict[str, Any] = {"max_tokens": 100, "tools": [web_search], "extra_headers": nocache(),
+                           "messages": [{"role": "user", "content": "Search the web"}]}
+    raw = client.messages.with_raw_response.create(model="fast", **ask)
+    assert raw.headers["x-gateway-model"] == "claude"
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        client.messages.create(model="gpt", **ask)
+    assert "web_search" in refused.value.message and "gpt" in refused.value.message

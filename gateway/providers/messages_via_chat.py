@@ -2,8 +2,8 @@
 
 The body is translated to the gateway's OpenAI chat form (messages_translate), sent
 with the model's own adapter, and its answer or chunks translated back
-(messages_stream). Errors are the adapter's, untouched, or InvalidRequest for a body
-that chat cannot carry.
+(messages_stream). Errors are the adapter's, untouched, or Unsupported for a body
+that chat cannot carry (the chain then tries its next model).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 from gateway.completions import Assembler
+from gateway.errors import InvalidRequest, Unsupported
 from gateway.money import tokens
 from gateway.money.meter import COUNT_INLINE_CHARS
 from gateway.providers import messages_translate as translate
@@ -28,7 +29,7 @@ class MessagesViaChat:
         self._adapter = adapter
 
     async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
-        chat = translate.to_chat(body, self._adapter.model)
+        chat = self._chat(body)
         answer = await self._adapter.complete(chat)
         if not isinstance(answer.get("usage"), dict):  # Anthropic's usage is never absent
             answer["usage"] = {"prompt_tokens": await self._input_tokens(chat),
@@ -38,7 +39,7 @@ class MessagesViaChat:
 
     async def stream(self, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
         model = self._adapter.model
-        chat = {**translate.to_chat(body, model), "stream": True,
+        chat = {**self._chat(body), "stream": True,
                 "stream_options": {"include_usage": True}}  # spend is settled from it
         # message_start carries the input tokens; the provider counts them only at the end.
         input_tokens = await self._input_tokens(chat)
@@ -59,7 +60,15 @@ class MessagesViaChat:
     async def count_tokens(self, body: dict[str, Any]) -> int:
         """The input tokens of `body` as sent to this model, as the gateway counts them
         (money/tokens.py: an estimate that errs high)."""
-        return await self._input_tokens(translate.to_chat(body, self._adapter.model))
+        return await self._input_tokens(self._chat(body))
+
+    def _chat(self, body: dict[str, Any]) -> dict[str, Any]:
+        model = self._adapter.model
+        try:
+            return translate.to_chat(body, model)
+        except InvalidRequest as refused:
+            raise Unsupported(f"{model.name} cannot take this request through the gateway's "
+                              f"translation: {refused.message}", param=refused.param) from None
 
     async def _input_tokens(self, chat: dict[str, Any]) -> int:
         return (await _counted(tokens.chat_tally(chat))).for_model(self._adapter.model)
