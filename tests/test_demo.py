@@ -19,6 +19,8 @@ EXPECTED = [
     '"code":"budget_exceeded"',  # a budget refusal
     '"remaining_usd":',  # /v1/budget
     "data: [DONE]",  # Claude, streamed
+    '"type":"message"',  # Anthropic's Messages API
+    "mock answer from gpt-4o-mini to: Hi",  # the Anthropic SDK, translated onto GPT
     '"model":"llama-local"',  # a reload: the edited tier, served by the same process
     '"requested":"fast"',  # the usage log
     "llama-local mock answer",  # the OpenAI SDK: `fast` now starts with llama-local

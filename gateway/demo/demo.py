@@ -61,6 +61,10 @@ def examples(port: int, tmp: Path) -> str:
     curl = (f"curl {base}/v1/chat/completions -H 'Authorization: Bearer {DEMO_KEY}' "
             "-H 'Content-Type: application/json' -d '{{\"model\": \"{model}\", \"messages\": "
             "[{{\"role\": \"user\", \"content\": \"Hello!\"}}]}}'")
+    messages = (f"curl {base}/v1/messages -H 'x-api-key: {DEMO_KEY}' "
+                "-H 'anthropic-version: 2023-06-01' -H 'Content-Type: application/json' "
+                "-d '{\"model\": \"smart\", \"max_tokens\": 200, \"messages\": "
+                "[{\"role\": \"user\", \"content\": \"Hello!\"}]}'")
     reroute = f"sed -i 's/^  fast: .*/  fast:     [llama-local, gpt-4o-mini]/' {tmp}/router.yaml"
     return f"""
 The gateway is up at {base}/v1 with mock providers behind it (no network, no keys).
@@ -86,6 +90,24 @@ What the demo key has spent today, and has left:
 
 Claude through the OpenAI API, streamed:
   {curl.format(model="smart").replace('"messages"', '"stream": true, "messages"')}
+
+Anthropic's Messages API, as Claude Code and the Anthropic SDK speak it (smart starts with
+Claude: the body goes to Anthropic as sent; fast starts with GPT: it is translated):
+  {messages}
+
+The Anthropic Python SDK (pip install anthropic), pasted into a shell:
+  python3 - <<'EOF'
+import anthropic
+client = anthropic.Anthropic(base_url="{base}", api_key="{DEMO_KEY}")
+with client.messages.stream(model="fast", max_tokens=200,
+                            messages=[{{"role": "user", "content": "Hi"}}]) as stream:
+    print(stream.get_final_message().content[0].text)
+EOF
+
+Claude Code (npm install -g @anthropic-ai/claude-code), main calls on smart, background
+calls on fast:
+  ANTHROPIC_BASE_URL={base} ANTHROPIC_AUTH_TOKEN={DEMO_KEY} ANTHROPIC_MODEL=smart \\
+    ANTHROPIC_SMALL_FAST_MODEL=fast claude -p "Say hello"
 
 A reload: edit the demo's router.yaml so that fast starts with llama-local, and the running
 gateway serves the next request from it, within about a second, without a restart (and
