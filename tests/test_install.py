@@ -79,3 +79,16 @@ def test_the_readme_python_sdk_example_runs_against_the_installed_demo(
     served, streamed = ran.stdout.splitlines()
     assert served == "gpt-4o-mini"
     assert streamed == "mock answer from claude-sonnet-4-5 to: Hi"
+
+
+def test_the_readme_anthropic_sdk_example_runs_against_the_installed_demo(
+        venv: Path, demo_port: int) -> None:
+    code = code_blocks("python", "Claude Code and the Anthropic SDK: `/v1/messages`")[0]
+    ran = subprocess.run([str(venv / "bin/python"), "-c",
+                          code.replace(":4000\"", f":{demo_port}\"")],
+                         capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    served, usage, counted = ran.stdout.splitlines()
+    assert served == "claude-sonnet mock answer from claude-sonnet-4-5 to: Hi"
+    assert "output_tokens=" in usage and "input_tokens=0" not in usage
+    assert counted.startswith("MessageTokensCount(") and "input_tokens=0" not in counted
