@@ -38,6 +38,10 @@ SIGNED_HISTORY: list[dict[str, Any]] = [
 ]
 
 
+def nearly(i: int) -> str:
+    return f"sk-test-messages-nearly-{i}"
+
+
 def router_yaml(mock_url: str, redis_url: str, tmp: Path) -> str:
     return "\n".join([
         "providers:",
@@ -54,6 +58,8 @@ def router_yaml(mock_url: str, redis_url: str, tmp: Path) -> str:
         "keys:",
         f"  - {{name: team, key_sha256: {sha(KEY)}, daily_budget_usd: 100}}",
         f"  - {{name: tiny, key_sha256: {sha(TINY)}, daily_budget_usd: 0.000001}}",
+        *[f"  - {{name: nearly-{i}, key_sha256: {sha(nearly(i))}, daily_budget_usd: 0.00005}}"
+          for i in range(4)],
         "settings:",
         f"  redis_url: '{redis_url}'",
         f"  usage_log: {tmp}/usage.jsonl",
@@ -331,3 +337,26 @@ def test_a_model_that_cannot_carry_the_request_is_skipped(client: anthropic.Anth
     with pytest.raises(anthropic.BadRequestError) as refused:
         client.messages.create(model="gpt", **ask)
     assert "web_search" in refused.value.message and "gpt" in refused.value.message
+
+
+@pytest.mark.parametrize("case", range(4))
+def test_a_nearly_spent_key_gets_the_message_up_to_where_its_budget_ends(
+        gateway: tuple[str, Path], mock: MockProvider, case: int) -> None:
+    """$50e-6 left; the answer asked for would cost about $200e-6. The message ends where the
+    budget does, as Anthropic ends one at its limit, on both paths, streamed or not."""
+    tier, stream = [("smart", False), ("fast", False), ("smart", True), ("fast", True)][case]
+    mock.always.update({"claude-sonnet-4-5": Step(text="budget " * 100),
+                        "gpt-4o-mini": Step(text="budget " * 100)})
+    ask: Any = {"model": tier, "max_tokens": 100, "extra_headers": nocache(),
+                "messages": [{"role": "user", "content": "Tell me about budgets"}]}
+    with anthropic.Anthropic(base_url=gateway[0], api_key=nearly(case), max_retries=0) as c:
+        if stream:
+            with c.messages.stream(**ask) as streamed:
+                message = streamed.get_final_message()
+        else:
+            message = c.messages.create(**ask)
+    assert message.stop_reason == "max_tokens"
+    assert 0 < len(texts(message)[0].split()) < 100
+    balance = httpx.get(f"{gateway[0]}/v1/budget",
+                        headers={"x-api-key": nearly(case)}).json()
+    assert 0 < balance["spent_usd"] <= 0.00005 and balance["reserved_usd"] == 0
