@@ -274,3 +274,22 @@ def test_a_system_message_first_in_messages_is_refused(claude: anthropic.Anthrop
     with pytest.raises(anthropic.BadRequestError, match="must follow a user message"):
         claude.messages.create(model="c", max_tokens=5, messages=[
             {"role": "system", "content": "x"}, *HELLO])
+
+
+def test_a_tool_result_whose_turn_lost_its_thinking_is_refused_as_anthropic_does(
+        claude: anthropic.Anthropic) -> None:
+    asked: Any = [{"role": "user", "content": "mock:tool Bash"}]
+    first = claude.messages.create(model="c", max_tokens=2048, messages=asked, tools=TOOLS,
+                                   thinking=THINKING)
+    thinking, call = first.content
+    result = {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id,
+                                           "content": "done"}]}
+    replayed = claude.messages.create(model="c", max_tokens=2048, tools=TOOLS,
+                                      thinking=THINKING, messages=[
+        *asked, {"role": "assistant", "content": [thinking.model_dump(), call.model_dump()]},
+        result])
+    assert replayed.content[-1].text.endswith("after the tool said: done")
+    with pytest.raises(anthropic.BadRequestError, match="must start with a thinking block"):
+        claude.messages.create(model="c", max_tokens=2048, tools=TOOLS, thinking=THINKING,
+                               messages=[*asked, {"role": "assistant",
+                                                  "content": [call.model_dump()]}, result])

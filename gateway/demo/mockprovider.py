@@ -574,7 +574,30 @@ def _anthropic_problem(request: web.Request, body: dict[str, Any],
     system = body.get("system")
     if system is not None and not isinstance(system, str | list):
         return "system: Input should be a string or a list of text blocks"
-    return None
+    return _unthought_tool_turn(body, messages)
+
+
+def _unthought_tool_turn(body: dict[str, Any], messages: list[Any]) -> str | None:
+    """With thinking enabled, Anthropic refuses a tool result whose assistant turn has lost
+    its thinking block (a client or gateway that drops signed thinking breaks here)."""
+    thinking = body.get("thinking")
+    if not isinstance(thinking, dict) or thinking.get("type") != "enabled":
+        return None
+    turns = [(i, m) for i, m in enumerate(messages) if m.get("role") == "assistant"]
+    if not turns or not _answers_a_tool(messages):
+        return None
+    i, last = turns[-1]
+    content = last.get("content")
+    blocks = content if isinstance(content, list) else [{"type": "text"}]
+    first = blocks[0].get("type") if blocks else None
+    if first in ("thinking", "redacted_thinking") or not any(
+            b.get("type") == "tool_use" for b in blocks):
+        return None
+    return (f"messages.{i}.content.0.type: Expected `thinking` or `redacted_thinking`, but "
+            f"found `{first}`. When `thinking` is enabled, a final `assistant` message must "
+            "start with a thinking block (preceeding the lastmost set of `tool_use` and "
+            "`tool_result` blocks). We recommend you include thinking blocks from previous "
+            "turns. To avoid this requirement, disable `thinking`.")
 
 
 async def _raw(request: web.Request, step: Step, body: dict[str, Any]) -> web.StreamResponse:
