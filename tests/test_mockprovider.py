@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import typing
 from collections.abc import Iterator
+from typing import Any
 
 import anthropic
 import httpx
@@ -10,7 +13,13 @@ import openai
 import orjson
 import pytest
 
-from gateway.demo.mockprovider import MockProvider, Step
+from gateway.demo.mockprovider import (
+    ANTHROPIC_BLOCKS,
+    ANTHROPIC_COUNT_FIELDS,
+    ANTHROPIC_FIELDS,
+    MockProvider,
+    Step,
+)
 
 HELLO = [{"role": "user", "content": "hello mock"}]
 
@@ -65,7 +74,7 @@ def test_anthropic_sdk_parses_message_stream_and_tool_use(claude: anthropic.Anth
 
 def test_anthropic_mock_rejects_what_the_real_api_rejects(claude: anthropic.Anthropic) -> None:
     with pytest.raises(anthropic.BadRequestError, match="role"):
-        claude.messages.create(model="c", max_tokens=5, messages=[{"role": "system",
+        claude.messages.create(model="c", max_tokens=5, messages=[{"role": "tool",
                                                                    "content": "x"}])
     with pytest.raises(anthropic.BadRequestError, match="Extra inputs"):
         claude.messages.create(model="c", max_tokens=5, messages=HELLO,
@@ -103,3 +112,184 @@ def test_max_tokens_cuts_the_answer_with_finish_reason_length(oai: openai.OpenAI
     reply = oai.chat.completions.create(model="m", messages=HELLO, max_tokens=2)
     assert reply.choices[0].message.content == "mock answer"
     assert reply.choices[0].finish_reason == "length"
+
+
+# --- what Claude Code needs of the Anthropic side --------------------------------------
+
+THINKING = {"type": "enabled", "budget_tokens": 1024}
+TOOLS = [{"name": name, "input_schema": {"type": "object", "properties": {
+    "command": {"type": "string"}}}} for name in ("Bash", "Read", "Write")]
+# Parameters the SDK sends as headers (anthropic-beta, ...), not in the body.
+HEADER_PARAMS = {"betas", "user_profile_id", "workspace_id"}
+
+
+def _sdk_fields(*typed_dicts: type) -> set[str]:
+    return {name for t in typed_dicts for name in t.__annotations__} - HEADER_PARAMS
+
+
+def _sdk_block_types(tp: Any) -> set[str]:
+    """Every `type` literal of a union of the SDK's block classes."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        return _sdk_block_types(typing.get_args(tp)[0])
+    if origin is typing.Union:
+        return set().union(*(_sdk_block_types(arg) for arg in typing.get_args(tp)))
+    if origin is typing.Literal:
+        return {arg for arg in typing.get_args(tp) if isinstance(arg, str)}
+    if origin is not None:  # Required[...]
+        return _sdk_block_types(typing.get_args(tp)[0])
+    fields = getattr(tp, "model_fields", None)
+    return _sdk_block_types(fields["type"].annotation if fields else
+                            typing.get_type_hints(tp)["type"])
+
+
+def test_the_mock_takes_every_field_and_block_the_sdk_can_send() -> None:
+    from anthropic.types import message_count_tokens_params, message_create_params
+    from anthropic.types.beta import message_count_tokens_params as beta_count_params
+    from anthropic.types.beta import message_create_params as beta_create_params
+    from anthropic.types.beta.beta_content_block_param import BetaContentBlockParam
+    from anthropic.types.content_block_param import ContentBlockParam
+
+    sent = _sdk_fields(message_create_params.MessageCreateParamsBase,
+                       beta_create_params.MessageCreateParamsBase) | {"stream"}
+    assert sent <= ANTHROPIC_FIELDS, sent - ANTHROPIC_FIELDS
+    counted = _sdk_fields(message_count_tokens_params.MessageCountTokensParams,
+                          beta_count_params.MessageCountTokensParams)
+    assert counted <= ANTHROPIC_COUNT_FIELDS, counted - ANTHROPIC_COUNT_FIELDS
+    blocks = _sdk_block_types(ContentBlockParam) | _sdk_block_types(BetaContentBlockParam)
+    assert blocks <= ANTHROPIC_BLOCKS, blocks - ANTHROPIC_BLOCKS
+
+
+def test_a_beta_call_with_claude_codes_fields_is_answered_and_recorded_as_sent(
+        claude: anthropic.Anthropic, mock: MockProvider) -> None:
+    message = claude.beta.messages.create(
+        model="c", max_tokens=64, messages=HELLO, betas=["context-management-2025-06-27"],
+        context_management={"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
+        output_config={"effort": "high"}, metadata={"user_id": "u-1"}, service_tier="auto")
+    assert message.content[0].type == "text"
+    [received] = mock.calls("c")
+    assert received.headers["Anthropic-Beta"] == "context-management-2025-06-27"
+    assert received.body["context_management"]["edits"][0]["keep"] == "all"
+    # Claude Code's TypeScript SDK marks its beta calls in the query, as `?beta=true`
+    httpx.post(f"{mock.base_url}/v1/messages?beta=true", json={  # type: ignore[attr-defined]
+        "model": "q", "max_tokens": 5, "messages": HELLO}, headers={
+            "x-api-key": "k", "anthropic-version": "2023-06-01"}).raise_for_status()
+    [received] = mock.calls("q")
+    assert (received.method, received.path, received.query) == ("POST", "/v1/messages",
+                                                                "beta=true")
+
+
+def test_thinking_opens_the_answer_signed_and_the_stream_builds_the_same_message(
+        claude: anthropic.Anthropic) -> None:
+    message = claude.messages.create(model="c", max_tokens=2048, messages=HELLO,
+                                     thinking=THINKING)
+    thinking, text = message.content
+    assert thinking.type == "thinking" and "hello mock" in thinking.thinking
+    assert thinking.signature and text.type == "text"
+    assert message.usage.output_tokens == len(thinking.thinking.split()) + len(
+        text.text.split())  # thinking is billed as output
+    with claude.messages.stream(model="c", max_tokens=2048, messages=HELLO,
+                                thinking={"type": "adaptive"}) as stream:
+        kinds = [(e.type, getattr(getattr(e, "delta", None), "type", None)) for e in stream]
+        final = stream.get_final_message()
+    assert [b.model_dump() for b in final.content] == [b.model_dump() for b in message.content]
+    assert kinds.index(("content_block_delta", "signature_delta")) > kinds.index(
+        ("content_block_delta", "thinking_delta"))
+    assert final.usage.output_tokens == message.usage.output_tokens
+
+
+def test_thinking_with_display_omitted_is_empty_but_signed(claude: anthropic.Anthropic) -> None:
+    message = claude.messages.create(model="c", max_tokens=2048, messages=HELLO,
+                                     thinking={"type": "adaptive", "display": "omitted"})
+    assert message.content[0].type == "thinking"
+    assert message.content[0].thinking == "" and message.content[0].signature
+    plain = claude.messages.create(model="c", max_tokens=2048, messages=HELLO)
+    assert [b.type for b in plain.content] == ["text"]  # no thinking unless asked
+
+
+def test_count_tokens_is_the_input_the_same_body_is_charged(
+        claude: anthropic.Anthropic) -> None:
+    prompt: Any = {"model": "c", "system": "Be brief, please.", "tools": TOOLS,
+                   "messages": [*HELLO, {"role": "assistant", "content": "Hi there."},
+                                {"role": "user", "content": "mock:tool none and more words"}]}
+    counted = claude.messages.count_tokens(**prompt)
+    charged = claude.messages.create(max_tokens=50, **prompt)
+    assert counted.input_tokens == charged.usage.input_tokens > 10
+    beta = claude.beta.messages.count_tokens(**prompt, betas=["token-counting-2024-11-01"])
+    assert beta.input_tokens == counted.input_tokens
+    with pytest.raises(anthropic.BadRequestError, match="max_tokens"):
+        claude.messages.count_tokens(**prompt, extra_body={"max_tokens": 5})
+
+
+def test_a_marker_in_the_prompt_calls_that_one_tool_then_the_result_is_quoted(
+        claude: anthropic.Anthropic) -> None:
+    asked = [{"role": "user", "content": [
+        {"type": "text", "text": "<system-reminder>\ncontext\n</system-reminder>"},
+        {"type": "text", "text": 'Please mock:tool Bash {"command": "echo tok-7"} now'}]}]
+    message = claude.messages.create(model="c", max_tokens=500, messages=asked, tools=TOOLS)
+    [call] = message.content
+    assert (call.type, call.name, call.input) == ("tool_use", "Bash", {"command": "echo tok-7"})
+    assert message.stop_reason == "tool_use"
+    turn: Any = [*asked, {"role": "assistant", "content": [call.model_dump()]},
+                 {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id,
+                                               "content": "tok-7\n"}]},
+                 {"role": "system", "content": "a mid-conversation system message"}]
+    with claude.messages.stream(model="c", max_tokens=500, messages=turn, tools=TOOLS) as s:
+        final = s.get_final_message()
+    assert [b.type for b in final.content] == ["text"] and "tok-7" in final.content[0].text
+    words = claude.messages.create(model="c", max_tokens=500, tools=TOOLS, messages=[
+        {"role": "user", "content": "hi mock:tool none"}])
+    assert words.content[0].text == "mock answer from c to: hi mock:tool none"
+    missing = claude.messages.create(model="c", max_tokens=500, tools=TOOLS, messages=[
+        {"role": "user", "content": "mock:tool Grep"}])
+    assert "no tool Grep is offered (offered: Bash, Read, Write)" in missing.content[0].text
+
+
+def test_the_marker_works_the_same_on_the_openai_side(oai: openai.OpenAI) -> None:
+    tools: Any = [{"type": "function", "function": {"name": t["name"],
+                                                    "parameters": t["input_schema"]}}
+                  for t in TOOLS]
+    asked: Any = [{"role": "user", "content": 'mock:tool Read {"command": "cat x"}'}]
+    reply = oai.chat.completions.create(model="m", messages=asked, tools=tools)
+    [call] = reply.choices[0].message.tool_calls or []
+    assert (call.function.name, json.loads(call.function.arguments)) == (
+        "Read", {"command": "cat x"})
+    turn = [*asked, reply.choices[0].message.model_dump(exclude_none=True),
+            {"role": "tool", "tool_call_id": call.id, "content": "the file's text"}]
+    chunks = oai.chat.completions.create(model="m", messages=turn, tools=tools, stream=True)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "mock answer from m after the tool said: the file's text"
+
+
+def test_a_json_schema_in_output_config_gets_json_that_fits(
+        claude: anthropic.Anthropic) -> None:
+    schema = {"type": "object", "properties": {"title": {"type": "string"}},
+              "required": ["title"], "additionalProperties": False}
+    message = claude.messages.create(model="c", max_tokens=100, messages=HELLO, output_config={
+        "format": {"type": "json_schema", "schema": schema}})
+    assert set(json.loads(message.content[0].text)) == {"title"}
+
+
+def test_a_system_message_first_in_messages_is_refused(claude: anthropic.Anthropic) -> None:
+    with pytest.raises(anthropic.BadRequestError, match="must follow a user message"):
+        claude.messages.create(model="c", max_tokens=5, messages=[
+            {"role": "system", "content": "x"}, *HELLO])
+
+
+def test_a_tool_result_whose_turn_lost_its_thinking_is_refused_as_anthropic_does(
+        claude: anthropic.Anthropic) -> None:
+    asked: Any = [{"role": "user", "content": "mock:tool Bash"}]
+    first = claude.messages.create(model="c", max_tokens=2048, messages=asked, tools=TOOLS,
+                                   thinking=THINKING)
+    thinking, call = first.content
+    result = {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id,
+                                           "content": "done"}]}
+    replayed = claude.messages.create(model="c", max_tokens=2048, tools=TOOLS,
+                                      thinking=THINKING, messages=[
+        *asked, {"role": "assistant", "content": [thinking.model_dump(), call.model_dump()]},
+        result])
+    assert replayed.content[-1].text.endswith("after the tool said: done")
+    with pytest.raises(anthropic.BadRequestError, match="must start with a thinking block"):
+        claude.messages.create(model="c", max_tokens=2048, tools=TOOLS, thinking=THINKING,
+                               messages=[*asked, {"role": "assistant",
+                                                  "content": [call.model_dump()]}, result])

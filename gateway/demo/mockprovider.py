@@ -2,13 +2,20 @@
 
 Used by the tests, `gateway demo` and the benchmark. Routes by path, as the
 real services do: `.../chat/completions` and `.../embeddings` (OpenAI, Groq,
-Ollama's /v1), `/v1/messages` (Anthropic), `/api/chat` (Ollama native). Any
-other path answers 404 naming the path, so URL mistakes are obvious.
+Ollama's /v1), `/v1/messages` and `/v1/messages/count_tokens` (Anthropic),
+`/api/chat` (Ollama native). Any other path answers 404 naming the path, so URL
+mistakes are obvious.
 
     mock = MockProvider()
     base = mock.start_in_thread()                  # http://127.0.0.1:PORT
     mock.script("gpt-x", Step(status=529), Step())  # next two calls to gpt-x
     mock.calls("gpt-x")                            # what it received
+
+Unscripted, it calls every tool offered. A user message holding
+`mock:tool NAME {"arg": ...}` makes it call that one tool with those arguments
+instead (any client, e.g. `claude -p`, can ask for it in its prompt; the JSON is
+optional), and `mock:tool none` makes it answer in words; once a tool's result
+comes back it answers in words quoting the result.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import asyncio
 import base64
 import dataclasses
 import json
+import re
 import struct
 import threading
 from collections import defaultdict, deque
@@ -26,18 +34,44 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from multidict import CIMultiDict
 
 from gateway.demo import mockwire
 from gateway.demo.fitting import fitting
 from gateway.demo.mockwire import Answer
 
+# The body fields the Messages API takes: the `anthropic` SDK's MessageCreateParams, its
+# beta one's (Claude Code sends `context_management`), `stream`, and the sampling fields the
+# API still documents though the SDK no longer types them. Anything else is refused.
 ANTHROPIC_FIELDS = frozenset({
     "model", "messages", "max_tokens", "system", "metadata", "stop_sequences", "stream",
     "temperature", "top_k", "top_p", "tools", "tool_choice", "thinking", "service_tier",
+    "cache_control", "container", "diagnostics", "inference_geo", "output_config", "speed",
+    "billing_policy", "compaction", "context_management", "fallback_credit_token", "fallbacks",
+    "mcp_servers", "thread", "output_format",
+})
+# /v1/messages/count_tokens takes the prompt's fields only (its MessageCountTokensParams).
+ANTHROPIC_COUNT_FIELDS = frozenset({
+    "model", "messages", "system", "tools", "tool_choice", "thinking", "cache_control",
+    "output_config", "speed", "billing_policy", "compaction", "context_management",
+    "mcp_servers", "output_format",
 })
 # OpenAI's models that refuse `max_tokens` (they take `max_completion_tokens`).
 REASONING_MODELS = ("o1", "o3", "o4", "gpt-5")
-ANTHROPIC_BLOCKS = frozenset({"text", "image", "document", "tool_use", "tool_result", "thinking"})
+# The content blocks a request may carry (the SDK's ContentBlockParam, beta ones included).
+ANTHROPIC_BLOCKS = frozenset({
+    "text", "image", "document", "search_result", "thinking", "redacted_thinking", "tool_use",
+    "tool_result", "server_tool_use", "web_search_tool_result", "web_fetch_tool_result",
+    "code_execution_tool_result", "bash_code_execution_tool_result",
+    "text_editor_code_execution_tool_result", "tool_search_tool_result", "container_upload",
+    "advisor_tool_result", "compaction", "fallback", "mcp_tool_listing", "mcp_tool_result",
+    "mcp_tool_use", "tool_addition", "tool_removal",
+})
+THINKING_ON = ("enabled", "adaptive")
+TOOL_MARKER = "mock:tool"
+NO_TOOL = "none"  # `mock:tool none`: answer in words, whatever tools are offered
+# Claude Code wraps context in these inside the user's message; the mock quotes the question.
+REMINDER = re.compile(r"<system-reminder>.*?</system-reminder>\s*", re.DOTALL)
 # Output limits Anthropic documents, for ids litellm's map no longer lists: the Messages
 # API refuses a max_tokens above them with a 400.
 ANTHROPIC_OUTPUT_LIMITS = {"claude-3-haiku-20240307": 4096, "claude-3-opus-20240229": 4096,
@@ -74,8 +108,10 @@ class Step:
 @dataclass(frozen=True)
 class Received:
     path: str
-    headers: dict[str, str]
+    headers: CIMultiDict[str]  # as received; read them in any case, e.g. "anthropic-beta"
     body: Any
+    method: str = "POST"
+    query: str = ""  # e.g. "beta=true", as the Anthropic SDK's beta calls send it
 
 
 @dataclass
@@ -162,7 +198,8 @@ class MockProvider:
                                      status=400)
         if self.keep_history:
             with self._lock:
-                self.received.append(Received(path, dict(request.headers), body))
+                self.received.append(Received(path, CIMultiDict(request.headers), body,
+                                              request.method, request.query_string))
         if request.method == "POST" and isinstance(body, dict):
             if path.endswith("/chat/completions"):
                 return await self._openai_chat(request, body)
@@ -170,6 +207,8 @@ class MockProvider:
                 return await self._openai_embeddings(body)
             if path == "/v1/messages":
                 return await self._anthropic(request, body)
+            if path == "/v1/messages/count_tokens":
+                return self._anthropic_count(request, body)
             if path == "/api/chat":
                 return await self._ollama(request, body)
         message = f"mock provider: no route for {request.method} {path}"
@@ -233,24 +272,28 @@ class MockProvider:
         return web.json_response(reply)
 
     async def _anthropic(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
-        if not (request.headers.get("x-api-key") or request.headers.get("authorization")):
-            return web.json_response(mockwire.anthropic_error(
-                401, "x-api-key header is required"), status=401)
-        problem = _anthropic_problem(request, body)
-        if problem:
-            return web.json_response(mockwire.anthropic_error(400, problem), status=400)
+        refused = _anthropic_refusal(request, body, ANTHROPIC_FIELDS)
+        if refused is not None:
+            return refused
         step = self._next(str(body.get("model")))
         await self._before(step)
         if step.status != 200:
             return self._error(step, mockwire.anthropic_error(step.status, step.error_message))
         if step.raw is not None:
             return await _raw(request, step, body)
-        messages = [{"role": "system", "content": body.get("system") or ""}, *body["messages"]]
-        answer = self._sent(_answer(step, body, messages, body["max_tokens"]))
+        answer = _answer(step, body, _anthropic_messages(body), body["max_tokens"])
+        answer = self._sent(_with_thinking(answer, body))
         if not body.get("stream"):
             return web.json_response(mockwire.anthropic_message(answer))
         events = [mockwire.sse(data, event) for event, data in mockwire.anthropic_events(answer)]
         return await _stream(request, step, events, "text/event-stream")
+
+    def _anthropic_count(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        """The count the same body would be charged on /v1/messages: one counting function."""
+        refused = _anthropic_refusal(request, body, ANTHROPIC_COUNT_FIELDS)
+        if refused is not None:
+            return refused
+        return web.json_response({"input_tokens": _input_tokens(_anthropic_messages(body))})
 
     async def _ollama(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
         step = self._next(str(body.get("model")))
@@ -274,21 +317,35 @@ def _text_of(content: Any) -> str:
     return ""
 
 
+def _anthropic_messages(body: dict[str, Any]) -> list[Any]:
+    """The system prompt as a first message, so it is counted as OpenAI's is."""
+    return [{"role": "system", "content": body.get("system") or ""}, *body["messages"]]
+
+
+def _input_tokens(messages: list[Any]) -> int:
+    texts = [_text_of(m.get("content")) for m in messages if isinstance(m, dict)]
+    return sum(len(t.split()) for t in texts) + 3 * len(messages)
+
+
 def _answer(step: Step, body: dict[str, Any], messages: list[Any], limit: Any) -> Answer:
     model = str(body.get("model"))
-    texts = [_text_of(m.get("content")) for m in messages if isinstance(m, dict)]
-    input_tokens = sum(len(t.split()) for t in texts) + 3 * len(messages)
     user_texts = [_text_of(m.get("content")) for m in messages
                   if isinstance(m, dict) and m.get("role") == "user"]
-    asked = (user_texts or [""])[-1]
-    tool_calls = (step.tool_call,) if step.tool_call else _tool_calls(body, model, messages)
+    asked = REMINDER.sub("", (user_texts or [""])[-1])
+    marked = None if _answers_a_tool(messages) else _marked_call(messages)
+    if step.tool_call:
+        tool_calls: tuple[tuple[str, dict[str, Any]], ...] = (step.tool_call,)
+    elif marked:
+        tool_calls = _marked_calls(body, model, *marked)
+    else:
+        tool_calls = _tool_calls(body, model, messages)
     text = step.text
     if text is None:
-        text = "" if tool_calls else _default_text(body, model, asked)
+        text = "" if tool_calls else _default_text(body, model, asked, messages, marked)
     text, stopped = _cut_at_stop(text, body.get("stop", body.get("stop_sequences")))
     n = body.get("n")
     logprobs = (body.get("top_logprobs") or 0) if body.get("logprobs") else None
-    answer = Answer(model, text, tool_calls, input_tokens, step.cached_input_tokens,
+    answer = Answer(model, text, tool_calls, _input_tokens(messages), step.cached_input_tokens,
                     "tool_calls" if tool_calls else "stop", asked, step.cache_write_tokens,
                     step.cache_write_1h_tokens, step.usage,
                     choices=n if isinstance(n, int) and n > 1 else 1,
@@ -301,17 +358,55 @@ def _answer(step: Step, body: dict[str, Any], messages: list[Any], limit: Any) -
     return answer
 
 
-def _default_text(body: dict[str, Any], model: str, asked: str) -> str:
-    """What the mock says when no Step scripts it: JSON when a JSON answer is asked for."""
-    text = f"mock answer from {model} to: {asked[:60]}"
+def _with_thinking(answer: Answer, body: dict[str, Any]) -> Answer:
+    """With `thinking` on, Claude's answer opens with a signed thinking block, billed as
+    output within max_tokens; the text gets what is left."""
+    thinking = body.get("thinking")
+    if not isinstance(thinking, dict) or thinking.get("type") not in THINKING_ON:
+        return answer
+    thought = dataclasses.replace(
+        answer, thinking=f"The mock thinks about: {answer.asked[:60]}",
+        thinking_shown=thinking.get("display") != "omitted")
+    room = body["max_tokens"] - thought.thinking_tokens
+    if answer.tool_calls or len(answer.pieces) <= room or not answer.pieces:
+        return thought
+    return dataclasses.replace(thought, text="".join(answer.pieces[:max(room, 0)]),
+                               finish_reason="length", stop_sequence=None)
+
+
+def _default_text(body: dict[str, Any], model: str, asked: str, messages: list[Any],
+                  marked: tuple[str, dict[str, Any] | None] | None) -> str:
+    """What the mock says when no Step scripts it: JSON when a JSON answer is asked for; the
+    tool's result once a tool has answered; else which request it answers."""
     response_format = body.get("response_format")
     kind = response_format.get("type") if isinstance(response_format, dict) else None
+    text = f"mock answer from {model} to: {asked[:60]}"
     if kind == "json_schema":
         schema = (response_format.get("json_schema") or {}).get("schema")  # type: ignore[union-attr]
         return json.dumps(fitting(schema or {"type": "object"}, model))
+    if (schema := _anthropic_schema(body)) is not None:
+        return json.dumps(fitting(schema, model))
     if kind == "json_object":
         return json.dumps({"answer": text})
+    if marked and marked[0] != NO_TOOL:
+        offered = ", ".join(_tool_name(t) for t in _offered(body)) or "none"
+        return f"mock answer from {model}: no tool {marked[0]} is offered (offered: {offered})"
+    if _answers_a_tool(messages):
+        results = " | ".join(r[:200] for r in _tool_results(_last_turn(messages)))
+        return f"mock answer from {model} after the tool said: {results}"
     return text
+
+
+def _anthropic_schema(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The JSON Schema an Anthropic body asks the answer's text to fit: `output_config.format`
+    (Claude Code's titles ask for one), or the older beta's `output_format`."""
+    config = body.get("output_config")
+    for wanted in (config.get("format") if isinstance(config, dict) else None,
+                   body.get("output_format")):
+        if isinstance(wanted, dict) and wanted.get("type") == "json_schema":
+            schema = wanted.get("schema")
+            return schema if isinstance(schema, dict) else {"type": "object"}
+    return None
 
 
 def _cut_at_stop(text: str, stop: Any) -> tuple[str, str | None]:
@@ -329,7 +424,7 @@ def _tool_calls(body: dict[str, Any], model: str,
     """With tools offered, the mock calls the forced tool, else every tool (the first only
     when parallel calls are off), with arguments that fit each tool's parameters; once the
     last message is a tool's result, it answers in words instead, unless a call is forced."""
-    tools = [t for t in body.get("tools") or [] if isinstance(t, dict)]
+    tools = _offered(body)
     choice = body.get("tool_choice")
     kind = choice.get("type") if isinstance(choice, dict) else choice
     if not tools or kind == "none":
@@ -346,6 +441,36 @@ def _tool_calls(body: dict[str, Any], model: str,
     return tuple((_tool_name(t), _arguments(t, model)) for t in chosen or tools[:1])
 
 
+def _offered(body: dict[str, Any]) -> list[dict[str, Any]]:
+    return [t for t in body.get("tools") or [] if isinstance(t, dict)]
+
+
+def _marked_call(messages: list[Any]) -> tuple[str, dict[str, Any] | None] | None:
+    """The tool, and the arguments (None: made to fit), that the last user message names
+    with `mock:tool NAME {json}`."""
+    last = _last_turn(messages)
+    text = _text_of(last.get("content")) if last.get("role") == "user" else ""
+    found = re.search(re.escape(TOOL_MARKER) + r"\s+([\w.-]+)\s*", text)
+    if found is None:
+        return None
+    try:
+        arguments, _ = json.JSONDecoder().raw_decode(text, found.end())
+    except ValueError:
+        arguments = None
+    return found.group(1), arguments if isinstance(arguments, dict) else None
+
+
+def _marked_calls(body: dict[str, Any], model: str, name: str, arguments: dict[str, Any] | None,
+                  ) -> tuple[tuple[str, dict[str, Any]], ...]:
+    """The one call a marker asks for, if that tool is offered (a model calls no other)."""
+    if name == NO_TOOL:
+        return ()
+    tool = next((t for t in _offered(body) if _tool_name(t) == name), None)
+    if tool is None:
+        return ()
+    return ((name, arguments if arguments is not None else _arguments(tool, model)),)
+
+
 def _tool_name(tool: dict[str, Any]) -> str:
     return str(tool.get("name") or (tool.get("function") or {}).get("name"))
 
@@ -357,13 +482,29 @@ def _arguments(tool: dict[str, Any], model: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"answer": f"from {model}"}
 
 
+def _last_turn(messages: list[Any]) -> dict[str, Any]:
+    """The last message that is not a system one (Claude Code appends system messages after
+    the user's, with Anthropic's mid-conversation system messages)."""
+    turns = [m for m in messages if isinstance(m, dict) and m.get("role") != "system"]
+    return turns[-1] if turns else {}
+
+
 def _answers_a_tool(messages: list[Any]) -> bool:
-    """Whether the last message carries a tool's result (OpenAI's role tool, Anthropic's
+    """Whether the last turn carries a tool's result (OpenAI's role tool, Anthropic's
     tool_result block)."""
-    last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
+    last = _last_turn(messages)
     content = last.get("content")
     return last.get("role") == "tool" or (isinstance(content, list) and any(
         isinstance(b, dict) and b.get("type") == "tool_result" for b in content))
+
+
+def _tool_results(message: dict[str, Any]) -> list[str]:
+    """The text of each tool result a message carries."""
+    content = message.get("content")
+    if message.get("role") == "tool":
+        return [_text_of(content)]
+    return [_text_of(b.get("content")) for b in content or []
+            if isinstance(b, dict) and b.get("type") == "tool_result"]
 
 
 def _openai_problem(body: dict[str, Any]) -> str | None:
@@ -384,36 +525,79 @@ def _openai_problem(body: dict[str, Any]) -> str | None:
     return None
 
 
-def _anthropic_problem(request: web.Request, body: dict[str, Any]) -> str | None:
+def _anthropic_refusal(request: web.Request, body: dict[str, Any],
+                       fields: frozenset[str]) -> web.Response | None:
+    """The 401 or 400 the real API answers a request it refuses; None: accepted."""
+    if not (request.headers.get("x-api-key") or request.headers.get("authorization")):
+        return web.json_response(mockwire.anthropic_error(
+            401, "x-api-key header is required"), status=401)
+    problem = _anthropic_problem(request, body, fields)
+    if problem:
+        return web.json_response(mockwire.anthropic_error(400, problem), status=400)
+    return None
+
+
+def _anthropic_problem(request: web.Request, body: dict[str, Any],
+                       fields: frozenset[str]) -> str | None:
     """What the real Messages API rejects with invalid_request_error."""
     if not request.headers.get("anthropic-version"):
         return "anthropic-version: header is required"
     for name in body:
-        if name not in ANTHROPIC_FIELDS:
+        if name not in fields:
             return f"{name}: Extra inputs are not permitted"
-    if not isinstance(body.get("max_tokens"), int):
+    if not isinstance(body.get("model"), str):
+        return "model: Field required"
+    if "max_tokens" in fields and not isinstance(body.get("max_tokens"), int):
         return "max_tokens: Field required"
     model = str(body.get("model"))
-    if body["max_tokens"] > ANTHROPIC_OUTPUT_LIMITS.get(model, body["max_tokens"]):
-        return (f"max_tokens: {body['max_tokens']} > {ANTHROPIC_OUTPUT_LIMITS[model]}, which is "
+    limit = body.get("max_tokens")
+    if isinstance(limit, int) and limit > ANTHROPIC_OUTPUT_LIMITS.get(model, limit):
+        return (f"max_tokens: {limit} > {ANTHROPIC_OUTPUT_LIMITS[model]}, which is "
                 f"the maximum allowed number of output tokens for {model}")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         return "messages: at least one message is required"
     for i, message in enumerate(messages):
-        if message.get("role") not in ("user", "assistant"):
-            return f"messages.{i}.role: Input should be 'user' or 'assistant'"
+        if not isinstance(message, dict):
+            return f"messages.{i}: Input should be an object"
+        if message.get("role") not in ("user", "assistant", "system"):
+            return f"messages.{i}.role: Input should be 'user', 'assistant' or 'system'"
+        if message["role"] == "system" and (i == 0 or messages[i - 1].get("role") != "user"):
+            return f"messages.{i}: a system message must follow a user message"
         content = message.get("content")
         if isinstance(content, list):
             for j, block in enumerate(content):
-                if block.get("type") not in ANTHROPIC_BLOCKS:
+                if not isinstance(block, dict) or block.get("type") not in ANTHROPIC_BLOCKS:
                     return f"messages.{i}.content.{j}.type: unknown block type"
         elif not isinstance(content, str):
             return f"messages.{i}.content: Input should be a string or a list of blocks"
     system = body.get("system")
     if system is not None and not isinstance(system, str | list):
         return "system: Input should be a string or a list of text blocks"
-    return None
+    return _unthought_tool_turn(body, messages)
+
+
+def _unthought_tool_turn(body: dict[str, Any], messages: list[Any]) -> str | None:
+    """With thinking enabled, Anthropic refuses a tool result whose assistant turn has lost
+    its thinking block (a client or gateway that drops signed thinking breaks here)."""
+    thinking = body.get("thinking")
+    if not isinstance(thinking, dict) or thinking.get("type") != "enabled":
+        return None
+    turns = [(i, m) for i, m in enumerate(messages) if m.get("role") == "assistant"]
+    if not turns or not _answers_a_tool(messages):
+        return None
+    i, last = turns[-1]
+    content = last.get("content")
+    blocks = content if isinstance(content, list) else [{"type": "text"}]
+    first = blocks[0].get("type") if blocks else None
+    if first in ("thinking", "redacted_thinking") or not any(
+            b.get("type") == "tool_use" for b in blocks):
+        return None
+    return (f"messages.{i}.content.0.type: Expected `thinking` or `redacted_thinking`, but "
+            f"found `{first}`. When `thinking` is enabled, a final `assistant` message must "
+            "start with a thinking block (preceeding the lastmost set of `tool_use` and "
+            "`tool_result` blocks). We recommend you include thinking blocks from previous "
+            "turns. To avoid this requirement, disable `thinking`.")
 
 
 async def _raw(request: web.Request, step: Step, body: dict[str, Any]) -> web.StreamResponse:

@@ -6,6 +6,8 @@ official `openai` and `anthropic` SDKs to keep them honest.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 import time
 import uuid
@@ -41,6 +43,8 @@ class Answer:
     choices: int = 1  # OpenAI's `n`: every choice says the same
     top_logprobs: int | None = None  # logprobs asked for, with this many alternatives
     stop_sequence: str | None = None  # the stop sequence the text was cut before
+    thinking: str | None = None  # Anthropic's thinking, when the body turned it on
+    thinking_shown: bool = True  # False: `display: omitted`, the block empty but signed
 
     @property
     def tool_call(self) -> tuple[str, dict[str, Any]] | None:
@@ -49,16 +53,31 @@ class Answer:
     @property
     def pieces(self) -> list[str]:
         """The text as stream deltas; joined, they are exactly the text."""
-        return re.findall(r"\s*\S+(?:\s+$)?", self.text) or ([self.text] if self.text else [])
+        return pieces(self.text)
+
+    @property
+    def thinking_pieces(self) -> list[str]:
+        return pieces(self.thinking) if self.thinking and self.thinking_shown else []
+
+    @property
+    def thinking_tokens(self) -> int:
+        """Billed as output whether or not the thinking is shown, as Anthropic bills it."""
+        return len(pieces(self.thinking or ""))
+
+    @property
+    def signature(self) -> str:
+        """The thinking's signature: opaque base64, the same for the same thinking."""
+        digest = hashlib.sha256(f"{self.model}\n{self.thinking}".encode()).digest()
+        return base64.b64encode(b"mock-signature:" + digest).decode()
 
     @property
     def output_tokens(self) -> int:
-        """For all the choices together, as OpenAI's usage counts them."""
+        """For all the choices together, as OpenAI's usage counts them (thinking included)."""
         if self.tool_calls:
             each = sum(max(1, len(orjson.dumps(args)) // 4) for _, args in self.tool_calls)
         else:
             each = len(self.pieces)
-        return each * self.choices
+        return each * self.choices + self.thinking_tokens
 
     def arguments(self, call: int) -> str:
         return orjson.dumps(self.tool_calls[call][1]).decode()
@@ -66,6 +85,11 @@ class Answer:
     @property
     def tool_arguments(self) -> str:
         return self.arguments(0) if self.tool_calls else ""
+
+
+def pieces(text: str) -> list[str]:
+    """A text as stream deltas, about a word each; joined, they are exactly the text."""
+    return re.findall(r"\s*\S+(?:\s+$)?", text) or ([text] if text else [])
 
 
 def sse(data: Any, event: str | None = None) -> bytes:
@@ -178,7 +202,11 @@ def anthropic_usage(a: Answer, output_tokens: int) -> dict[str, Any]:
 
 
 def anthropic_blocks(a: Answer) -> list[dict[str, Any]]:
+    """The answer's content: thinking first (when on), then its text, then its tool calls."""
     blocks: list[dict[str, Any]] = []
+    if a.thinking is not None:
+        blocks.append({"type": "thinking", "thinking": "".join(a.thinking_pieces),
+                       "signature": a.signature})
     if a.text:
         blocks.append({"type": "text", "text": a.text})
     blocks += [{"type": "tool_use", "id": call_id(i, "toolu_mock"), "name": name, "input": args}
@@ -201,32 +229,20 @@ def anthropic_message(a: Answer) -> dict[str, Any]:
 
 
 def anthropic_events(a: Answer) -> list[tuple[str, dict[str, Any]]]:
+    """The stream of the message: each block opened empty, filled by deltas, closed."""
     start = {**anthropic_message(a), "content": [], "stop_reason": None,
              "usage": anthropic_usage(a, 1)}
     events: list[tuple[str, dict[str, Any]]] = [("message_start", {"type": "message_start",
                                                                     "message": start})]
-    index = 0
-    if a.text:
-        events.append(("content_block_start", {"type": "content_block_start", "index": 0,
-                                               "content_block": {"type": "text", "text": ""}}))
-        events.append(("ping", {"type": "ping"}))
-        events += [("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                            "delta": {"type": "text_delta", "text": piece}})
-                   for piece in a.pieces]
-        events.append(("content_block_stop", {"type": "content_block_stop", "index": 0}))
-        index = 1
-    for call, (name, _) in enumerate(a.tool_calls):
-        block = {"type": "tool_use", "id": call_id(call, "toolu_mock"), "name": name,
-                 "input": {}}
+    for index, block in enumerate(anthropic_blocks(a)):
         events.append(("content_block_start", {"type": "content_block_start", "index": index,
-                                               "content_block": block}))
-        args = a.arguments(call)
+                                               "content_block": _anthropic_opened(block)}))
+        if index == 0:
+            events.append(("ping", {"type": "ping"}))
         events += [("content_block_delta", {"type": "content_block_delta", "index": index,
-                                            "delta": {"type": "input_json_delta",
-                                                      "partial_json": args[i:i + 8]}})
-                   for i in range(0, len(args), 8)]
+                                            "delta": delta})
+                   for delta in _anthropic_deltas(a, block)]
         events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
-        index += 1
     events.append(("message_delta", {"type": "message_delta",
                                      "delta": {"stop_reason": anthropic_stop(a)[0],
                                                "stop_sequence": anthropic_stop(a)[1]},
@@ -234,6 +250,26 @@ def anthropic_events(a: Answer) -> list[tuple[str, dict[str, Any]]]:
                                                if a.usage_sent is None else a.usage_sent)}))
     events.append(("message_stop", {"type": "message_stop"}))
     return events
+
+
+def _anthropic_opened(block: dict[str, Any]) -> dict[str, Any]:
+    """A block as content_block_start opens it: what its deltas fill in, empty."""
+    if block["type"] == "thinking":
+        return {"type": "thinking", "thinking": "", "signature": ""}
+    if block["type"] == "text":
+        return {"type": "text", "text": ""}
+    return {**block, "input": {}}
+
+
+def _anthropic_deltas(a: Answer, block: dict[str, Any]) -> list[dict[str, Any]]:
+    if block["type"] == "thinking":
+        return [*({"type": "thinking_delta", "thinking": piece} for piece in a.thinking_pieces),
+                {"type": "signature_delta", "signature": block["signature"]}]
+    if block["type"] == "text":
+        return [{"type": "text_delta", "text": piece} for piece in a.pieces]
+    args = orjson.dumps(block["input"]).decode()
+    return [{"type": "input_json_delta", "partial_json": args[i:i + 8]}
+            for i in range(0, len(args), 8)]
 
 
 # --- Ollama native /api/chat (NDJSON) -----------------------------------------------------
