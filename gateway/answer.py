@@ -32,6 +32,13 @@ class Answer:
     def cached(cls, headers: dict[str, str], encoded: bytes) -> Answer:
         return cls(headers, _encoded=encoded)
 
+    def data(self) -> dict[str, Any]:
+        """The reply as a dict (a cache hit is parsed for it)."""
+        if self._reply is None:
+            parsed = orjson.loads(self._encoded or b"{}")
+            self._reply = parsed if isinstance(parsed, dict) else {}
+        return self._reply
+
     def encoded(self) -> bytes:
         """The reply as OpenAI JSON, serialized once (the cache stores the same bytes)."""
         if self._encoded is None:

@@ -106,8 +106,11 @@ def _system(system: Any) -> list[dict[str, Any]]:
 
 def _turn(turn: Any, path: str) -> list[dict[str, Any]]:
     role = turn.get("role") if isinstance(turn, dict) else None
+    if role == "system":  # a system message mid-conversation (Claude Code's skill listings)
+        return _system(turn.get("content"))
     if role not in ("user", "assistant"):
-        raise InvalidRequest(f"{path}.role: must be 'user' or 'assistant'", param=f"{path}.role")
+        raise InvalidRequest(f"{path}.role: must be 'user', 'assistant' or 'system'",
+                             param=f"{path}.role")
     content = turn.get("content")
     if isinstance(content, str):
         return [{"role": role, "content": content}] if content else []

@@ -7,6 +7,11 @@ the gateway reads answers through forms/anthropic.py. So parsing checks only
 what the gateway itself acts on (the model, the output limit, the stream flag)
 and what every model needs; the provider checks the rest, and its refusal of a
 field reaches the client with the provider's words.
+
+An answer names the model as the client asked for it (the tier), as Anthropic
+echoes the model asked for; `x-gateway-model` says which model served. Claude
+Code relies on the echo: it drops its signed thinking from the next turn when the
+answer names another model, and Anthropic then refuses the tool result.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from gateway.errors import GatewayError, InvalidRequest
 from gateway.request import GatewayRequest
 from gateway.surfaces import anthropic
 
+ROLES = ("user", "assistant", "system")
 # The client's headers of this API that reach an Anthropic provider as sent.
 PASSED_HEADERS = ("anthropic-version", "anthropic-beta")
 
@@ -45,9 +51,9 @@ def parse(raw: bytes, headers: Mapping[str, str]) -> GatewayRequest:
         raise InvalidRequest("messages: a non-empty list of messages is required",
                              param="messages")
     for i, message in enumerate(messages):
-        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
-            raise InvalidRequest(f"messages.{i}.role: must be 'user' or 'assistant' (a system "
-                                 "prompt goes in the top-level 'system')", param="messages")
+        if not isinstance(message, dict) or message.get("role") not in ROLES:
+            raise InvalidRequest(f"messages.{i}.role: must be 'user', 'assistant' or 'system' "
+                                 "(a system message mid-conversation)", param="messages")
         if not isinstance(message.get("content"), str | list):
             raise InvalidRequest(f"messages.{i}.content: a string or a list of content blocks "
                                  "is required", param="messages")
@@ -64,11 +70,17 @@ class AnthropicMessages:
         return parse(raw, headers)
 
     def answer(self, request: GatewayRequest, answer: Answer) -> bytes:
-        return answer.encoded()
+        message = answer.data()
+        if message.get("model") == request.model:
+            return answer.encoded()
+        return orjson.dumps({**message, "model": request.model})
 
     async def events(self, request: GatewayRequest, events: Events) -> AsyncIterator[bytes]:
         try:
             async for batch in events.batches:
+                for event in batch:
+                    if event.get("type") == "message_start":
+                        _as_asked(event.get("message"), request)
                 yield b"".join(anthropic.sse_event(event) for event in batch)
         except GatewayError as error:  # after the stream began: one more event says why
             yield anthropic.sse_event(anthropic.error_object(error))
@@ -77,6 +89,11 @@ class AnthropicMessages:
 
     def error(self, error: GatewayError) -> bytes:
         return anthropic.error_json(error)
+
+
+def _as_asked(message: Any, request: GatewayRequest) -> None:
+    if isinstance(message, dict):
+        message["model"] = request.model
 
 
 def count_body(raw: bytes, headers: Mapping[str, str]) -> GatewayRequest:
