@@ -8,6 +8,10 @@
     await ctx.charge(...)                       # settle and cache; a stream: at its end, or cut
     -> an Answer, or Events (a stream's chunks), as data: a surface renders them
 
+A request keeps its caller's form (forms/) from the chain to the client: a chat
+request's models speak the gateway's own (OpenAI's), a Messages request's speak
+Anthropic's, natively or through a translation (providers/build.py).
+
 The request's Context (context.py) is closed by whoever ends the request: the
 route for an Answer or a refusal, the Events themselves at their end.
 """
@@ -38,7 +42,7 @@ async def serve(ctx: Context) -> Answer | Events:
     assert ctx.request is not None
     if ctx.request.kind == "embeddings":
         return await _embeddings(ctx)
-    return await _chat(ctx)
+    return await _generated(ctx)
 
 
 def _plan(ctx: Context) -> Chain:
@@ -65,7 +69,8 @@ async def _reserved(ctx: Context, chain: Chain) -> Metered:
     return ctx.metered
 
 
-async def _chat(ctx: Context) -> Answer | Events:
+async def _generated(ctx: Context) -> Answer | Events:
+    """A chat completion or a message: the model writes it, whole or streamed."""
     assert ctx.request is not None
     chain = _plan(ctx)
     if (hit := await cache.get(ctx.services.store, ctx.lookup)) is not None:
@@ -76,7 +81,7 @@ async def _chat(ctx: Context) -> Answer | Events:
         return Answer.cached(headers, hit.answer)
     metered = await _reserved(ctx, chain)
     if ctx.request.stream:
-        return await _chat_stream(ctx, chain, metered)
+        return await _generated_stream(ctx, chain, metered)
     if metered.needs_watching:  # the answer may outgrow its reservation: watch it come
         return await _assembled(ctx, chain, metered)
     model, reply = await fallbacks.complete(chain, metered.body_for)
@@ -124,7 +129,7 @@ async def _gather(opened: OpenStream, assembler: Assembles, trace: Trace) -> Non
         await opened.rest.aclose()
 
 
-async def _chat_stream(ctx: Context, chain: Chain, metered: Metered) -> Events:
+async def _generated_stream(ctx: Context, chain: Chain, metered: Metered) -> Events:
     opened = await watch.watched(ctx.services.budgets, metered,
                                  await fallbacks.open_stream(chain, metered.body_for))
     ctx.record.first_token_at = time.perf_counter()

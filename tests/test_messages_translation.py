@@ -314,7 +314,7 @@ def test_structured_output_becomes_a_json_schema_response_format() -> None:
     ({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": [
         {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search",
          "input": {}}]}]}, "messages.1.content.0.type"),
-    ({"messages": [{"role": "system", "content": "x"}]}, "messages.0.role"),
+    ({"messages": [{"role": "tool", "content": "x"}]}, "messages.0.role"),
     ({"messages": []}, "messages"),
 ])
 def test_what_chat_cannot_carry_is_refused_saying_what_to_change(change: dict[str, Any],
@@ -655,3 +655,12 @@ def test_a_claude_code_turn_with_signed_thinking_is_answered_by_an_openai_model(
     assert [(b["type"], b.get("name")) for b in message["content"]] == [("tool_use", "Read")]
     assert message["stop_reason"] == "tool_use"
     assert events[0]["message"]["usage"]["input_tokens"] > 0
+
+
+def test_a_system_message_mid_conversation_stays_in_its_place() -> None:
+    """Claude Code sends its skill listings as a system message after the user's."""
+    chat = to_chat({"model": "x", "max_tokens": 10, "messages": [
+        {"role": "user", "content": "hi"},
+        {"role": "system", "content": [{"type": "text", "text": "skills: none"}]}]}, GPT)
+    assert chat["messages"] == [{"role": "user", "content": "hi"},
+                                {"role": "system", "content": "skills: none"}]
