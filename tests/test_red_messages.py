@@ -1,0 +1,210 @@
+"""Red team: the Anthropic Messages surface (POST /v1/messages, count_tokens) against the
+README's promises and issue 21's. Each test here failed against the gateway when written:
+it shows one promise broken, with real processes (redis-server, the mock providers, a
+`gateway serve`), the official `anthropic` SDK or raw httpx.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import httpx
+import pytest
+
+from gateway.demo.mockprovider import MockProvider, Step
+from tests.conftest import RedisServer, gateway_running, sha
+
+KEY = "sk-red-messages-team"
+PRICE = "price: {input_per_mtok: 1, output_per_mtok: 2, cached_input_per_mtok: 0.1, " \
+        "cache_write_per_mtok: 1.25, cache_write_1h_per_mtok: 2}"
+# 100 micro-dollars an output token: a small budget ends within a short answer.
+PRICEY = "price: {input_per_mtok: 1, output_per_mtok: 100}"
+OUTPUT_MICRO = 100
+
+
+def budget_key(name: str) -> str:
+    return f"sk-red-budget-{name}"
+
+
+def router_yaml(mock_url: str, redis_url: str, tmp: Path) -> str:
+    budgets = {"cut-native": 0.05, "cut-chat": 0.05, "refused": 0.01, "left-native": 100, "drop-native": 100, "left-chat": 100,
+               "drop-chat": 100, "think-new": 100, "clamp": 0.002, "concurrent": 0.02,
+               "cut-plain": 0.05}
+    return "\n".join([
+        "providers:",
+        f"  anthropic: {{api_key: sk-ant-red-secret-0123456789, api_base: '{mock_url}'}}",
+        f"  openai: {{api_key: sk-openai-red-secret-0123456789, api_base: '{mock_url}/v1'}}",
+        "models:",
+        f"  claude: {{provider: anthropic, model: claude-sonnet-4-5, {PRICE}}}",
+        f"  claude-down: {{provider: anthropic, model: claude-down, {PRICE}}}",
+        f"  gpt: {{provider: openai, model: gpt-4o-mini, {PRICE}}}",
+        f"  claude-pricey: {{provider: anthropic, model: claude-pricey, {PRICEY}}}",
+        f"  gpt-pricey: {{provider: openai, model: gpt-pricey, {PRICEY}}}",
+        # A Claude model newer than litellm's map (so not marked as reasoning).
+        f"  claude-next: {{provider: anthropic, model: claude-opus-9, {PRICEY}, "
+        "max_output_tokens: 32000}",
+        f"  claude-think: {{provider: anthropic, model: claude-sonnet-4-5, {PRICEY}}}",
+        "tiers:",
+        "  smart: [claude, gpt]",
+        "  fast: [gpt, claude]",
+        "  across: [claude-down, gpt]",
+        "  pricey: [claude-pricey]",
+        "  pricey-chat: [gpt-pricey]",
+        "keys:",
+        f"  - {{name: team, key_sha256: {sha(KEY)}, daily_budget_usd: 100}}",
+        *[f"  - {{name: {n}, key_sha256: {sha(budget_key(n))}, daily_budget_usd: {b}}}"
+          for n, b in budgets.items()],
+        "settings:",
+        f"  redis_url: '{redis_url}'",
+        f"  usage_log: {tmp}/usage.jsonl",
+        "  cache: {enabled: true}",
+        "  retry: {max_retries: 0}",
+        "  budgets: {output_slice_tokens: 16, wait_s: 0.2}",
+        "  cooldown: {after_failures: 1000, for_s: 0}",
+        "  timeouts: {connect_s: 2, first_token_s: 5, total_s: 20}",
+    ]) + "\n"
+
+
+@pytest.fixture(scope="module")
+def gateway(mock: MockProvider, redis_server: RedisServer,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    tmp = tmp_path_factory.mktemp("red-messages")
+    (tmp / "router.yaml").write_text(router_yaml(mock.base_url,  # type: ignore[attr-defined]
+                                                 redis_server.url, tmp))
+    with gateway_running(tmp / "router.yaml", tmp / "gateway.log") as url:
+        yield url, tmp
+
+
+def headers(key: str = KEY, **more: str) -> dict[str, str]:
+    return {"x-api-key": key, "anthropic-version": "2023-06-01", "cache-control": "no-store",
+            **more}
+
+
+def usage_line(tmp: Path, request_id: str, within_s: float = 5) -> dict[str, Any]:
+    deadline = time.monotonic() + within_s
+    while True:
+        text = (tmp / "usage.jsonl").read_text() if (tmp / "usage.jsonl").exists() else ""
+        lines = [json.loads(line) for line in text.splitlines() if request_id in line]
+        if lines:
+            return lines[-1]
+        assert time.monotonic() < deadline, f"no usage line for {request_id}"
+        time.sleep(0.05)
+
+
+def spent_micro(url: str, key: str) -> int:
+    answer = httpx.get(f"{url}/v1/budget", headers={"authorization": f"Bearer {key}"},
+                       timeout=5).json()
+    return round((answer["spent_usd"] + answer["reserved_usd"]) * 1e6)
+
+
+def sse_events(text: str) -> list[dict[str, Any]]:
+    events = []
+    for block in text.strip().split("\n\n"):
+        for line in block.split("\n"):
+            if line.startswith("data: "):
+                events.append(json.loads(line.removeprefix("data: ")))
+    return events
+
+
+def delivered_text(events: list[dict[str, Any]]) -> str:
+    return "".join(e["delta"].get("text", "") for e in events
+                   if e.get("type") == "content_block_delta")
+
+
+LONG = " ".join(f"w{i}" for i in range(3000))  # 3000 pieces: 3000 output tokens, as the mock counts
+
+
+# --- money -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("tier,name,model,stream", [
+    ("pricey", "cut-native", "claude-pricey", True),
+    ("pricey-chat", "cut-chat", "gpt-pricey", True),
+    ("pricey", "cut-plain", "claude-pricey", False)])
+def test_an_answer_cut_at_the_budget_is_charged_for_the_tokens_it_carried(
+        gateway: tuple[str, Path], mock: MockProvider, tier: str, name: str,
+        model: str, stream: bool) -> None:
+    """A $0.05 key, 100 micro-dollars an output token (500 tokens a day): the gateway ends
+    the answer where the budget ends (stop_reason max_tokens). Its closing message_delta
+    says output_tokens 0, and that is what is charged: the key pays for its input only, so
+    it asks again, and again, each time for a budget's worth of output."""
+    url, tmp = gateway
+    key = budget_key(name)
+    mock.always[model] = Step(text=LONG)
+    carried, charged = [], []
+    for _ in range(4):
+        body = {"model": tier, "max_tokens": 4000, "stream": stream,
+                "messages": [{"role": "user", "content": "Talk"}]}
+        with httpx.stream("POST", f"{url}/v1/messages", headers=headers(key), timeout=20,
+                          json=body) as r:
+            if r.status_code != 200:
+                break
+            text = r.read().decode()
+            rid = r.headers["x-request-id"]
+        if stream:
+            words = delivered_text(sse_events(text))
+        else:
+            words = "".join(b.get("text", "") for b in json.loads(text)["content"])
+        carried.append(len(words.split()))
+        charged.append(usage_line(tmp, rid)["output_tokens"])
+    assert sum(carried) * OUTPUT_MICRO <= 50_000 + 4 * OUTPUT_MICRO, (
+        f"output tokens carried to the client per request: {carried} (charged as {charged}), "
+        "on a budget of 500 output tokens")
+    assert all(c >= n for c, n in zip(charged, carried)), (carried, charged)
+
+
+@pytest.mark.parametrize("tier,name,model", [("pricey", "left-native", "claude-pricey"),
+                                             ("pricey-chat", "left-chat", "gpt-pricey")])
+def test_a_client_that_leaves_mid_stream_is_charged_for_what_it_was_sent(
+        gateway: tuple[str, Path], mock: MockProvider, tier: str, name: str,
+        model: str) -> None:
+    """Claude Code's Esc: the client closes the stream after reading part of it. The
+    provider has made (and bills) at least what the client read; the usage log must say so."""
+    url, tmp = gateway
+    mock.always[model] = Step(text=LONG, chunk_delay_s=0.002)
+    seen: list[str] = []
+    with httpx.stream("POST", f"{url}/v1/messages", headers=headers(budget_key(name)),
+                      timeout=20, json={"model": tier, "max_tokens": 4000, "stream": True,
+                                        "messages": [{"role": "user", "content": "Talk"}]}) as r:
+        assert r.status_code == 200
+        rid = r.headers["x-request-id"]
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                event = json.loads(line[6:])
+                if event.get("type") == "content_block_delta":
+                    seen.append(event["delta"].get("text", ""))
+            if len(seen) >= 200:
+                break
+    read = len("".join(seen).split())
+    line = usage_line(tmp, rid)
+    assert line["status"] == 499
+    assert line["output_tokens"] >= read, (f"the client read {read} tokens; charged "
+                                           f"{line['output_tokens']}: {line}")
+
+
+@pytest.mark.parametrize("tier,name,model", [("pricey", "drop-native", "claude-pricey"),
+                                             ("pricey-chat", "drop-chat", "gpt-pricey")])
+def test_a_provider_that_drops_mid_stream_is_charged_for_what_was_relayed(
+        gateway: tuple[str, Path], mock: MockProvider, tier: str, name: str,
+        model: str) -> None:
+    """The provider's connection dies after 300 events (tokens already relayed): the client
+    gets an error event, and the tokens it got must be charged."""
+    url, tmp = gateway
+    mock.script(model, Step(text=LONG, drop_after=300))
+    with httpx.stream("POST", f"{url}/v1/messages", headers=headers(budget_key(name)),
+                      timeout=20, json={"model": tier, "max_tokens": 4000, "stream": True,
+                                        "messages": [{"role": "user", "content": "Talk"}]}) as r:
+        assert r.status_code == 200
+        rid = r.headers["x-request-id"]
+        text = r.read().decode()
+    events = sse_events(text)
+    assert events[-1]["type"] == "error"
+    read = len(delivered_text(events).split())
+    assert read > 100
+    line = usage_line(tmp, rid)
+    assert line["output_tokens"] >= read, (f"the client got {read} tokens; charged "
+                                           f"{line['output_tokens']}: {line}")
