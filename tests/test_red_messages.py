@@ -208,3 +208,54 @@ def test_a_provider_that_drops_mid_stream_is_charged_for_what_was_relayed(
     line = usage_line(tmp, rid)
     assert line["output_tokens"] >= read, (f"the client got {read} tokens; charged "
                                            f"{line['output_tokens']}: {line}")
+
+
+def test_a_budget_with_money_left_does_not_refuse_a_claude_request(
+        gateway: tuple[str, Path]) -> None:
+    """$0.01 left of $0.01, a Claude model at $100 per million output tokens: the request
+    needs $0.000209 (its input and one output token, as the refusal itself says), and is
+    refused. (The up-front reservation, input plus a slice of 1% of the budget, is smaller
+    than the minimum, two tokens as Claude's are counted, so no grant can ever satisfy it.)"""
+    url, _ = gateway
+    answer = httpx.post(f"{url}/v1/messages", headers=headers(budget_key("refused")),
+                        timeout=20, json={"model": "pricey", "max_tokens": 100,
+                                          "messages": [{"role": "user", "content": "Hi"}]})
+    assert answer.status_code == 200, answer.text
+
+
+def deep(levels: int) -> Any:
+    value: Any = "x"
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+ODD_BODIES: dict[str, tuple[str, dict[str, Any]]] = {
+    "tool_choice type a list": ("fast", {
+        "tools": [{"name": "t", "input_schema": {"type": "object"}}],
+        "tool_choice": {"type": ["auto"]}}),
+    "system text a number": ("fast", {"system": [{"type": "text", "text": 5}]}),
+    "stop_sequences a number": ("fast", {"stop_sequences": 5}),
+    "tools a number": ("fast", {"tools": 5}),
+    "document content a number": ("fast", {"messages": [{"role": "user", "content": [
+        {"type": "document", "source": {"type": "content", "content": 5}}]}]}),
+    "tool input nested 300 deep (translated)": ("fast", {"messages": [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "t",
+                                           "input": {"a": deep(300)}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1",
+                                      "content": "ok"}]}]}),
+    "an unknown field nested 300 deep (native)": ("smart", {"x_extra": deep(300)}),
+    "metadata nested 300 deep (native)": ("smart", {"metadata": {"user_id": deep(300)}}),
+}
+
+
+@pytest.mark.parametrize("case", list(ODD_BODIES))
+def test_an_odd_body_is_a_400_in_anthropics_shape_not_a_500(gateway: tuple[str, Path],
+                                                            case: str) -> None:
+    url, _ = gateway
+    tier, fields = ODD_BODIES[case]
+    body = {"model": tier, "max_tokens": 50,
+            "messages": [{"role": "user", "content": "hi"}], **fields}
+    answer = httpx.post(f"{url}/v1/messages", headers=headers(), json=body, timeout=20)
+    assert answer.status_code < 500, f"{case}: {answer.status_code} {answer.text}"
