@@ -259,3 +259,71 @@ def test_an_odd_body_is_a_400_in_anthropics_shape_not_a_500(gateway: tuple[str, 
             "messages": [{"role": "user", "content": "hi"}], **fields}
     answer = httpx.post(f"{url}/v1/messages", headers=headers(), json=body, timeout=20)
     assert answer.status_code < 500, f"{case}: {answer.status_code} {answer.text}"
+
+
+# --- broken providers --------------------------------------------------------------------
+
+def sse(*events: dict[str, Any] | str) -> bytes:
+    out = b""
+    for event in events:
+        data = event if isinstance(event, str) else json.dumps(event)
+        name = json.loads(data).get("type") if isinstance(event, str) else event["type"]
+        out += f"event: {name}\ndata: {data}\n\n".encode()
+    return out
+
+
+START = {"type": "message_start", "message": {
+    "id": "msg_broken", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
+    "content": [], "stop_reason": None, "stop_sequence": None,
+    "usage": {"input_tokens": 10, "output_tokens": 1}}}
+BROKEN_STREAMS: dict[str, bytes] = {
+    "an error event whose error is a string": sse(START, {"type": "error",
+                                                          "error": "Overloaded"}),
+    "a message_start whose message is a string": sse({"type": "message_start",
+                                                      "message": "msg"}, START),
+    "a content_block_delta whose delta is a string": sse(START, {
+        "type": "content_block_delta", "index": 0, "delta": "hello"}),
+    "a content_block_start whose index is a list": sse(START, {
+        "type": "content_block_start", "index": [0],
+        "content_block": {"type": "text", "text": ""}}),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN_STREAMS))
+def test_a_broken_anthropic_stream_before_the_first_token_falls_back(
+        gateway: tuple[str, Path], mock: MockProvider, case: str) -> None:
+    """A 200 that is not an answer is a 502 of that model: the next model, before the first
+    token (README, Retries and fallbacks). The tier smart is [claude, gpt]."""
+    url, _ = gateway
+    mock.script("claude-sonnet-4-5", Step(raw=BROKEN_STREAMS[case]))
+    with httpx.stream("POST", f"{url}/v1/messages", headers=headers(), timeout=20,
+                      json={"model": "smart", "max_tokens": 50, "stream": True,
+                            "messages": [{"role": "user", "content": "hi"}]}) as r:
+        text = r.read().decode()
+        assert r.status_code == 200, f"{case}: {r.status_code} {text}"
+        assert r.headers["x-gateway-model"] == "gpt", case
+    events = sse_events(text)
+    assert events[-1]["type"] == "message_stop", f"{case}: {text[-300:]}"
+
+
+def test_a_broken_event_after_the_first_token_ends_the_stream_with_an_error_event(
+        gateway: tuple[str, Path], mock: MockProvider) -> None:
+    """After the first token the stream cannot fall back: it must end with an `error` event
+    that the SDK raises, not a connection torn mid-body."""
+    url, _ = gateway
+    mock.script("claude-sonnet-4-5", Step(raw=sse(
+        START, {"type": "content_block_start", "index": 0,
+                "content_block": {"type": "text", "text": ""}},
+        {"type": "content_block_delta", "index": 0,
+         "delta": {"type": "text_delta", "text": "Hello"}},
+        {"type": "error", "error": "Overloaded"})))
+    try:
+        with httpx.stream("POST", f"{url}/v1/messages", headers=headers(), timeout=20,
+                          json={"model": "smart", "max_tokens": 50, "stream": True,
+                                "messages": [{"role": "user", "content": "hi"}]}) as r:
+            assert r.status_code == 200
+            text = r.read().decode()
+    except httpx.HTTPError as exc:
+        pytest.fail(f"the stream was torn: {exc!r}")
+    events = sse_events(text)
+    assert events[-1]["type"] == "error", text[-300:]
