@@ -327,3 +327,45 @@ def test_a_broken_event_after_the_first_token_ends_the_stream_with_an_error_even
         pytest.fail(f"the stream was torn: {exc!r}")
     events = sse_events(text)
     assert events[-1]["type"] == "error", text[-300:]
+
+
+# --- thinking ----------------------------------------------------------------------------
+
+def test_thinking_on_a_claude_model_newer_than_the_price_map_is_charged_as_billed(
+        gateway: tuple[str, Path], mock: MockProvider) -> None:
+    """Claude 4 shows a summary of its thinking and bills the whole of it. On a Claude model
+    litellm's map does not list (so not marked `reasoning`), `thinking` on is still metered
+    as a model that shows all it writes: the charge is capped at what was shown, and the
+    provider's bill (2,000 output tokens here) is not what the key pays."""
+    url, tmp = gateway
+    billed = {"input_tokens": 10, "output_tokens": 2000, "cache_creation_input_tokens": 0,
+              "cache_read_input_tokens": 0}
+    mock.script("claude-opus-9", Step(text="Four.", usage=billed))
+    raw = httpx.post(f"{url}/v1/messages", headers=headers(budget_key("think-new")), timeout=20,
+                     json={"model": "claude-next", "max_tokens": 4000,
+                           "thinking": {"type": "enabled", "budget_tokens": 2048},
+                           "messages": [{"role": "user", "content": "What is 2+2?"}]})
+    assert raw.status_code == 200, raw.text
+    line = usage_line(tmp, raw.headers["x-request-id"])
+    assert line["output_tokens"] == 2000, line
+    assert raw.json()["usage"]["output_tokens"] == 2000
+
+
+def test_a_budget_clamp_never_sends_claude_a_max_tokens_below_its_thinking_budget(
+        gateway: tuple[str, Path], mock: MockProvider) -> None:
+    """Claude with thinking is reserved whole and, near a budget's end, sent a lower
+    max_tokens. Anthropic refuses max_tokens <= thinking.budget_tokens (a 400 to the
+    client). The clamped body must stay one Anthropic accepts (lower the thinking budget
+    with it, or turn thinking off)."""
+    url, _ = gateway
+    raw = httpx.post(f"{url}/v1/messages", headers=headers(budget_key("clamp")), timeout=20,
+                     json={"model": "claude-think", "max_tokens": 8000,
+                           "thinking": {"type": "enabled", "budget_tokens": 4000},
+                           "messages": [{"role": "user", "content": "What is 2+2?"}]})
+    [sent] = mock.calls("claude-sonnet-4-5")
+    assert raw.status_code == 200, raw.text
+    assert raw.headers.get("x-gateway-max-tokens-clamped"), raw.headers
+    thinking = sent.body.get("thinking") or {}
+    assert thinking.get("type") != "enabled" or (
+        sent.body["max_tokens"] > thinking["budget_tokens"]), (
+        f"sent max_tokens {sent.body['max_tokens']} with thinking {thinking}")
