@@ -369,3 +369,24 @@ def test_a_budget_clamp_never_sends_claude_a_max_tokens_below_its_thinking_budge
     assert thinking.get("type") != "enabled" or (
         sent.body["max_tokens"] > thinking["budget_tokens"]), (
         f"sent max_tokens {sent.body['max_tokens']} with thinking {thinking}")
+
+
+# --- count_tokens --------------------------------------------------------------------------
+
+def test_count_tokens_skips_a_model_that_cannot_carry_the_body_as_messages_does(
+        gateway: tuple[str, Path], mock: MockProvider) -> None:
+    """`fast` is [gpt, claude]. A body with Anthropic's web_search tool is served by claude
+    (gpt cannot carry it: skipped), but count_tokens of the very same body is refused with a
+    400 telling the client to remove the tool: it never asks claude."""
+    url, _ = gateway
+    web_search = {"type": "web_search_20250305", "name": "web_search", "max_uses": 1}
+    body = {"model": "fast", "tools": [web_search],
+            "messages": [{"role": "user", "content": "Search the web"}]}
+    served = httpx.post(f"{url}/v1/messages", headers=headers(), timeout=20,
+                        json={**body, "max_tokens": 50})
+    assert served.status_code == 200 and served.headers["x-gateway-model"] == "claude"
+    counted = httpx.post(f"{url}/v1/messages/count_tokens", headers=headers(), timeout=20,
+                         json=body)
+    asked = [c.path for c in mock.calls() if c.path.endswith("/count_tokens")]
+    assert counted.status_code != 400 and asked, (
+        f"count_tokens: {counted.status_code} {counted.text}; count_tokens calls: {asked}")
