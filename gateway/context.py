@@ -85,7 +85,9 @@ class Context:
         cache it if it is whole. The answer, with its headers."""
         assert self.metered is not None and self.request is not None  # reserved before a call
         self.charged = True  # spoken for: close() no longer releases the reservation
-        usage, charged = await meter.settle(self.services.budgets, self.metered, model, reply)
+        whole = status == 200 and self.metered.limited != "cut"
+        usage, charged = await meter.settle(self.services.budgets, self.metered, model, reply,
+                                            whole)
         self.record.model = model.name
         self.record.budget_limited = self.metered.limited
         self.record.charged(usage, charged)

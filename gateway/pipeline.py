@@ -27,7 +27,7 @@ import orjson
 from gateway import cache, fallbacks, routing, streaming
 from gateway.answer import Answer, Events
 from gateway.context import Context, status_of
-from gateway.errors import ChainFailed, ProviderError
+from gateway.errors import ChainFailed, ProviderError, Unsupported
 from gateway.fallbacks import Chain, OpenStream
 from gateway.forms.base import Assembles
 from gateway.money import meter, watch
@@ -155,12 +155,16 @@ async def count_tokens(ctx: Context) -> int:
     models = routing.plan(ctx.config, ctx.key, ctx.trace.requested)
     adapters = ctx.services.adapters.of(ctx.config)
     usable = [m for m in models if not m.unusable] or list(models)
+    unsupported: list[Unsupported] = []
     for model in usable:
         counter = build.in_format(adapters[model.name], ANTHROPIC_MESSAGES, request.headers)
         started = time.perf_counter()
         try:
             async with asyncio.timeout(max(ctx.trace.remaining_s(), 0.001)):
                 counted = await counter.count_tokens(request.body)
+        except Unsupported as refused:  # as the chain does: the next model may take it
+            unsupported.append(refused)
+            ctx.trace.skipped.append(f"{model.name}: skipped ({refused.message})")
         except TimeoutError:
             ctx.trace.record(model, started, ProviderError(
                 "no count within the request's total_s", status=504, kind="transient",
@@ -172,5 +176,7 @@ async def count_tokens(ctx: Context) -> int:
         else:
             ctx.trace.record(model, started, None)
             return counted
+    if unsupported and not ctx.trace.failures:
+        raise unsupported[0]
     raise ChainFailed(ctx.trace.requested, ctx.trace.attempts, ctx.trace.skipped,
                       ctx.trace.failures)

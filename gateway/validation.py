@@ -15,6 +15,7 @@ from gateway.errors import InvalidRequest
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 POSITIVE_INTS = ("max_tokens", "max_completion_tokens", "n")
+MAX_DEPTH = 255  # the deepest JSON orjson writes
 
 
 def parse_json_object(raw: bytes) -> dict[str, Any]:
@@ -26,6 +27,15 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise InvalidRequest("the body must be a JSON object, like "
                              '{"model": "fast", "messages": [...]}')
+    # orjson reads JSON nested 1,024 deep but writes only 255: a body the gateway could not
+    # send on (or count, or key the cache by) is refused here. Only a body with enough
+    # brackets to be that deep is written out to find out, once.
+    if raw.count(b"{") + raw.count(b"[") > MAX_DEPTH:
+        try:
+            orjson.dumps(body)
+        except orjson.JSONEncodeError:
+            raise InvalidRequest(f"the body nests deeper than {MAX_DEPTH} levels of objects "
+                                 "and arrays; flatten it") from None
     return body
 
 

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 # The signature of a thinking block the gateway made from another provider's reasoning: no
 # provider signed it, so it is never sent to Anthropic (providers/anthropic_api.py drops it).
 UNSIGNED = "gateway-unsigned"
+MIN_THINKING_TOKENS = 1024  # the least thinking.budget_tokens Anthropic accepts
 # Why a message ended, when it is a whole answer: `pause_turn` (a server tool paused) and
 # `refusal` are not kept in the cache.
 COMPLETE_STOP_REASONS = frozenset({"end_turn", "stop_sequence", "tool_use", "max_tokens"})
@@ -40,9 +41,20 @@ class Messages:
 
     def with_limit(self, body: dict[str, Any], model: Model, limit: int | None,
                    ) -> dict[str, Any]:
+        """Anthropic refuses a max_tokens at or below thinking.budget_tokens: a limit lowered
+        that far lowers the thinking budget with it, or, below the least thinking Anthropic
+        takes, turns thinking off (the answer the budget can pay for is one without it)."""
         if limit is None or body.get("max_tokens") == limit:
             return body
-        return {**body, "max_tokens": limit}
+        out = {**body, "max_tokens": limit}
+        thinking = body.get("thinking")
+        budget = thinking.get("budget_tokens") if isinstance(thinking, dict) else None
+        if isinstance(thinking, dict) and isinstance(budget, int) and budget >= limit:
+            if limit - 1 >= MIN_THINKING_TOKENS:
+                out["thinking"] = {**thinking, "budget_tokens": limit - 1}
+            else:
+                out["thinking"] = {"type": "disabled"}
+        return out
 
     def reported(self, answer: dict[str, Any]) -> Reported:
         """Anthropic's input_tokens are the plain input: cache reads and writes are apart

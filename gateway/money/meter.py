@@ -168,16 +168,23 @@ async def reserve(budgets: Budgets, config: Config, key: ApiKey, models: tuple[M
     return metered
 
 
-async def settle(budgets: Budgets, metered: Metered, model: Model,
-                 answer: dict[str, Any]) -> tuple[cost.Usage, int]:
-    """Charge the answer; sets the cost and remaining-budget headers. The usage and cost."""
+async def settle(budgets: Budgets, metered: Metered, model: Model, answer: dict[str, Any],
+                 whole: bool = True) -> tuple[cost.Usage, int]:
+    """Charge the answer; sets the cost and remaining-budget headers. The usage and cost.
+
+    An answer cut short (`whole` False: the client or the provider left mid-stream, or the
+    budget ended it) has no final usage: what a provider said before its end (Anthropic's
+    message_start, a running count) is not what it made, so the output is counted, and the
+    higher of the two is charged."""
     form = metered.request.form
     reported = form.reported(answer)
     input_tokens = output_tokens = 0
     if reported.input_tokens is None:
         input_tokens = (await counted_input(metered)).for_model(model)
-    if reported.output_tokens is None:
+    if reported.output_tokens is None or not whole:
         output_tokens = (await _exact(form.output_tally(answer))).for_model(model)
+        output_tokens = max(output_tokens, reported.output_tokens or 0)
+        reported = dataclasses.replace(reported, output_tokens=None)
     usage = reported.complete(input_tokens, output_tokens)
     allowed = metered.output_allowed(model, answer)
     if allowed is not None and usage.output_tokens > allowed:

@@ -121,13 +121,13 @@ class WorstCase:
 
 
 def thinks_unseen(model: Model, body: dict[str, Any]) -> bool:
-    """Whether the model may bill output tokens it does not stream."""
-    if not model.reasoning:
-        return False
-    if model.provider.type != "anthropic":
-        return True
-    thinking = body.get("thinking")  # Claude thinks only when asked; it streams a summary
-    return isinstance(thinking, dict) and thinking.get("type") != "disabled"
+    """Whether the model may bill output tokens it does not stream. Claude thinks only when
+    asked, and then streams a summary of what it bills: whether or not litellm's map knows
+    the model yet (a new Claude release is not in it), thinking asked of Claude is unseen."""
+    if model.provider.type == "anthropic":
+        thinking = body.get("thinking")
+        return isinstance(thinking, dict) and thinking.get("type") not in (None, "disabled")
+    return model.reasoning
 
 
 def of_chat(models: tuple[Model, ...], request: GatewayRequest, counted: Counted,
@@ -138,11 +138,15 @@ def of_chat(models: tuple[Model, ...], request: GatewayRequest, counted: Counted
     for model in models:
         rates = cost.rates(model.price)
         limits = [v for v in (asked, model.max_output_tokens) if v is not None]
-        slice_pico = max(rates.output * choices, min(rates.output * slice_tokens, share))
+        one_token = Counted(1, 4, 0).for_model(model)
+        # At least the minimum's one output token a choice: a smaller slice could never be
+        # granted, and a budget with money left would refuse the request.
+        slice_pico = max(rates.output * choices * one_token,
+                         min(rates.output * slice_tokens, share))
         per_model.append(Priced(model, counted.for_model(model) * rates.input, rates.output,
                                 choices, min(limits) if limits else DEFAULT_OUTPUT_LIMIT,
                                 not thinks_unseen(model, request.body), share, slice_pico,
-                                Counted(1, 4, 0).for_model(model)))
+                                one_token))
     return WorstCase(tuple(per_model))
 
 

@@ -97,16 +97,27 @@ class ChunkTranslator:
 
 def stream_error(event: dict[str, Any]) -> ProviderError:
     """An `error` event, which Anthropic may send mid-stream (overloaded_error, ...)."""
-    error = event.get("error") or {}
-    status = ERROR_STATUSES.get(error.get("type", ""), 500)
+    error = event.get("error")
+    error = error if isinstance(error, dict) else {}
+    status = ERROR_STATUSES.get(str(error.get("type", "")), 500)
     kind = kind_for_status(status)
     return ProviderError(provider_reason(status, kind, error.get("type")), status=status,
                          kind=kind, type=identifier(error.get("type")) or "api_error")
 
 
+# The object each event type carries: an event without it is not one the gateway (or the
+# Anthropic SDK) can read, so the stream is a broken one, a 502 of that model.
+CARRIED = {"message_start": "message", "content_block_start": "content_block",
+           "content_block_delta": "delta", "message_delta": "delta"}
+
+
 def parse_event(data: bytes) -> dict[str, Any]:
     event = orjson.loads(data)
-    if not isinstance(event, dict):
-        raise ProviderError("Anthropic sent an event that is not an object", status=502,
-                            kind="transient")
+    if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+        raise ProviderError("Anthropic sent an event that is not an object with a type",
+                            status=502, kind="transient")
+    carried = CARRIED.get(event["type"])
+    if carried is not None and not isinstance(event.get(carried), dict):
+        raise ProviderError(f"Anthropic sent a {event['type']} event without its {carried}",
+                            status=502, kind="transient")
     return event

@@ -66,6 +66,10 @@ class MessagesViaChat:
         model = self._adapter.model
         try:
             return translate.to_chat(body, model)
+        except (TypeError, AttributeError, ValueError):  # a field of a type the API never has
+            raise InvalidRequest("a content block or tool of the body has a field of a type "
+                                 "Anthropic's Messages API does not allow; check the body "
+                                 "against the API reference") from None
         except InvalidRequest as refused:
             raise Unsupported(f"{model.name} cannot take this request through the gateway's "
                               f"translation: {refused.message}", param=refused.param) from None

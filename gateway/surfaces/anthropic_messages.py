@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from gateway import validation
 from gateway.answer import Answer, Events
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.request import GatewayRequest
@@ -33,12 +34,7 @@ PASSED_HEADERS = ("anthropic-version", "anthropic-beta")
 
 def parse(raw: bytes, headers: Mapping[str, str]) -> GatewayRequest:
     """The body, checked for what the gateway reads of it."""
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"the body is not valid JSON ({exc}); send a JSON object") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest("the body must be a JSON object")
+    body = validation.parse_json_object(raw)
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidRequest("model: a string is required (a tier or a model of the gateway)",
@@ -59,6 +55,7 @@ def parse(raw: bytes, headers: Mapping[str, str]) -> GatewayRequest:
                                  "is required", param="messages")
     if "stream" in body and not isinstance(body["stream"], bool):
         raise InvalidRequest("stream: must be true or false", param="stream")
+    _check_types(body)
     passed = {name: value for name in PASSED_HEADERS if (value := headers.get(name))}
     return GatewayRequest("messages", body, passed)
 
@@ -91,6 +88,40 @@ class AnthropicMessages:
         return anthropic.error_json(error)
 
 
+# Top-level fields every path reads, with the types Anthropic's API gives them: refused here
+# with the field named, rather than wherever a translation or a count first trips on them.
+TYPES: dict[str, tuple[type, ...]] = {
+    "system": (str, list), "tools": (list,), "tool_choice": (dict,), "stop_sequences": (list,),
+    "metadata": (dict,), "thinking": (dict,), "temperature": (int, float),
+    "top_p": (int, float), "top_k": (int,)}
+
+
+def _check_types(body: dict[str, Any]) -> None:
+    for name, types in TYPES.items():
+        value = body.get(name)
+        if value is not None and not isinstance(value, types):
+            raise InvalidRequest(f"{name}: must be {' or '.join(TYPE_NAMES[t] for t in types)}",
+                                 param=name)
+    for name in ("system", "tools", "stop_sequences"):
+        value = body.get(name)
+        if isinstance(value, list):
+            wanted: type = str if name == "stop_sequences" else dict
+            if not all(isinstance(item, wanted) for item in value):
+                raise InvalidRequest(f"{name}: every item must be {TYPE_NAMES[wanted]}",
+                                     param=name)
+    system = body.get("system")
+    if isinstance(system, list) and not all(isinstance(b.get("text", ""), str) for b in system):
+        raise InvalidRequest("system: a text block's text must be a string", param="system")
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict) and not isinstance(choice.get("type"), str):
+        raise InvalidRequest("tool_choice.type: must be a string (auto, any, tool or none)",
+                             param="tool_choice")
+
+
+TYPE_NAMES = {str: "a string", list: "a list", dict: "an object", int: "a number",
+              float: "a number"}
+
+
 def _as_asked(message: Any, request: GatewayRequest) -> None:
     if isinstance(message, dict):
         message["model"] = request.model
@@ -98,13 +129,8 @@ def _as_asked(message: Any, request: GatewayRequest) -> None:
 
 def count_body(raw: bytes, headers: Mapping[str, str]) -> GatewayRequest:
     """A count_tokens body: a Messages body without max_tokens (none is needed to count)."""
-    try:
-        body: Any = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"the body is not valid JSON ({exc}); send a JSON object") from None
-    if isinstance(body, dict):
-        body = {**body, "max_tokens": 1}
-    return parse(orjson.dumps(body), headers)
+    body = validation.parse_json_object(raw)
+    return parse(orjson.dumps({**body, "max_tokens": 1}), headers)
 
 
 SURFACE = AnthropicMessages()
