@@ -361,3 +361,28 @@ def test_a_nearly_spent_key_gets_the_message_up_to_where_its_budget_ends(
     balance = httpx.get(f"{gateway[0]}/v1/budget",
                         headers={"x-api-key": nearly(case)}).json()
     assert 0 < balance["spent_usd"] <= 0.00005 and balance["reserved_usd"] == 0
+
+
+def test_a_fallback_to_claude_mid_tool_loop_with_thinking_on_is_answered(
+        client: anthropic.Anthropic, mock: MockProvider) -> None:
+    """The tool call was GPT's (its reasoning shown as unsigned thinking); the tool result
+    goes to Claude when GPT fails. Anthropic refuses a tool result whose assistant turn does
+    not open with a (signed) thinking block while thinking is on: the gateway drops the
+    unsigned block and turns thinking off for that request, rather than a 400."""
+    ask: dict[str, Any] = {"model": "fast", "max_tokens": 3000, "tools": [WEATHER],
+                           "thinking": {"type": "enabled", "budget_tokens": 2000},
+                           "extra_headers": nocache()}
+    history: list[Any] = [{"role": "user", "content": "Weather in Paris?"}]
+    first = client.messages.create(**ask, messages=history)
+    assert first.stop_reason == "tool_use"
+    [use] = [b for b in first.content if b.type == "tool_use"]
+    mock.script("gpt-4o-mini", Step(status=503))
+    raw = client.messages.with_raw_response.create(**ask, messages=[
+        *history, {"role": "assistant", "content": first.content},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id,
+                                      "content": "18C"}]}])
+    assert raw.headers["x-gateway-model"] == "claude"
+    assert raw.parse().stop_reason == "end_turn"
+    sent = mock.calls("claude-sonnet-4-5")[-1].body
+    assert sent["thinking"] == {"type": "disabled"}
+    assert "gateway-unsigned" not in json.dumps(sent)

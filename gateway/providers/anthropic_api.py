@@ -47,19 +47,43 @@ def _headers(model: Model, client: Mapping[str, str] | None = None) -> dict[str,
 
 
 def _own_history(body: dict[str, Any]) -> dict[str, Any]:
-    """The body without the thinking blocks the gateway made when it translated another
-    provider's reasoning: Anthropic would refuse their signature (a 400 others shipped)."""
+    """The body as Anthropic accepts it after another provider's turns: without the thinking
+    blocks the gateway made when it translated another provider's reasoning (Anthropic would
+    refuse their signature: a 400 others shipped), and with thinking off for a tool result
+    whose assistant turn does not open with a thinking block (another model's tool call,
+    after a fallback mid tool loop), which Anthropic refuses while thinking is on, as its
+    error advises. A body that needs neither is sent as it is."""
     messages = body.get("messages")
-    if not isinstance(messages, list) or not any(
-            isinstance(m, dict) and isinstance(m.get("content"), list)
-            and any(isinstance(b, dict) and b.get("signature") == UNSIGNED for b in m["content"])
-            for m in messages):
+    if not isinstance(messages, list):
         return body
-    kept = [{**m, "content": [b for b in m["content"] if not (
-        isinstance(b, dict) and b.get("signature") == UNSIGNED)]}
-        if isinstance(m, dict) and isinstance(m.get("content"), list) else m
-        for m in messages]
-    return {**body, "messages": kept}
+    out = body
+    if any(isinstance(m, dict) and isinstance(m.get("content"), list)
+           and any(isinstance(b, dict) and b.get("signature") == UNSIGNED for b in m["content"])
+           for m in messages):
+        messages = [{**m, "content": [b for b in m["content"] if not (
+            isinstance(b, dict) and b.get("signature") == UNSIGNED)]}
+            if isinstance(m, dict) and isinstance(m.get("content"), list) else m
+            for m in messages]
+        out = {**body, "messages": messages}
+    if _thinking_on(body) and _unthought_tool_turn(messages):
+        out = {**out, "thinking": {"type": "disabled"}}
+    return out
+
+
+def _thinking_on(body: dict[str, Any]) -> bool:
+    thinking = body.get("thinking")
+    return isinstance(thinking, dict) and thinking.get("type") not in (None, "disabled")
+
+
+def _unthought_tool_turn(messages: list[Any]) -> bool:
+    """Whether the last assistant turn calls a tool without opening with thinking."""
+    said = [m for m in messages if isinstance(m, dict) and m.get("role") == "assistant"]
+    last = said[-1].get("content") if said else None
+    if not isinstance(last, list) or not last:
+        return False
+    opens = last[0].get("type") if isinstance(last[0], dict) else None
+    return opens not in ("thinking", "redacted_thinking") and any(
+        isinstance(b, dict) and b.get("type") == "tool_use" for b in last)
 
 
 def read_error(status: int, body: Any, headers: dict[str, str]) -> ProviderError:
