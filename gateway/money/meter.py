@@ -194,6 +194,12 @@ async def settle(budgets: Budgets, metered: Metered, model: Model, answer: dict[
     elif reported.input_tokens is None or reported.output_tokens is None:
         form.set_usage(answer, usage)  # what the client reads is what was charged
     charged = cost.of_usage(cost.rates(model.price), usage)
+    priced = metered.worst.priced(model) if metered.worst is not None else None
+    if not whole and priced is not None and priced.watched and metered.reservation.id:
+        # The watch sent no output the reservation did not pay for, counting it piece by
+        # piece; counted whole here it can come out a token or two higher (the pieces'
+        # separators), which must not take a budget past its end.
+        charged = min(charged, metered.reservation.granted)
     budgets.settle(metered.reservation, charged)
     metered.headers["x-gateway-cost-usd"] = cost.usd(charged)
     if (left := metered.reservation.remaining_after(charged)) is not None:
