@@ -1,0 +1,175 @@
+"""Red team 2: money, cache, reload, errors and streams on /v1/messages and the chat surface.
+
+Each test here failed against the gateway when written (branch red2): it shows one
+promise of the README broken, with real processes (redis-server, the mock providers,
+`gateway serve`) spoken to over raw HTTP, as Claude Code and the SDKs speak.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from gateway.demo.mockprovider import MockProvider, Step
+from tests.conftest import RedisServer, gateway_running, sha
+
+KEY = "sk-red2-team"
+CLAUDE_PRICE = ("price: {input_per_mtok: 3, output_per_mtok: 15, cached_input_per_mtok: 0.3, "
+                "cache_write_per_mtok: 3.75, cache_write_1h_per_mtok: 6}")
+
+
+def budget_key(name: str) -> str:
+    return f"sk-red2-budget-{name}"
+
+
+BUDGETS = {"onehour": 1, "twoproc": 1, "pdf": 0.5, "clampcache": 0.02}
+
+
+def router_yaml(mock_url: str, redis_url: str, tmp: Path, log_name: str = "usage.jsonl") -> str:
+    return "\n".join([
+        "providers:",
+        f"  anthropic: {{api_key: sk-ant-red2-secret-0123456789, api_base: '{mock_url}'}}",
+        f"  openai: {{api_key: sk-openai-red2-secret-0123456789, api_base: '{mock_url}/v1'}}",
+        "models:",
+        f"  claude: {{provider: anthropic, model: claude-sonnet-4-5, {CLAUDE_PRICE}}}",
+        "  gpt: {provider: openai, model: gpt-4o-mini, "
+        "price: {input_per_mtok: 1, output_per_mtok: 2}}",
+        "tiers:",
+        "  smart: [claude]",
+        "  fast: [gpt]",
+        "keys:",
+        f"  - {{name: team, key_sha256: {sha(KEY)}, daily_budget_usd: 1000}}",
+        *[f"  - {{name: {n}, key_sha256: {sha(budget_key(n))}, daily_budget_usd: {b}}}"
+          for n, b in BUDGETS.items()],
+        "settings:",
+        f"  redis_url: '{redis_url}'",
+        f"  usage_log: {tmp}/{log_name}",
+        "  cache: {enabled: true}",
+        "  retry: {max_retries: 0}",
+        "  cooldown: {after_failures: 1000, for_s: 0}",
+        "  timeouts: {connect_s: 2, first_token_s: 5, total_s: 30}",
+    ]) + "\n"
+
+
+@pytest.fixture(scope="module")
+def gateway(mock: MockProvider, redis_server: RedisServer,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    tmp = tmp_path_factory.mktemp("red2")
+    (tmp / "router.yaml").write_text(router_yaml(mock.base_url,  # type: ignore[attr-defined]
+                                                 redis_server.url, tmp))
+    with gateway_running(tmp / "router.yaml", tmp / "gateway.log") as url:
+        yield url, tmp
+
+
+def headers(key: str = KEY, **more: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {key}", "anthropic-version": "2023-06-01",
+            "anthropic-beta": "claude-code-20250219,interleaved-thinking-2025-05-14", **more}
+
+
+def usage_lines(tmp: Path, log_name: str = "usage.jsonl") -> list[dict[str, Any]]:
+    path = tmp / log_name
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def spent_micro(redis_url: str, name: str) -> int:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        for key in client.scan_iter("gw:spend:v1:*"):
+            value = client.hget(key, name)
+            if value is not None:
+                return int(value)
+        return 0
+    finally:
+        client.close()
+
+
+def tool(i: int) -> dict[str, Any]:
+    return {"name": f"Tool{i}", "description": f"Tool number {i}. " + "Use it wisely. " * 40,
+            "input_schema": {"type": "object", "properties": {
+                f"arg{j}": {"type": "string", "description": "an argument " * 8}
+                for j in range(6)}, "required": ["arg0"]}}
+
+
+def claude_code_body(session: str, turn: int = 0, kb: int = 100, **more: Any) -> dict[str, Any]:
+    """A Claude Code-sized turn: 24 tools, a long system prompt, a long history with
+    cache_control markers (1 hour) on the last turn, thinking adaptive, max_tokens 32000."""
+    history: list[dict[str, Any]] = []
+    filler = "The quick brown fox reads file src/module.py and edits line 42. "
+    i = 0
+    while len(json.dumps(history)) < kb * 1000 - 40_000:
+        history += [{"role": "user", "content": [{"type": "text", "text": f"[{i}] " + filler * 20}]},
+                    {"role": "assistant", "content": [{"type": "text", "text": filler * 10}]}]
+        i += 1
+    history.append({"role": "user", "content": [
+        {"type": "text", "text": f"turn {turn}: summarise", "cache_control":
+         {"type": "ephemeral", "ttl": "1h"}}]})
+    return {"model": "smart", "max_tokens": 32000, "stream": True,
+            "thinking": {"type": "adaptive"},
+            "metadata": {"user_id": f"user_abc_account__session_{session}"},
+            "system": [{"type": "text", "text": "You are Claude Code. " * 400,
+                        "cache_control": {"type": "ephemeral", "ttl": "1h"}}],
+            "tools": [tool(i) for i in range(24)], "messages": history, **more}
+
+
+# --- money ----------------------------------------------------------------------------
+
+def one_hour_writes(body: dict[str, Any], output_tokens: int = 32000) -> Step:
+    """What Anthropic bills for a first Claude Code turn with 1-hour cache_control: the whole
+    prompt written to the cache for an hour (2x input), counted as the gateway itself counts
+    it (cl100k x 1.35: its own estimate, which it says errs high), and the thinking using the
+    whole max_tokens it was sent (the gateway caps the count at that limit)."""
+    from gateway.money import tokens
+    counted = tokens.messages_tally(body).counted()
+    prompt = min(int(counted.text_tokens * 1.35) + 1, counted.text_bytes) + counted.fixed_tokens
+    return Step(usage={"input_tokens": 3, "output_tokens": output_tokens,
+                       "cache_read_input_tokens": 0, "cache_creation_input_tokens": prompt - 3,
+                       "cache_creation": {"ephemeral_5m_input_tokens": 0,
+                                          "ephemeral_1h_input_tokens": prompt - 3}})
+
+
+def stream_message(url: str, key: str, body: dict[str, Any]) -> tuple[int, str]:
+    with httpx.Client(timeout=60) as http:
+        response = http.post(f"{url}/v1/messages?beta=true", json=body,
+                             headers=headers(key, **{"cache-control": "no-store"}))
+        return response.status_code, response.text
+
+
+def test_claude_code_turns_with_one_hour_cache_writes_never_end_a_day_above_its_budget(
+        mock: MockProvider, redis_server: RedisServer,
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Two gateway processes on one Redis, eight concurrent Claude Code turns (108 KB, 24
+    tools, thinking adaptive, max_tokens 32000, cache_control ttl 1h) on a $1 key. Anthropic
+    bills the 1-hour cache write at 2x input; the gateway reserves the counted input at 1x,
+    so the requests reserved on the count (all but the first: the byte bound no longer fits)
+    are charged more than they held, and the day ends above the budget."""
+    tmp = tmp_path_factory.mktemp("red2-twoproc")
+    for n in (1, 2):
+        (tmp / f"router{n}.yaml").write_text(router_yaml(
+            mock.base_url, redis_server.url, tmp, f"usage{n}.jsonl"))  # type: ignore[attr-defined]
+    body = claude_code_body("s1")
+    mock.always["claude-sonnet-4-5"] = one_hour_writes(body)
+    with gateway_running(tmp / "router1.yaml", tmp / "gateway1.log") as one, \
+            gateway_running(tmp / "router2.yaml", tmp / "gateway2.log") as two:
+        key = budget_key("twoproc")
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(lambda i: stream_message((one, two)[i % 2], key, body),
+                                    range(8)))
+        time.sleep(1)
+    lines = [line for n in (1, 2) for line in usage_lines(tmp, f"usage{n}.jsonl")]
+    logged = round(sum(line.get("cost_usd") or 0 for line in lines), 6)
+    spent = spent_micro(redis_server.url, "twoproc") / 1e6
+    statuses = [status for status, _ in results]
+    assert 200 in statuses
+    assert logged == pytest.approx(spent, abs=1e-6), (logged, spent)
+    assert spent <= BUDGETS["twoproc"], (
+        f"the key's day ended at ${spent:.6f}, above its ${BUDGETS['twoproc']} budget "
+        f"(statuses {statuses}; usage log: "
+        f"{[(l['status'], l.get('cost_usd'), l.get('budget_limited')) for l in lines]})")
