@@ -30,7 +30,7 @@ def budget_key(name: str) -> str:
     return f"sk-red2-budget-{name}"
 
 
-BUDGETS = {"onehour": 1, "twoproc": 1, "pdf": 0.5, "clampcache": 0.02}
+BUDGETS = {"onehour": 1, "twoproc": 1, "pdf": 0.1, "clampcache": 0.02}
 
 
 def router_yaml(mock_url: str, redis_url: str, tmp: Path, log_name: str = "usage.jsonl") -> str:
@@ -173,3 +173,51 @@ def test_claude_code_turns_with_one_hour_cache_writes_never_end_a_day_above_its_
         f"the key's day ended at ${spent:.6f}, above its ${BUDGETS['twoproc']} budget "
         f"(statuses {statuses}; usage log: "
         f"{[(l['status'], l.get('cost_usd'), l.get('budget_limited')) for l in lines]})")
+
+
+def blank_pdf(pages: int) -> bytes:
+    """A valid PDF of `pages` empty pages, as small as a PDF gets (about 60 bytes a page)."""
+    objects = [b"<< /Type /Catalog /Pages 2 0 R >>",
+               b"<< /Type /Pages /Kids [" + b" ".join(
+                   f"{3 + i} 0 R".encode() for i in range(pages)) + b"] /Count "
+               + str(pages).encode() + b" /MediaBox [0 0 612 792] >>"]
+    objects += [b"<< /Type /Page /Parent 2 0 R >>"] * pages
+    out, offsets = bytearray(b"%PDF-1.4\n"), []
+    for number, obj in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += f"{number} 0 obj\n".encode() + obj + b"\nendobj\n"
+    xref = len(out)
+    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
+    out += b"".join(f"{o:010d} 00000 n \n".encode() for o in offsets)
+    out += (f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n"
+            .encode())
+    return bytes(out)
+
+
+def test_a_pdf_of_many_pages_cannot_spend_past_the_budget(gateway: tuple[str, Path],
+                                                          mock: MockProvider,
+                                                          redis_server: RedisServer) -> None:
+    """Anthropic bills a PDF by the page: each page is read as text and as an image, 1,500
+    to 3,000 tokens a page by its own documentation, whatever the file's size. The gateway
+    counts a document block as the text of its base64 data (a 100-page blank PDF: 11 KB,
+    about 4,000 tokens), so a key with $0.10 left is let in for a request Anthropic bills
+    $0.45 for (150,000 input tokens at the lowest per-page figure), and the day ends 4x over."""
+    import base64
+    url, _ = gateway
+    pdf = base64.b64encode(blank_pdf(100)).decode()
+    mock.script("claude-sonnet-4-5", Step(text="The document is blank.", usage={
+        "input_tokens": 100 * 1500, "output_tokens": 6, "cache_read_input_tokens": 0,
+        "cache_creation_input_tokens": 0}))
+    body = {"model": "smart", "max_tokens": 200, "messages": [{"role": "user", "content": [
+        {"type": "document", "source": {"type": "base64", "media_type": "application/pdf",
+                                        "data": pdf}},
+        {"type": "text", "text": "What does this document say?"}]}]}
+    response = httpx.post(f"{url}/v1/messages", json=body, timeout=30,
+                          headers=headers(budget_key("pdf"), **{"cache-control": "no-store"}))
+    time.sleep(0.5)
+    spent = spent_micro(redis_server.url, "pdf") / 1e6
+    assert response.status_code in (200, 429)
+    assert spent <= BUDGETS["pdf"], (
+        f"a {len(pdf)}-byte PDF of 100 pages was let in and charged ${spent:.6f} to a key "
+        f"whose budget is ${BUDGETS['pdf']} (status {response.status_code}, "
+        f"x-gateway-cost-usd {response.headers.get('x-gateway-cost-usd')})")
