@@ -30,7 +30,8 @@ def budget_key(name: str) -> str:
     return f"sk-red2-budget-{name}"
 
 
-BUDGETS = {"onehour": 1, "twoproc": 1, "pdf": 0.1, "clampcache": 0.02}
+BUDGETS = {"onehour": 1, "twoproc": 1, "pdf": 0.1, "clampcache": 0.015, "crewmate": 100}
+CREW = ("clampcache", "crewmate")  # keys that share cache entries (cache_scope: crew)
 
 
 def router_yaml(mock_url: str, redis_url: str, tmp: Path, log_name: str = "usage.jsonl") -> str:
@@ -47,7 +48,8 @@ def router_yaml(mock_url: str, redis_url: str, tmp: Path, log_name: str = "usage
         "  fast: [gpt]",
         "keys:",
         f"  - {{name: team, key_sha256: {sha(KEY)}, daily_budget_usd: 1000}}",
-        *[f"  - {{name: {n}, key_sha256: {sha(budget_key(n))}, daily_budget_usd: {b}}}"
+        *[f"  - {{name: {n}, key_sha256: {sha(budget_key(n))}, daily_budget_usd: {b}"
+          + (", cache_scope: crew}" if n in CREW else "}")
           for n, b in BUDGETS.items()],
         "settings:",
         f"  redis_url: '{redis_url}'",
@@ -221,3 +223,32 @@ def test_a_pdf_of_many_pages_cannot_spend_past_the_budget(gateway: tuple[str, Pa
         f"a {len(pdf)}-byte PDF of 100 pages was let in and charged ${spent:.6f} to a key "
         f"whose budget is ${BUDGETS['pdf']} (status {response.status_code}, "
         f"x-gateway-cost-usd {response.headers.get('x-gateway-cost-usd')})")
+
+
+# --- cache ----------------------------------------------------------------------------
+
+def test_an_answer_the_budget_clamp_made_without_thinking_is_not_served_as_a_whole_one(
+        gateway: tuple[str, Path], mock: MockProvider) -> None:
+    """A nearly spent key asks with thinking on (budget_tokens 2000, max_tokens 4000); the
+    clamp lowers max_tokens below 1,025 and so turns thinking off (README: Budgets). That
+    answer, made without the thinking that was asked for, ends end_turn and is cached under
+    the request that asked for thinking; a key of the same cache group with money to spare,
+    sending the very same request, is then served it: no thinking block, from the cache."""
+    url, _ = gateway
+    body = {"model": "smart", "max_tokens": 4000,
+            "thinking": {"type": "enabled", "budget_tokens": 2000},
+            "messages": [{"role": "user", "content": "Prove that sqrt(2) is irrational."}]}
+    poor = httpx.post(f"{url}/v1/messages", json=body, headers=headers(budget_key("clampcache")),
+                      timeout=30)
+    assert poor.status_code == 200, poor.text
+    assert poor.headers.get("x-gateway-max-tokens-clamped"), dict(poor.headers)
+    sent = mock.calls("claude-sonnet-4-5")[-1].body
+    assert sent["thinking"] == {"type": "disabled"}  # the clamp turned it off, as documented
+    rich = httpx.post(f"{url}/v1/messages", json=body, headers=headers(budget_key("crewmate")),
+                      timeout=30)
+    assert rich.status_code == 200, rich.text
+    kinds = [block["type"] for block in rich.json()["content"]]
+    assert rich.headers.get("x-gateway-cache") != "hit" and "thinking" in kinds, (
+        f"a key with $100 left asked for thinking and was served, from the cache "
+        f"(x-gateway-cache: {rich.headers.get('x-gateway-cache')}), the answer another key's "
+        f"clamp made with thinking off: blocks {kinds}")
