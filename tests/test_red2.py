@@ -252,3 +252,94 @@ def test_an_answer_the_budget_clamp_made_without_thinking_is_not_served_as_a_who
         f"a key with $100 left asked for thinking and was served, from the cache "
         f"(x-gateway-cache: {rich.headers.get('x-gateway-cache')}), the answer another key's "
         f"clamp made with thinking off: blocks {kinds}")
+
+
+# --- hot reload -----------------------------------------------------------------------
+
+def test_a_reload_mid_stream_that_moves_claude_to_an_openai_provider(
+        mock: MockProvider, redis_server: RedisServer,
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A Claude Code turn streams from an Anthropic model; mid-stream router.yaml is saved
+    (by rename) with that model served by an OpenAI-compatible provider. The turn in flight
+    finishes whole on its old route; the next turn is translated onto chat."""
+    import os
+    tmp = tmp_path_factory.mktemp("red2-reload")
+    config = tmp / "router.yaml"
+    config.write_text(router_yaml(mock.base_url, redis_server.url, tmp))  # type: ignore[attr-defined]
+    words = " ".join(f"w{i}" for i in range(30))
+    mock.script("claude-sonnet-4-5", Step(text=words, chunk_delay_s=0.1))
+    body = {"model": "smart", "max_tokens": 2000, "stream": True,
+            "messages": [{"role": "user", "content": "stream for a while"}]}
+    with gateway_running(config, tmp / "gateway.log") as url:
+        with httpx.Client(timeout=30) as http, http.stream(
+                "POST", f"{url}/v1/messages", json=body,
+                headers=headers(**{"cache-control": "no-store"})) as response:
+            assert response.status_code == 200
+            chunks = response.iter_text()
+            received = next(chunks)
+            moved = router_yaml(mock.base_url, redis_server.url, tmp).replace(  # type: ignore[attr-defined]
+                "claude: {provider: anthropic,", "claude: {provider: openai,")
+            (tmp / "router.new").write_text(moved)
+            os.replace(tmp / "router.new", config)
+            time.sleep(1.5)
+            received += "".join(chunks)
+        events = [json.loads(line[6:]) for line in received.splitlines()
+                  if line.startswith("data: ")]
+        assert events[-1]["type"] == "message_stop", received[-500:]
+        text = "".join(e["delta"].get("text", "") for e in events
+                       if e["type"] == "content_block_delta")
+        assert text == words
+        mock.reset()
+        after = httpx.post(f"{url}/v1/messages", json={**body, "stream": False}, timeout=30,
+                           headers=headers(**{"cache-control": "no-store"}))
+        assert after.status_code == 200, after.text
+        paths = [call.path for call in mock.calls()]
+        assert paths == ["/v1/chat/completions"], paths
+
+
+# --- streams --------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def quick_gateway(mock: MockProvider, redis_server: RedisServer,
+                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """first_token_s 1: a model that has begun its answer is past it; total_s 30."""
+    tmp = tmp_path_factory.mktemp("red2-quick")
+    (tmp / "router.yaml").write_text(router_yaml(
+        mock.base_url, redis_server.url, tmp).replace(  # type: ignore[attr-defined]
+        "first_token_s: 5", "first_token_s: 1"))
+    with gateway_running(tmp / "router.yaml", tmp / "gateway.log") as url:
+        yield url, tmp
+
+
+def test_a_long_tool_call_from_an_openai_model_is_not_timed_out_as_a_hung_model(
+        quick_gateway: tuple[str, Path], mock: MockProvider) -> None:
+    """Claude Code on an OpenAI-first tier asks for a Write of a file: the model streams the
+    tool call's arguments steadily for 3 s. The chat surface relays that as it comes; on
+    /v1/messages the translation holds tool calls until the choice finishes, and the
+    fallback loop counts nothing before the first content block as the first token, so a
+    model that is writing is taken for a hung one: first_token_s (1 s here, 60 s by default
+    for a long file) passes, and the turn fails with a 504 while the model was answering."""
+    url, _ = quick_gateway
+    content = "print('hello')\n" * 16  # 240 characters: 30 fragments of arguments
+    step = Step(tool_call=("Write", {"file_path": "/tmp/a.py", "content": content}),
+                chunk_delay_s=0.1)
+    tools = [{"name": "Write", "description": "write a file", "input_schema": {
+        "type": "object", "properties": {"file_path": {"type": "string"},
+                                         "content": {"type": "string"}}}}]
+    # The chat surface, as a baseline: the same model, the same stream, answered.
+    mock.script("gpt-4o-mini", step)
+    chat = httpx.post(f"{url}/v1/chat/completions", timeout=30, headers=headers(
+        **{"cache-control": "no-store"}), json={
+        "model": "fast", "stream": True, "messages": [{"role": "user", "content": "write it"}],
+        "tools": [{"type": "function", "function": {"name": "Write", "parameters":
+                                                    tools[0]["input_schema"]}}]})
+    assert chat.status_code == 200 and '"tool_calls"' in chat.text, chat.text[:300]
+    mock.script("gpt-4o-mini", step)
+    started = time.monotonic()
+    message = httpx.post(f"{url}/v1/messages", timeout=30, headers=headers(
+        **{"cache-control": "no-store"}), json={
+        "model": "fast", "max_tokens": 4000, "stream": True, "tools": tools,
+        "messages": [{"role": "user", "content": "write it"}]})
+    took = time.monotonic() - started
+    assert message.status_code == 200 and '"tool_use"' in message.text, (
+        f"after {took:.1f} s: {message.status_code} {message.text[:400]}")
