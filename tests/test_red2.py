@@ -30,7 +30,8 @@ def budget_key(name: str) -> str:
     return f"sk-red2-budget-{name}"
 
 
-BUDGETS = {"onehour": 1, "twoproc": 1, "pdf": 0.1, "clampcache": 0.015, "crewmate": 100}
+BUDGETS = {"onehour": 1, "twoproc": 1, "pdf": 0.1, "clampcache": 0.015, "crewmate": 100,
+           "toolcut": 0.05}
 CREW = ("clampcache", "crewmate")  # keys that share cache entries (cache_scope: crew)
 
 
@@ -43,8 +44,11 @@ def router_yaml(mock_url: str, redis_url: str, tmp: Path, log_name: str = "usage
         f"  claude: {{provider: anthropic, model: claude-sonnet-4-5, {CLAUDE_PRICE}}}",
         "  gpt: {provider: openai, model: gpt-4o-mini, "
         "price: {input_per_mtok: 1, output_per_mtok: 2}}",
+        "  gpt-pricey: {provider: openai, model: gpt-pricey, "
+        "price: {input_per_mtok: 1, output_per_mtok: 100}}",
         "tiers:",
         "  smart: [claude]",
+        "  pricey-chat: [gpt-pricey]",
         "  fast: [gpt]",
         "keys:",
         f"  - {{name: team, key_sha256: {sha(KEY)}, daily_budget_usd: 1000}}",
@@ -343,3 +347,41 @@ def test_a_long_tool_call_from_an_openai_model_is_not_timed_out_as_a_hung_model(
     took = time.monotonic() - started
     assert message.status_code == 200 and '"tool_use"' in message.text, (
         f"after {took:.1f} s: {message.status_code} {message.text[:400]}")
+
+
+def usage_line(tmp: Path, request_id: str, within_s: float = 5) -> dict[str, Any]:
+    deadline = time.monotonic() + within_s
+    while True:
+        lines = [line for line in usage_lines(tmp) if line.get("request_id") == request_id]
+        if lines:
+            return lines[-1]
+        assert time.monotonic() < deadline, f"no usage line for {request_id}"
+        time.sleep(0.05)
+
+
+def test_a_tool_call_the_budget_cuts_on_a_translated_stream_is_charged_for_what_was_made(
+        gateway: tuple[str, Path], mock: MockProvider) -> None:
+    """On an OpenAI model behind /v1/messages, a tool call reaches the budget's watch only
+    whole, once the provider has written (and billed) all of it. When the budget cannot pay
+    for it, the watch cuts there: the client gets the tool_use block without its input, and
+    the key is charged for the few tokens of the tool's name, not for the call the provider
+    made. The same call on the chat surface is watched as it streams and cut where the
+    budget ends. A tenant near the end of its budget can repeat this without end: the
+    operator pays the provider for every call, the key almost nothing."""
+    url, tmp = gateway
+    arguments = {"file_path": "/tmp/big.py", "content": "x = 1\n" * 600}  # 3,600 characters
+    mock.script("gpt-pricey", Step(tool_call=("Write", arguments)))
+    tools = [{"name": "Write", "description": "write a file", "input_schema": {
+        "type": "object", "properties": {"file_path": {"type": "string"},
+                                         "content": {"type": "string"}}}}]
+    response = httpx.post(f"{url}/v1/messages", timeout=30, headers=headers(
+        budget_key("toolcut"), **{"cache-control": "no-store"}), json={
+        "model": "pricey-chat", "max_tokens": 8000, "stream": True, "tools": tools,
+        "messages": [{"role": "user", "content": "write it"}]})
+    assert response.status_code == 200, response.text
+    line = usage_line(tmp, response.headers["x-request-id"])
+    billed = mock.last_answer().output_tokens
+    assert line["output_tokens"] >= billed * 0.5 or line["budget_limited"] != "cut", (
+        f"the provider wrote (and billed) {billed} output tokens of tool call; the key was "
+        f"charged {line['output_tokens']} (${line['cost_usd']}), budget_limited "
+        f"{line['budget_limited']}; the client got: {response.text[-600:]}")
