@@ -31,7 +31,7 @@ def budget_key(name: str) -> str:
 
 
 BUDGETS = {"onehour": 1, "twoproc": 1, "pdf": 0.1, "clampcache": 0.015, "crewmate": 100,
-           "toolcut": 0.05}
+           "toolcut": 0.05, "chatcut": 0.05, "chatcut2": 0.05, "chatcut3": 0.05}
 CREW = ("clampcache", "crewmate")  # keys that share cache entries (cache_scope: crew)
 
 
@@ -385,3 +385,44 @@ def test_a_tool_call_the_budget_cuts_on_a_translated_stream_is_charged_for_what_
         f"the provider wrote (and billed) {billed} output tokens of tool call; the key was "
         f"charged {line['output_tokens']} (${line['cost_usd']}), budget_limited "
         f"{line['budget_limited']}; the client got: {response.text[-600:]}")
+
+
+# --- the chat surface -----------------------------------------------------------------
+
+LONG = " ".join(f"w{i}" for i in range(2000))  # 2000 output tokens, as the mock counts
+
+
+def test_a_budget_cut_answer_with_n_2_has_both_choices(gateway: tuple[str, Path],
+                                                       mock: MockProvider) -> None:
+    """n=2, not streamed, on a key the budget cuts: the provider streams its choices one
+    after the other (as the mock does, and as clients must accept), the budget ends the
+    answer inside choice 0, and the answer has one choice only: `choices[1]` is missing
+    from an answer that asked for two (OpenAI's own cut ends every choice with "length")."""
+    import openai
+    url, _ = gateway
+    mock.script("gpt-pricey", Step(text=LONG))
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key=budget_key("chatcut2"), max_retries=0)
+    raw = client.chat.completions.with_raw_response.create(
+        model="pricey-chat", n=2, messages=[{"role": "user", "content": "two long answers"}],
+        extra_headers={"cache-control": "no-store"})
+    answer = raw.parse()
+    assert raw.headers.get("x-gateway-budget-cut") == "true"
+    assert [c.index for c in answer.choices] == [0, 1], (
+        f"n=2 answered with choices {[(c.index, c.finish_reason) for c in answer.choices]}")
+
+
+def test_a_budget_cut_stream_still_sends_the_usage_chunk_it_was_asked_for(
+        gateway: tuple[str, Path], mock: MockProvider) -> None:
+    """stream_options.include_usage: a stream the budget ends gets its finish_reason
+    "length" chunk and [DONE], but never the usage chunk the client asked for, so an OpenAI
+    SDK client that counts its tokens from it reads nothing for the answer it paid for."""
+    import openai
+    url, _ = gateway
+    mock.script("gpt-pricey", Step(text=LONG))
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key=budget_key("chatcut3"), max_retries=0)
+    chunks = list(client.chat.completions.create(
+        model="pricey-chat", stream=True, stream_options={"include_usage": True},
+        messages=[{"role": "user", "content": "a long answer"}],
+        extra_headers={"cache-control": "no-store"}))
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
+    assert [c.usage for c in chunks if c.usage], "no usage chunk after the budget's cut"
