@@ -44,6 +44,8 @@ class Metered:
     # where the budget was. Such an answer is not cached if it ended at that limit.
     limited: Literal["clamped", "cut"] | None = None
     on_store_error: str = "refuse"
+    # The output a watched stream has sent so far, in tokens (money/watch.py sets it).
+    seen_output: Callable[[], int] | None = None
     wait_s: float = 0  # settings.budgets.wait_s
     headers: dict[str, str] = field(default_factory=dict)
 
@@ -61,10 +63,11 @@ class Metered:
             return 0
         return -(-self.bound.text_bytes // CHARS_PER_TOKEN) + self.bound.fixed_tokens
 
-    def output_allowed(self, model: Model, answer: dict[str, Any]) -> int | None:
+    def output_allowed(self, model: Model, answer: dict[str, Any], seen: int = 0) -> int | None:
         """The most output this answer may be charged for, if metered: n x the limit the
         model was sent, and, for a model that shows all it writes, the answer's own bytes
-        (no token is shorter than a byte; PER_CHOICE more a choice for its ending)."""
+        (no token is shorter than a byte; PER_CHOICE more a choice for its ending), or, cut
+        short, what the watch saw sent (`seen`: a tool call cut mid-arguments shows as {})."""
         priced = self.worst.priced(model) if self.worst is not None else None
         limit = self.limits.get(model.name)
         if priced is None or limit is None:
@@ -73,7 +76,7 @@ class Metered:
         if priced.watched:
             form = self.request.form
             shown = form.output_tally(answer).bound()
-            allowed = min(allowed, shown.text_tokens + shown.fixed_tokens
+            allowed = min(allowed, max(seen, shown.text_tokens + shown.fixed_tokens)
                           + PER_CHOICE * max(1, form.choices(answer)))
         return allowed
 
@@ -185,8 +188,12 @@ async def settle(budgets: Budgets, metered: Metered, model: Model, answer: dict[
         output_tokens = (await _exact(form.output_tally(answer))).for_model(model)
         output_tokens = max(output_tokens, reported.output_tokens or 0)
         reported = dataclasses.replace(reported, output_tokens=None)
+    # What was sent, as the watch counted it: an answer cut mid tool call holds arguments
+    # that are not yet JSON, which the count of the answer cannot read.
+    seen = metered.seen_output() if not whole and metered.seen_output is not None else 0
+    output_tokens = max(output_tokens, seen) if reported.output_tokens is None else output_tokens
     usage = reported.complete(input_tokens, output_tokens)
-    allowed = metered.output_allowed(model, answer)
+    allowed = metered.output_allowed(model, answer, seen)
     if allowed is not None and usage.output_tokens > allowed:
         # Past its limit, or past what it showed, a provider writes at its own expense.
         usage = dataclasses.replace(usage, output_tokens=allowed)

@@ -69,6 +69,7 @@ class Watch:
         self.unmetered = False  # the store went down, and on_store_error is allow
         form = metered.request.stream_form
         self.output_texts, self.ending = form.output_texts, form.ending()
+        metered.seen_output = self.output_tokens  # what settles an answer cut short
 
     async def start(self, opened: OpenStream) -> OpenStream:
         """The stream as the client gets it; its head (up to the first token) is held to
@@ -109,6 +110,12 @@ class Watch:
         if self.ascii + self.other - self.tallied_bytes >= TALLY_BYTES:
             self._tally()
         return True
+
+    def output_tokens(self) -> int:
+        """The output sent so far, in tokens: counted, or estimated as the tally is."""
+        if self.counted is not None:
+            return self.counted.for_model(self.model)
+        return math.ceil(self.ascii / CHARS_PER_TOKEN) + self.other
 
     @property
     def used(self) -> int:

@@ -4,12 +4,17 @@ The reverse of anthropic_stream.py. Anthropic's order: message_start (its usage
 with the input tokens: the caller counts them before the stream opens, since a
 chat provider reports them only at the end), ping, then one content block at a
 time (start, deltas, stop; indexes from 0), message_delta with the stop reason
-and the final usage, message_stop. Thinking and text stream as they come. Tool
-calls are held until the choice finishes and sent whole, each as one block: a
-provider may interleave the fragments of parallel calls, and Anthropic's SDK
-fails a stream whose tool input is not JSON, so their arguments are checked
-first (tool_input), as in the non-streamed answer. OpenAI sends the usage chunk
-after the finish_reason one, so message_delta waits for it (or for `close`).
+and the final usage, message_stop. Thinking and text stream as they come, and so
+does the first tool call: its block starts as soon as its name is known and its
+arguments follow as input_json_delta fragments, so that a long call (Claude
+Code's Write) is not taken for a model that has not begun (first_token_s), and
+the budget's watch sees it as it is made. Further calls are held until the
+choice finishes and sent whole, each as one block: a provider may interleave
+the fragments of parallel calls (the first one's keep going to its open block),
+and Anthropic's SDK fails a stream whose tool input is not JSON, so the held
+calls' arguments are checked first (tool_input), as in the non-streamed answer.
+OpenAI sends the usage chunk after the finish_reason one, so message_delta
+waits for it (or for `close`).
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ class EventTranslator:
         self._index = -1  # of the last block started
         self._open: str | None = None  # the open block: "text" | "thinking"
         self._calls: dict[int, dict[str, str]] = {}  # OpenAI tool_calls index -> the call
+        self._live: int | None = None  # the call streamed in its own block, as it comes
+        self._live_sent = 0  # characters of its arguments sent
         self._stop_reason: str | None = None  # the choice finished
         self._refused = False
         self._usage: dict[str, Any] | None = None
@@ -90,22 +97,38 @@ class EventTranslator:
             events.append(self._block_delta({"type": "text_delta", "text": text}))
         for call in delta.get("tool_calls") or ():
             if isinstance(call, dict):
-                self._add_call(call)
+                events += self._add_call(call)
         return events
 
-    def _add_call(self, fragment: dict[str, Any]) -> None:
-        """Joined as completions.Assembler joins them, so both ways agree."""
-        call = self._calls.setdefault(fragment.get("index", 0),
-                                      {"id": "", "name": "", "arguments": ""})
+    def _add_call(self, fragment: dict[str, Any]) -> list[dict[str, Any]]:
+        """Joined as completions.Assembler joins them, so both ways agree; the first call's
+        block is started, and its arguments sent, as they come."""
+        position = fragment.get("index", 0)
+        call = self._calls.setdefault(position, {"id": "", "name": "", "arguments": ""})
         if fragment.get("id"):
             call["id"] = str(fragment["id"])
         function = fragment.get("function") or {}
         call["name"] += str(function.get("name") or "")
         call["arguments"] += str(function.get("arguments") or "")
+        events: list[dict[str, Any]] = []
+        if self._live is None and call["name"]:
+            self._live = position
+            events += self._into(None)
+            events += self._started_block({"type": "tool_use", "id": translate.tool_id(
+                call["id"]), "name": call["name"], "input": {}})
+        if position == self._live and self._open == "tool_use":
+            fresh = call["arguments"][self._live_sent:]
+            if fresh:
+                self._live_sent = len(call["arguments"])
+                events.append(self._block_delta({"type": "input_json_delta",
+                                                 "partial_json": fresh}))
+        return events
 
     def _finish(self, finish_reason: Any) -> list[dict[str, Any]]:
         events = self._into(None)
         for position in sorted(self._calls):
+            if position == self._live:
+                continue  # streamed already
             call = self._calls[position]
             block = translate.tool_use({"id": call["id"], "function": call})
             arguments = orjson.dumps(block["input"]).decode()
