@@ -95,7 +95,9 @@ class Context:
         if self.config.settings.log_content:
             self.record.answer = form.shown(reply)
         answer = Answer.of(self.headers(model), reply)
-        if status == 200 and form.is_complete(reply, length_ok=self.metered.limited is None):
+        limit = self.metered.limits.get(model.name) if self.metered.limited else None
+        if (status == 200 and form.is_complete(reply, length_ok=self.metered.limited is None)
+                and (limit is None or form.same_when_limited(self.request.body, limit))):
             await cache.put(self.services.store, self.lookup, model.name, answer.encoded())
         return answer
 

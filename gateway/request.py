@@ -82,11 +82,30 @@ class GatewayRequest:
         return given if isinstance(given, int) and not isinstance(given, bool) else 1
 
     @property
+    def writes_cache(self) -> bool:
+        """Whether the body marks a block for the provider's prompt cache (`cache_control`,
+        Anthropic's), whose writes are billed above the input price."""
+        body = self.body
+        if "cache_control" in body:
+            return True
+        for name in ("system", "tools"):
+            if _marked(body.get(name)):
+                return True
+        return any(isinstance(m, dict) and _marked(m.get("content"))
+                   for m in body.get("messages") or ())
+
+    @property
     def content(self) -> Any:
         """What the usage log keeps of the request with settings.log_content."""
         if self.kind == "messages":
             return {"system": self.body.get("system"), "messages": self.body.get("messages")}
         return self.body.get("messages") if self.kind == "chat" else self.body.get("input")
+
+
+def _marked(blocks: Any) -> bool:
+    return isinstance(blocks, list) and any(
+        isinstance(b, dict) and ("cache_control" in b or _marked(b.get("content")))
+        for b in blocks)
 
 
 @dataclass

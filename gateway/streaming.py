@@ -55,7 +55,12 @@ async def relay(opened: OpenStream, ctx: Context) -> Batches:
         status = 200
         # Cached, and its settlement on its way to the store, before the stream's end: the
         # client's next request sees both (on another replica, once that batch has landed).
-        await asyncio.shield(ctx.charge_apart(opened.model, assembler.completion(), status))
+        completion = assembler.completion()
+        await asyncio.shield(ctx.charge_apart(opened.model, completion, status))
+        cut = ctx.metered is not None and ctx.metered.limited == "cut"
+        # The provider's usage never came to a cut stream: what was charged is sent instead.
+        if cut and (usage := ctx.request_form().usage_items(completion)):
+            yield usage
     finally:
         if not ctx.charged:  # cut short: charged for what was made, even if the client left
             ctx.charge_apart(opened.model, assembler.completion(), status)

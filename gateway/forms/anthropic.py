@@ -104,6 +104,12 @@ class Messages:
     def choices(self, answer: dict[str, Any]) -> int:
         return 1
 
+    def same_when_limited(self, body: dict[str, Any], limit: int) -> bool:
+        """Not when the clamp lowered the thinking budget with the limit (with_limit)."""
+        thinking = body.get("thinking")
+        budget = thinking.get("budget_tokens") if isinstance(thinking, dict) else None
+        return not (isinstance(budget, int) and budget >= limit)
+
     def is_complete(self, answer: dict[str, Any], length_ok: bool) -> bool:
         reasons = COMPLETE_STOP_REASONS if length_ok else COMPLETE_STOP_REASONS - {"max_tokens"}
         return answer.get("type") == "message" and answer.get("stop_reason") in reasons
@@ -135,8 +141,11 @@ class Messages:
     def assembler(self) -> MessageAssembler:
         return MessageAssembler()
 
-    def ending(self) -> MessageEnding:
+    def ending(self, choices: int) -> MessageEnding:
         return MessageEnding()
+
+    def usage_items(self, answer: dict[str, Any]) -> list[dict[str, Any]]:
+        return []  # a message's usage goes in its message_delta, sent with the cut
 
     def replay(self, answer: dict[str, Any]) -> Iterator[dict[str, Any]]:
         return replay(answer)

@@ -66,6 +66,11 @@ class Form(Protocol):
         output limit is not (the gateway lowered the limit)."""
         ...
 
+    def same_when_limited(self, body: dict[str, Any], limit: int) -> bool:
+        """Whether an answer made with the output limit lowered to `limit` (the budget's
+        clamp) answers `body` as sent, when it ended before that limit (and may be cached)."""
+        ...
+
     def shown(self, answer: dict[str, Any]) -> Any:
         """What the usage log keeps of the answer with settings.log_content."""
         ...
@@ -84,7 +89,14 @@ class StreamForm(Form, Protocol):
 
     def assembler(self) -> Assembles: ...
 
-    def ending(self) -> Ending: ...
+    def ending(self, choices: int) -> Ending:
+        """For a stream of `choices` choices."""
+        ...
+
+    def usage_items(self, answer: dict[str, Any]) -> list[dict[str, Any]]:
+        """The items that tell a stream's client the usage of `answer` (charged after the
+        budget cut it, so that a client that asked for usage still gets it)."""
+        ...
 
     def replay(self, answer: dict[str, Any]) -> Iterator[dict[str, Any]]:
         """The items a provider would have streamed for this whole answer."""

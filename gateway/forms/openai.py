@@ -43,6 +43,9 @@ class _Answers:
     def choices(self, answer: dict[str, Any]) -> int:
         return len(answer.get("choices") or ())
 
+    def same_when_limited(self, body: dict[str, Any], limit: int) -> bool:
+        return True  # only the limit changed, and the answer ended before it
+
 
 class Chat(_Answers):
     def input_tally(self, body: dict[str, Any]) -> Tally:
@@ -84,17 +87,26 @@ class Chat(_Answers):
     def assembler(self) -> completions.Assembler:
         return completions.Assembler()
 
-    def ending(self) -> ChatEnding:
-        return ChatEnding()
+    def ending(self, choices: int) -> ChatEnding:
+        return ChatEnding(choices)
+
+    def usage_items(self, answer: dict[str, Any]) -> list[dict[str, Any]]:
+        if not isinstance(answer.get("usage"), dict):
+            return []
+        head = {k: answer[k] for k in completions.HEAD_FIELDS if answer.get(k) is not None}
+        return [{**head, "object": "chat.completion.chunk", "choices": [],
+                 "usage": answer["usage"]}]
 
     def replay(self, answer: dict[str, Any]) -> Iterator[dict[str, Any]]:
         return completions.replay(answer)
 
 
 class ChatEnding:
-    """Each unfinished choice stops with finish_reason "length"."""
+    """Each unfinished choice stops with finish_reason "length", those not yet begun too (a
+    provider may stream its choices one after the other)."""
 
-    def __init__(self) -> None:
+    def __init__(self, choices: int = 1) -> None:
+        self.choices = choices
         self.started: set[int] = set()
         self.finished: set[int] = set()
         self.last: dict[str, Any] = {}
@@ -112,7 +124,7 @@ class ChatEnding:
                                 if k in self.last}
         return [{**head, "object": "chat.completion.chunk",
                  "choices": [{"index": index, "delta": {}, "finish_reason": "length"}]}
-                for index in sorted(self.started - self.finished) or [0]]
+                for index in sorted((self.started | set(range(self.choices))) - self.finished)]
 
 
 class Embeddings(_Answers):

@@ -15,9 +15,12 @@ only when that bound does not fit in what is left of a budget.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 import math
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +38,12 @@ PER_IMAGE = 2_000  # above what Claude (about 1,600) and GPT-4o (up to 1,105) bi
 # JSON response_format is sent to Claude as a tool).
 PER_TOOLS = 400
 ENCODING = "cl100k_base"
+# A PDF is billed by the page, whatever its size: Anthropic counts 1,500 to 3,000 tokens a
+# page (its text and the page as an image), and takes at most 100 pages a request.
+PER_PDF_PAGE = 3_000
+MAX_PDF_PAGES = 100
+PDF_PAGE = re.compile(rb"/Type\s*/Page(?![A-Za-z])")
+PDF_SCANNED_B64 = 4 * 1024 * 1024  # a larger PDF is taken as MAX_PDF_PAGES, not read
 
 
 @functools.cache
@@ -116,6 +125,8 @@ def chat_tally(body: dict[str, Any]) -> Tally:
             for part in content:
                 if isinstance(part, dict) and part.get("type") in ("image_url", "input_image"):
                     tally.fixed += PER_IMAGE
+                elif isinstance(part, dict) and (pdf := _file_pdf(part)) is not None:
+                    tally.fixed += pdf_tokens(pdf)
                 elif isinstance(part, dict) and part.get("type") == "text":
                     tally.text(part.get("text"))
                 else:
@@ -148,6 +159,28 @@ def messages_tally(body: dict[str, Any]) -> Tally:
     return tally
 
 
+def pdf_tokens(data: str) -> int:
+    """The tokens a base64 PDF may be billed: PER_PDF_PAGE a page it holds, or, where its
+    pages cannot be told (compressed object streams, too large to read here), the most."""
+    pages = 0
+    if len(data) <= PDF_SCANNED_B64:
+        try:
+            pages = len(PDF_PAGE.findall(base64.b64decode(data)))
+        except (binascii.Error, ValueError):
+            pages = 0
+    return PER_PDF_PAGE * (min(pages, MAX_PDF_PAGES) if pages else MAX_PDF_PAGES)
+
+
+def _pdf_source(block: dict[str, Any]) -> str | None:
+    """The base64 data of a document block that is a PDF."""
+    source = block.get("source")
+    if (isinstance(source, dict) and source.get("type") == "base64"
+            and source.get("media_type") == "application/pdf"
+            and isinstance(source.get("data"), str)):
+        return str(source["data"])
+    return None
+
+
 def _blocks_tally(tally: Tally, content: Any) -> None:
     if not isinstance(content, list):
         tally.text(content)
@@ -156,12 +189,22 @@ def _blocks_tally(tally: Tally, content: Any) -> None:
         kind = block.get("type") if isinstance(block, dict) else None
         if kind == "image":
             tally.fixed += PER_IMAGE
+        elif kind == "document" and (pdf := _pdf_source(block)) is not None:
+            tally.fixed += pdf_tokens(pdf)
         elif kind == "text":
             tally.text(block.get("text"))
         elif kind == "tool_result":
             _blocks_tally(tally, block.get("content"))
         else:
             tally.text(block)
+
+
+def _file_pdf(part: dict[str, Any]) -> str | None:
+    """The base64 data of an OpenAI `file` part holding a PDF (a data URL)."""
+    file = part.get("file") if part.get("type") == "file" else None
+    data = file.get("file_data") if isinstance(file, dict) else None
+    prefix = "data:application/pdf;base64,"
+    return data[len(prefix):] if isinstance(data, str) and data.startswith(prefix) else None
 
 
 def embeddings_tally(body: dict[str, Any]) -> Tally:

@@ -68,7 +68,8 @@ class Watch:
         self.store_down = False  # the last growth found the store not answering
         self.unmetered = False  # the store went down, and on_store_error is allow
         form = metered.request.stream_form
-        self.output_texts, self.ending = form.output_texts, form.ending()
+        self.output_texts = form.output_texts
+        self.ending = form.ending(metered.request.n)
         metered.seen_output = self.output_tokens  # what settles an answer cut short
 
     async def start(self, opened: OpenStream) -> OpenStream:
@@ -195,7 +196,9 @@ class Watch:
     async def _count_from_here(self) -> None:
         """From now on the output, and the input, are counted with the tokenizer."""
         input_tokens = (await meter.counted_input(self.metered)).for_model(self.model)
-        self.input_pico = input_tokens * cost.rates(self.model.price).input
+        priced = self.metered.worst.priced(self.model) if self.metered.worst else None
+        rate = priced.input_rate if priced is not None else cost.rates(self.model.price).input
+        self.input_pico = input_tokens * rate
         self.counted = await self._count(self.texts)
         self.texts = []
 

@@ -49,6 +49,7 @@ class Priced:
     share_pico: int  # SHARE of the budget: a worst case up to it is reserved whole
     slice_pico: int  # output reserved up front, and added at a time, otherwise
     one_token: int = 1  # what one output token is counted as, for this model
+    input_rate: int = 0  # per input token, as reserved (above the input price: cache writes)
 
     @property
     def full_pico(self) -> int:
@@ -135,18 +136,23 @@ def of_chat(models: tuple[Model, ...], request: GatewayRequest, counted: Counted
     share = round(budget_microusd * SHARE) * cost.PICO_PER_MICRO
     choices, asked = request.n, request.output_limit
     per_model = []
+    writes_cache = request.writes_cache
     for model in models:
         rates = cost.rates(model.price)
+        # A body marked for the prompt cache may have all its input written to it, billed
+        # above the input price (an hour's writes at 2x on Anthropic): reserved at the most.
+        input_rate = (max(rates.input, rates.cache_write, rates.cache_write_1h)
+                      if writes_cache else rates.input)
         limits = [v for v in (asked, model.max_output_tokens) if v is not None]
         one_token = Counted(1, 4, 0).for_model(model)
         # At least the minimum's one output token a choice: a smaller slice could never be
         # granted, and a budget with money left would refuse the request.
         slice_pico = max(rates.output * choices * one_token,
                          min(rates.output * slice_tokens, share))
-        per_model.append(Priced(model, counted.for_model(model) * rates.input, rates.output,
+        per_model.append(Priced(model, counted.for_model(model) * input_rate, rates.output,
                                 choices, min(limits) if limits else DEFAULT_OUTPUT_LIMIT,
                                 not thinks_unseen(model, request.body), share, slice_pico,
-                                one_token))
+                                one_token, input_rate))
     return WorstCase(tuple(per_model))
 
 
