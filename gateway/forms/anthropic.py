@@ -218,14 +218,14 @@ class MessageEnding:
         elif kind in ("message_delta", "message_stop"):
             self.stopped = True
 
-    def cut(self) -> list[dict[str, Any]]:
+    def cut(self, output_tokens: int) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = []
         if self.open is not None:
             events.append({"type": "content_block_stop", "index": self.open})
-        if not self.stopped:
+        if not self.stopped:  # the usage as counted (settled on the same count, or less)
             events.append({"type": "message_delta",
                            "delta": {"stop_reason": "max_tokens", "stop_sequence": None},
-                           "usage": {"output_tokens": 0}})
+                           "usage": {"output_tokens": output_tokens}})
         events.append({"type": "message_stop"})
         return events
 

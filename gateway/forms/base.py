@@ -30,7 +30,9 @@ class Ending(Protocol):
 
     def add(self, item: dict[str, Any]) -> None: ...
 
-    def cut(self) -> list[dict[str, Any]]: ...
+    def cut(self, output_tokens: int) -> list[dict[str, Any]]:
+        """The end, for an answer `output_tokens` long as the budget's watch counted it."""
+        ...
 
 
 class Form(Protocol):

@@ -119,7 +119,7 @@ class ChatEnding:
                 self.finished.add(index)
         self.last = item
 
-    def cut(self) -> list[dict[str, Any]]:
+    def cut(self, output_tokens: int) -> list[dict[str, Any]]:
         head: dict[str, Any] = {k: self.last[k] for k in ("id", "created", "model")
                                 if k in self.last}
         return [{**head, "object": "chat.completion.chunk",

@@ -246,7 +246,7 @@ class Watch:
         reached a limit (finish_reason "length"; stop_reason "max_tokens")."""
         self.metered.limited = "cut"
         self.metered.headers["x-gateway-budget-cut"] = "true"
-        return self.ending.cut()
+        return self.ending.cut(self.output_tokens())
 
 
 async def _nothing() -> AsyncGenerator[dict[str, Any], None]:
