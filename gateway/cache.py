@@ -91,7 +91,7 @@ def digest(kind: Kind, requested: str, models: tuple[Model, ...], body: dict[str
            headers: Mapping[str, str] | None = None) -> str:
     """The request's digest, whoever asks; `headers`: those the provider is sent."""
     fields = {name: value for name, value in body.items() if name not in NOT_IN_KEY[kind]}
-    chain = [[m.name, m.provider.type, m.provider_model] for m in models]
+    chain = [[m.name, m.provider.type, m.provider.api_base, m.provider_model] for m in models]
     keyed: list[Any] = [kind, requested, chain, fields]
     if headers:
         keyed.append(dict(headers))

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
+from anthropic.types import message_create_params as anthropic_params
+from anthropic.types.beta import message_create_params as beta_params
 from openai.types import embedding_create_params
 from openai.types.chat import completion_create_params
 
@@ -65,6 +68,28 @@ def test_a_rerouted_tier_does_not_share_entries_with_its_old_route() -> None:
     rerouted = (CHAIN[1], CHAIN[0])
     assert key(ASK, chain=rerouted) != key(ASK)
     assert key(ASK, chain=(model("gpt", "gpt-4o"), CHAIN[1])) != key(ASK)
+    # The same model name and id at another address (a reload that moves it to a local
+    # vLLM) is another model's answers.
+    moved = dataclasses.replace(CHAIN[0], provider=dataclasses.replace(
+        CHAIN[0].provider, api_base="http://vllm.internal:8000/v1"))
+    assert key(ASK, chain=(moved, CHAIN[1])) != key(ASK)
+
+
+def test_every_field_of_the_anthropic_messages_api_is_classified() -> None:
+    """Beta fields included: Claude Code sends context_management and output_config."""
+    sdk_fields = {*anthropic_params.MessageCreateParamsBase.__annotations__,
+                  *beta_params.MessageCreateParamsBase.__annotations__, "stream"} - {"betas"}
+    unclassified = sdk_fields - cache.MESSAGES_ANSWER_FIELDS - cache.MESSAGES_BOOKKEEPING_FIELDS
+    assert not unclassified, f"classify in gateway/cache.py: {sorted(unclassified)}"
+    assert not cache.MESSAGES_ANSWER_FIELDS & cache.MESSAGES_BOOKKEEPING_FIELDS
+    ask = {"model": "smart", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+    for name in cache.MESSAGES_ANSWER_FIELDS - {"messages", "max_tokens"}:
+        assert key({**ask, name: 1}, kind="messages") != key(ask, kind="messages"), name
+    for name in cache.MESSAGES_BOOKKEEPING_FIELDS - {"model"}:
+        assert key({**ask, name: 1}, kind="messages") == key(ask, kind="messages"), name
+    # The betas the provider is sent are in the key; the same words as chat are not a hit.
+    beta = cache.digest("messages", "fast", CHAIN, ask, {"anthropic-beta": "x"})
+    assert beta != key(ask, kind="messages") != key(ask)
 
 
 def test_the_requested_name_and_the_kind_are_in_the_key() -> None:
