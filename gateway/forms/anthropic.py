@@ -26,6 +26,9 @@ MIN_THINKING_TOKENS = 1024  # the least thinking.budget_tokens Anthropic accepts
 # Why a message ended, when it is a whole answer: `pause_turn` (a server tool paused) and
 # `refusal` are not kept in the cache.
 COMPLETE_STOP_REASONS = frozenset({"end_turn", "stop_sequence", "tool_use", "max_tokens"})
+# Blocks in which the model calls a tool: the client's, or one Anthropic runs (code
+# execution, web search, an MCP server), whose input is output billed like any other.
+CALLS = frozenset({"tool_use", "server_tool_use", "mcp_tool_use"})
 # The deltas a client sees as output; a stream falls back until the first one.
 OUTPUT_DELTAS = {"text_delta": "text", "input_json_delta": "partial_json",
                  "thinking_delta": "thinking"}
@@ -96,7 +99,7 @@ class Messages:
                 tally.text(block.get("text"))
             elif kind == "thinking":
                 tally.text(block.get("thinking"))
-            elif kind == "tool_use":
+            elif kind in CALLS:
                 tally.text(block.get("name"))
                 tally.text(block.get("input"))
         return tally
@@ -119,7 +122,7 @@ class Messages:
 
     def has_token(self, item: dict[str, Any]) -> bool:
         if item.get("type") == "content_block_start":
-            return (item.get("content_block") or {}).get("type") == "tool_use"
+            return (item.get("content_block") or {}).get("type") in CALLS
         if item.get("type") != "content_block_delta":
             return False
         delta = item.get("delta") or {}
@@ -186,8 +189,8 @@ class MessageAssembler:
             block["thinking"] = block.get("thinking", "") + str(delta.get("thinking", ""))
         elif kind == "signature_delta":
             block["signature"] = block.get("signature", "") + str(delta.get("signature", ""))
-        elif kind == "citations_delta":
-            block.setdefault("citations", []).append(delta.get("citation"))
+        elif kind == "citations_delta":  # a text block may start with "citations": null
+            block["citations"] = [*(block.get("citations") or ()), delta.get("citation")]
 
     def completion(self) -> dict[str, Any]:
         content = []

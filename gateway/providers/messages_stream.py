@@ -42,6 +42,8 @@ class EventTranslator:
         self._calls: dict[int, dict[str, str]] = {}  # OpenAI tool_calls index -> the call
         self._live: int | None = None  # the call streamed in its own block, as it comes
         self._live_sent = 0  # characters of its arguments sent
+        self._held_first = False  # the first call's arguments did not begin as JSON
+        self._after_call = ""  # text that came while the live call was open, sent after it
         self._stop_reason: str | None = None  # the choice finished
         self._refused = False
         self._usage: dict[str, Any] | None = None
@@ -92,7 +94,9 @@ class EventTranslator:
         refusal = translate.text_of(delta.get("refusal"))
         self._refused = self._refused or bool(refusal)
         text = translate.text_of(delta.get("content")) + refusal
-        if text:
+        if text and self._open == "tool_use":
+            self._after_call += text  # closing the call now would lose its later arguments
+        elif text:
             events += self._into("text")
             events.append(self._block_delta({"type": "text_delta", "text": text}))
         for call in delta.get("tool_calls") or ():
@@ -101,8 +105,10 @@ class EventTranslator:
         return events
 
     def _add_call(self, fragment: dict[str, Any]) -> list[dict[str, Any]]:
-        """Joined as completions.Assembler joins them, so both ways agree; the first call's
-        block is started, and its arguments sent, as they come."""
+        """Joined as completions.Assembler joins them, so both ways agree. The first call's
+        block starts once its arguments begin (its name is whole by then) and look like a
+        JSON object; its arguments are then sent as they come. Arguments that begin
+        otherwise ({'a': 1}) are held, and sent checked at the end, as the other calls."""
         position = fragment.get("index", 0)
         call = self._calls.setdefault(position, {"id": "", "name": "", "arguments": ""})
         if fragment.get("id"):
@@ -111,11 +117,16 @@ class EventTranslator:
         call["name"] += str(function.get("name") or "")
         call["arguments"] += str(function.get("arguments") or "")
         events: list[dict[str, Any]] = []
-        if self._live is None and call["name"]:
-            self._live = position
-            events += self._into(None)
-            events += self._started_block({"type": "tool_use", "id": translate.tool_id(
-                call["id"]), "name": call["name"], "input": {}})
+        first = position == next(iter(self._calls))  # only the first call seen goes live
+        if self._live is None and not self._held_first and first and call["name"]:
+            begun = call["arguments"].lstrip()
+            if begun.startswith(('{"', "{}")):
+                self._live = position
+                events += self._into(None)
+                events += self._started_block({"type": "tool_use", "id": translate.tool_id(
+                    call["id"]), "name": call["name"], "input": {}})
+            elif len(begun) >= 2:
+                self._held_first = True  # not JSON as it begins: checked whole at the end
         if position == self._live and self._open == "tool_use":
             fresh = call["arguments"][self._live_sent:]
             if fresh:
@@ -126,6 +137,10 @@ class EventTranslator:
 
     def _finish(self, finish_reason: Any) -> list[dict[str, Any]]:
         events = self._into(None)
+        if self._after_call:
+            events += self._into("text")
+            events.append(self._block_delta({"type": "text_delta", "text": self._after_call}))
+            events += self._into(None)
         for position in sorted(self._calls):
             if position == self._live:
                 continue  # streamed already
