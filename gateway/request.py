@@ -24,6 +24,7 @@ from gateway.forms.base import Form, StreamForm
 Kind = Literal["chat", "embeddings", "messages"]
 FORMS: dict[Kind, Form] = {"chat": openai.CHAT, "embeddings": openai.EMBEDDINGS,
                            "messages": anthropic.MESSAGES}
+DEFAULT_SEARCHES = 10  # reserved for a web_search tool without max_uses
 CLIENT_LEFT = 499  # a request's status, as nginx logs it, when the client closed first
 
 
@@ -93,6 +94,17 @@ class GatewayRequest:
                 return True
         return any(isinstance(m, dict) and _marked(m.get("content"))
                    for m in body.get("messages") or ())
+
+    @property
+    def web_searches(self) -> int:
+        """The most web searches Claude may run for this request (its web_search tool's
+        max_uses; DEFAULT_SEARCHES when it sets none), each billed apart."""
+        most = 0
+        for tool in self.body.get("tools") or ():
+            if isinstance(tool, dict) and str(tool.get("type", "")).startswith("web_search"):
+                uses = tool.get("max_uses")
+                most += uses if isinstance(uses, int) and uses > 0 else DEFAULT_SEARCHES
+        return most
 
     @property
     def content(self) -> Any:

@@ -7,6 +7,7 @@ events Anthropic sends, so that a cached answer streams like a fresh one.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 # provider signed it, so it is never sent to Anthropic (providers/anthropic_api.py drops it).
 UNSIGNED = "gateway-unsigned"
 MIN_THINKING_TOKENS = 1024  # the least thinking.budget_tokens Anthropic accepts
+MAX_SEARCHES = 10_000  # more web searches than any answer makes: a count not believed
 # Why a message ended, when it is a whole answer: `pause_turn` (a server tool paused) and
 # `refusal` are not kept in the cache.
 COMPLETE_STOP_REASONS = frozenset({"end_turn", "stop_sequence", "tool_use", "max_tokens"})
@@ -72,13 +74,15 @@ class Messages:
         plain = usage.get("input_tokens")
         prompt = (plain + read + written
                   if isinstance(plain, int) and not isinstance(plain, bool) else None)
-        return cost.usage_of({"usage": {
+        searches = usage.get("server_tool_use")
+        searches = searches.get("web_search_requests") if isinstance(searches, dict) else 0
+        return dataclasses.replace(cost.usage_of({"usage": {
             "prompt_tokens": prompt, "completion_tokens": usage.get("output_tokens"),
             "prompt_tokens_details": {
                 "cached_tokens": read, "cache_creation_tokens": written,
                 "cache_creation_token_details": {
                     "ephemeral_1h_input_tokens": _count(split.get("ephemeral_1h_input_tokens"))}},
-        }})
+        }}), web_searches=min(_count(searches), MAX_SEARCHES))
 
     def set_usage(self, answer: dict[str, Any], usage: Usage) -> None:
         written = usage.cache_write_tokens + usage.cache_write_1h_tokens

@@ -24,6 +24,9 @@ PICO_PER_MICRO = 1_000_000
 MAX_TOKENS_REPORTED = 100_000_000  # no request uses more; beyond it a count is garbage
 # Where a price sets no rate for cache writes: Anthropic's, the only provider that bills them.
 CACHE_WRITE_X, CACHE_WRITE_1H_X = 1.25, 2.0
+# A web search Claude runs (its server tool), on top of the tokens: Anthropic's list price,
+# $10 per 1,000 searches, in pico-dollars.
+WEB_SEARCH_PICO = 10 * 10**12 // 1000
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,7 @@ class Usage:
     cached_tokens: int = 0  # read from the provider's prompt cache
     cache_write_tokens: int = 0  # written to it for 5 minutes
     cache_write_1h_tokens: int = 0  # written to it for an hour
+    web_searches: int = 0  # Claude's web searches, billed apart
 
 
 @dataclass(frozen=True)
@@ -77,12 +81,14 @@ class Reported:
     cached_tokens: int = 0
     cache_write_tokens: int = 0
     cache_write_1h_tokens: int = 0
+    web_searches: int = 0
 
     def complete(self, input_tokens: int, output_tokens: int) -> Usage:
         """The usage, with counted tokens where the provider's are missing."""
         return Usage(input_tokens if self.input_tokens is None else self.input_tokens,
                      output_tokens if self.output_tokens is None else self.output_tokens,
-                     self.cached_tokens, self.cache_write_tokens, self.cache_write_1h_tokens)
+                     self.cached_tokens, self.cache_write_tokens, self.cache_write_1h_tokens,
+                     self.web_searches)
 
 
 def _count(value: Any) -> int | None:
@@ -122,7 +128,7 @@ def of_usage(rates: Rates, usage: Usage) -> int:
     pico = (plain * rates.input + usage.cached_tokens * rates.cached_input
             + usage.cache_write_tokens * rates.cache_write
             + usage.cache_write_1h_tokens * rates.cache_write_1h
-            + usage.output_tokens * rates.output)
+            + usage.output_tokens * rates.output + usage.web_searches * WEB_SEARCH_PICO)
     return microusd(pico)
 
 

@@ -136,20 +136,21 @@ def of_chat(models: tuple[Model, ...], request: GatewayRequest, counted: Counted
     share = round(budget_microusd * SHARE) * cost.PICO_PER_MICRO
     choices, asked = request.n, request.output_limit
     per_model = []
-    writes_cache = request.writes_cache
+    writes_cache, searches = request.writes_cache, request.web_searches
     for model in models:
         rates = cost.rates(model.price)
         # A body marked for the prompt cache may have all its input written to it, billed
         # above the input price (an hour's writes at 2x on Anthropic): reserved at the most.
         input_rate = (max(rates.input, rates.cache_write, rates.cache_write_1h)
                       if writes_cache else rates.input)
+        fees = searches * cost.WEB_SEARCH_PICO if model.provider.type == "anthropic" else 0
         limits = [v for v in (asked, model.max_output_tokens) if v is not None]
         one_token = Counted(1, 4, 0).for_model(model)
         # At least the minimum's one output token a choice: a smaller slice could never be
         # granted, and a budget with money left would refuse the request.
         slice_pico = max(rates.output * choices * one_token,
                          min(rates.output * slice_tokens, share))
-        per_model.append(Priced(model, counted.for_model(model) * input_rate, rates.output,
+        per_model.append(Priced(model, counted.for_model(model) * input_rate + fees, rates.output,
                                 choices, min(limits) if limits else DEFAULT_OUTPUT_LIMIT,
                                 not thinks_unseen(model, request.body), share, slice_pico,
                                 one_token, input_rate))
