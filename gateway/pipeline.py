@@ -175,6 +175,7 @@ async def count_tokens(ctx: Context) -> int:
                 raise
         else:
             ctx.trace.record(model, started, None)
+            ctx.record.model = model.name  # who counted; nothing was charged
             return counted
     if unsupported and not ctx.trace.failures:
         raise unsupported[0]

@@ -194,11 +194,16 @@ def test_tool_use_and_its_result_turn(client: anthropic.Anthropic, mock: MockPro
         assert tool_turn and tool_turn[0]["tool_call_id"] == use.id
 
 
-@pytest.mark.parametrize("tier", ["smart", "fast"])
-def test_count_tokens(client: anthropic.Anthropic, tier: str) -> None:
-    counted = client.messages.count_tokens(
+@pytest.mark.parametrize("tier,model", [("smart", "claude"), ("fast", "gpt")])
+def test_count_tokens(gateway: tuple[str, Path], client: anthropic.Anthropic, tier: str,
+                      model: str) -> None:
+    raw = client.messages.with_raw_response.count_tokens(
         model=tier, system="Be brief.", messages=[{"role": "user", "content": "Count me"}])
+    counted = raw.parse()
     assert counted.input_tokens > 0
+    [line] = usage_lines(gateway[1], raw.headers["x-request-id"])
+    assert (line["surface"], line["model"], line["cost_usd"]) == (
+        "messages.count_tokens", model, None)
     made = client.messages.create(model=tier, max_tokens=50, system="Be brief.",
                                   messages=[{"role": "user", "content": "Count me"}],
                                   extra_headers=nocache())
