@@ -18,6 +18,7 @@ import os
 import platform
 import signal
 import subprocess
+import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ from typing import Any
 import pytest
 
 from gateway.demo.mockprovider import MockProvider, Received
-from tests.conftest import KEY_A, free_port
+from tests.conftest import KEY_A, demo_running, free_port
 
 CLIENTS = Path(__file__).parent / "clients"
 RUN_TIMEOUT_S = 45  # a run takes about a second; the CLI can hang, and is killed past this
@@ -236,3 +237,37 @@ def test_a_tool_round_trip_on_an_openai_tier_completes_through_the_translation(
     assert json.loads(call["function"]["arguments"])["command"] == f"echo {value}"
     [answer] = [m for m in second.body["messages"] if m["role"] == "tool"]
     assert answer["tool_call_id"] == call["id"] and value in str(answer["content"])
+
+
+# --- the demo's own lines ------------------------------------------------------------------
+
+@pytest.mark.parametrize("index,expected", [
+    (0, "mock answer from claude-sonnet-4-5 to: Say hello"),
+    (1, "mock answer from gpt-4o-mini after the tool said: hi"),
+])
+def test_the_demos_claude_code_lines_work_when_pasted(tmp_path: Path, index: int,
+                                                      expected: str) -> None:
+    """`gateway demo` prints two Claude Code command lines; pasted (with `claude` on the
+    PATH), the first answers in words and the second runs `echo hi` through a translated
+    tier and answers with its output."""
+    with demo_running([sys.executable, "-m", "gateway", "demo", "--port",
+                       str(free_port())]) as printed:
+        lines = [line.strip() for line in printed
+                 if line.strip().startswith("ANTHROPIC_BASE_URL=")]
+        assert len(lines) == 2, printed
+        home = tmp_path / "home"
+        home.mkdir()
+        bin_dir = tmp_path / "bin"
+        bin_dir.mkdir()
+        (bin_dir / "claude").symlink_to(claude_binary())
+        dead_proxy = f"http://127.0.0.1:{free_port()}"
+        env = {"PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+               "HOME": str(home), "LANG": "C.UTF-8", "DISABLE_TELEMETRY": "1",
+               "DISABLE_AUTOUPDATER": "1", "DISABLE_ERROR_REPORTING": "1",
+               "HTTPS_PROXY": dead_proxy, "HTTP_PROXY": dead_proxy,
+               "NO_PROXY": "127.0.0.1,localhost"}
+        pasted = subprocess.run(["bash", "-c", lines[index]], env=env, cwd=home,
+                                capture_output=True, text=True, timeout=RUN_TIMEOUT_S,
+                                stdin=subprocess.DEVNULL)
+    assert pasted.returncode == 0, pasted.stderr[-2000:]
+    assert expected in pasted.stdout, pasted.stdout[-2000:]

@@ -65,6 +65,9 @@ def examples(port: int, tmp: Path) -> str:
                 "-H 'anthropic-version: 2023-06-01' -H 'Content-Type: application/json' "
                 "-d '{\"model\": \"smart\", \"max_tokens\": 200, \"messages\": "
                 "[{\"role\": \"user\", \"content\": \"Hello!\"}]}'")
+    claude = (f"ANTHROPIC_BASE_URL={base} ANTHROPIC_AUTH_TOKEN={DEMO_KEY} "
+              "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1 ANTHROPIC_MODEL=smart "
+              "ANTHROPIC_SMALL_FAST_MODEL=fast claude")
     reroute = f"sed -i 's/^  fast: .*/  fast:     [llama-local, gpt-4o-mini]/' {tmp}/router.yaml"
     return f"""
 The gateway is up at {base}/v1 with mock providers behind it (no network, no keys).
@@ -104,10 +107,12 @@ with client.messages.stream(model="fast", max_tokens=200,
     print(stream.get_final_message().content[0].text)
 EOF
 
-Claude Code (npm install -g @anthropic-ai/claude-code), main calls on smart, background
-calls on fast:
-  ANTHROPIC_BASE_URL={base} ANTHROPIC_AUTH_TOKEN={DEMO_KEY} ANTHROPIC_MODEL=smart \\
-    ANTHROPIC_SMALL_FAST_MODEL=fast claude -p "Say hello"
+Claude Code (npm install -g @anthropic-ai/claude-code) on smart, with its tools off (the
+demo's mock calls every tool it is offered); then a tool round trip on fast, translated onto
+GPT, where the prompt tells the mock which tool to call (Claude Code runs it and sends the
+result back):
+  {claude} -p "Say hello" --tools ""
+  {claude.replace("=smart", "=fast")} -p 'mock:tool Bash {{"command": "echo hi"}}' --allowedTools "Bash(echo:*)"
 
 A reload: edit the demo's router.yaml so that fast starts with llama-local, and the running
 gateway serves the next request from it, within about a second, without a restart (and
