@@ -152,6 +152,13 @@ def spent_usd(base_url: str) -> float:
     return float(answer.json()["spent_usd"])
 
 
+def budget_answers(base_url: str, times: int = 6) -> bool:
+    """Whether the budget reads back `times` running (on every worker, by the odds)."""
+    return all(httpx.get(f"{base_url}/v1/budget", timeout=5,
+                         headers={"Authorization": f"Bearer {KEY_A}"}).status_code == 200
+               for _ in range(times))
+
+
 def chat_status(base_url: str) -> int:
     answer = httpx.post(f"{base_url}/v1/chat/completions", timeout=10,
                         headers={"Authorization": f"Bearer {KEY_A}"},
@@ -179,6 +186,9 @@ def test_a_killed_embedded_store_is_restarted_on_its_data_and_budgets_serve_agai
         os.kill(killed, signal.SIGKILL)
         back_in = wait_for(lambda: ready(base_url), 10)
         assert embedded_store_pid(process.pid) != killed
+        # /ready answered from one worker; each worker finds the store back on its own, so
+        # the budget is read until every one has (a bounded wait, not a retry forever).
+        wait_for(lambda: budget_answers(base_url), 5)
         assert spent_usd(base_url) == spent  # its data dir kept the day's spend
         assert chat_status(base_url) == 200  # a budgeted key is served again
         wait_for(lambda: spent_usd(base_url) > spent, 5)
