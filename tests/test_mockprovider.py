@@ -434,3 +434,33 @@ def test_responses_stream_can_drop(mock: MockProvider) -> None:
                            json={"model": "m", "input": "hi", "stream": True}) as response:
             for _ in response.iter_bytes():
                 pass
+
+
+def test_responses_codex_shaped_request(mock: MockProvider) -> None:
+    """As Codex asks: developer and user items, a function and a custom tool, no store,
+    reasoning with encrypted content, a streamed answer calling the tool the prompt marks."""
+    body = {"model": "gpt-5-codex", "instructions": "You are Codex.", "stream": True,
+            "input": [{"type": "message", "role": "developer", "content": [
+                {"type": "input_text", "text": "<permissions>...</permissions>"}]},
+                {"type": "message", "role": "user", "content": [{"type": "input_text",
+                 "text": 'list files mock:tool shell {"command": ["ls"]}'}]}],
+            "tools": [{"type": "function", "name": "shell", "description": "run", "strict": False,
+                       "parameters": {"type": "object", "properties": {"command": {
+                           "type": "array", "items": {"type": "string"}}}}},
+                      {"type": "custom", "name": "apply_patch", "description": "patch",
+                       "format": {"type": "grammar", "syntax": "lark",
+                                  "definition": "start: /.+/"}}],
+            "tool_choice": "auto", "parallel_tool_calls": False, "store": False,
+            "reasoning": {"effort": "medium", "summary": "auto"},
+            "include": ["reasoning.encrypted_content"], "prompt_cache_key": "conv-1",
+            "text": {"verbosity": "low"}}
+    with httpx.Client(timeout=5) as client, client.stream(
+            "POST", f"{mock.base_url}/v1/responses", json=body) as response:
+        lines = [line for line in response.iter_lines() if line.startswith("data: ")]
+    events = [json.loads(line[6:]) for line in lines]
+    final = events[-1]["response"]
+    assert events[-1]["type"] == "response.completed" and final["store"] is False
+    assert [o["type"] for o in final["output"]] == ["reasoning", "function_call"]
+    assert final["output"][0]["encrypted_content"]
+    assert json.loads(final["output"][1]["arguments"]) == {"command": ["ls"]}
+    assert mock.last_answer().asked.startswith("list files")  # the developer item is not asked
