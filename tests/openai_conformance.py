@@ -1,6 +1,7 @@
 """Every body and stream chunk the tests receive on an OpenAI path, checked against OpenAI's schema.
 
-The schema is tests/schema/openai_chat.json (extracted from openai/openai-openapi by
+The schema is tests/schema/openai_chat.json (chat, embeddings, models, and the Responses
+API's response object and stream events) (extracted from openai/openai-openapi by
 tests/schema/extract.py). `watch()` wraps the transports of httpx and httpx2, the layer under the
 `openai` SDK's clients (httpx2) and under the tests' own raw `httpx` calls, so every test is
 covered without asking for it; what it finds is collected in `Findings` and fails the
@@ -29,8 +30,8 @@ from referencing import Registry, Resource
 SCHEMA = json.loads((Path(__file__).parent / "schema" / "openai_chat.json").read_text())
 _REGISTRY = Registry().with_resource("urn:openai", Resource.from_contents(SCHEMA))
 # The paths OpenAI's API answers on, below any prefix (/v1, Groq's /openai/v1).
-OPENAI_PATH = re.compile(r"/v1/(chat/completions|embeddings|models(/[^/]+)?)$")
-SUCCESS = {"chat/completions": "CreateChatCompletionResponse",
+OPENAI_PATH = re.compile(r"/v1/(chat/completions|embeddings|responses|models(/[^/]+)?)$")
+SUCCESS = {"chat/completions": "CreateChatCompletionResponse", "responses": "Response",
            "embeddings": "CreateEmbeddingResponse", "models": "ListModelsResponse",
            "model": "Model"}
 
@@ -40,7 +41,8 @@ def validator(component: str) -> Draft202012Validator:
 
 
 VALIDATORS = {name: validator(name) for name in (
-    *SUCCESS.values(), "CreateChatCompletionStreamResponse", "ErrorResponse")}
+    *SUCCESS.values(), "CreateChatCompletionStreamResponse", "ResponseStreamEvent",
+    "ErrorResponse")}
 
 
 def problems(component: str, document: Any) -> list[str]:
@@ -64,14 +66,17 @@ def body_problems(path: str, status: int, content_type: str, body: bytes) -> lis
     return problems(SUCCESS[endpoint], document)
 
 
-def event_problems(data: bytes) -> list[str]:
-    """One `data:` payload of a chat stream: a chunk, an error event, or the [DONE] mark."""
+def event_problems(data: bytes, path: str = "/v1/chat/completions") -> list[str]:
+    """One `data:` payload of a chat stream (a chunk, an error event, or the [DONE] mark),
+    or of a Responses stream (one of its typed events)."""
     if data.strip() == b"[DONE]":
         return []
     try:
         document = json.loads(data)
     except ValueError:
         return [f"a stream event that is not JSON: {data[:200]!r}"]
+    if path.endswith("/responses"):
+        return problems("ResponseStreamEvent", document)
     if isinstance(document, dict) and "error" in document:
         return problems("ErrorResponse", document)
     return problems("CreateChatCompletionStreamResponse", document)
@@ -114,7 +119,8 @@ class _Reader:
         for event in events:
             for line in event.splitlines():
                 if line.startswith(b"data:"):
-                    self.findings.add(self.request, event_problems(line[5:].strip()))
+                    self.findings.add(self.request, event_problems(
+                        line[5:].strip(), self.request.url.path))
 
     def end(self) -> None:
         if self.stream:

@@ -293,3 +293,174 @@ def test_a_tool_result_whose_turn_lost_its_thinking_is_refused_as_anthropic_does
         claude.messages.create(model="c", max_tokens=2048, tools=TOOLS, thinking=THINKING,
                                messages=[*asked, {"role": "assistant",
                                                   "content": [call.model_dump()]}, result])
+
+
+# --- OpenAI Responses API ---------------------------------------------------------------
+
+WEATHER = {"type": "function", "name": "weather", "description": "the weather",
+           "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                          "required": ["city"]}}
+
+
+def test_responses_sdk_parses_response_and_usage(oai: openai.OpenAI, mock: MockProvider) -> None:
+    mock.script("m", Step(cached_input_tokens=2))
+    reply = oai.responses.create(model="m", input="hello mock", instructions="be brief")
+    assert openai.types.responses.Response.model_validate(reply.model_dump()) == reply
+    assert reply.id.startswith("resp_") and reply.object == "response"
+    assert reply.status == "completed" and reply.model == "m"
+    assert reply.output_text == "mock answer from m to: hello mock"
+    assert reply.output[0].type == "message" and reply.output[0].role == "assistant"
+    assert reply.instructions == "be brief"
+    usage = reply.usage
+    assert usage is not None and usage.input_tokens_details.cached_tokens == 2
+    assert usage.output_tokens == len(mock.last_answer().pieces)
+    assert usage.output_tokens_details.reasoning_tokens == 0
+    assert usage.total_tokens == usage.input_tokens + usage.output_tokens
+    assert mock.calls("m")[-1].path == "/v1/responses"
+
+
+def test_responses_stream_events_in_order(oai: openai.OpenAI, mock: MockProvider) -> None:
+    with oai.responses.stream(model="m", input=[{"role": "user", "content": [
+            {"type": "input_text", "text": "hello mock"}]}]) as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    kinds = [e.type for e in events]
+    assert kinds[:5] == ["response.created", "response.in_progress",
+                         "response.output_item.added", "response.content_part.added",
+                         "response.output_text.delta"]
+    assert kinds[-4:] == ["response.output_text.done", "response.content_part.done",
+                          "response.output_item.done", "response.completed"]
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert deltas == final.output_text == "mock answer from m to: hello mock"
+    assert events[0].response.status == "in_progress" and events[0].response.output == []
+    assert final.status == "completed" and final.usage is not None
+
+
+def test_responses_function_calls_then_answers_with_the_output(oai: openai.OpenAI) -> None:
+    reply = oai.responses.create(model="m", input="what is the weather", tools=[WEATHER])
+    call = reply.output[0]
+    assert call.type == "function_call" and call.name == "weather"
+    assert json.loads(call.arguments) == {"city": "from m"}  # fits the parameters
+    assert call.call_id.startswith("call_")
+    with oai.responses.stream(model="m", tools=[WEATHER], input=[
+            {"role": "user", "content": "mock:tool weather {\"city\": \"Oslo\"}"}]) as stream:
+        events = list(stream)
+        streamed = stream.get_final_response()
+    kinds = [e.type for e in events]
+    assert "response.function_call_arguments.delta" in kinds
+    done = next(e for e in events if e.type == "response.function_call_arguments.done")
+    assert json.loads(done.arguments) == {"city": "Oslo"} and done.name == "weather"
+    assert streamed.output[0].arguments == done.arguments
+    after = oai.responses.create(model="m", tools=[WEATHER], input=[
+        {"role": "user", "content": "what is the weather"},
+        {"type": "function_call", "call_id": call.call_id, "name": "weather",
+         "arguments": call.arguments},
+        {"type": "function_call_output", "call_id": call.call_id, "output": "sunny, 21C"}])
+    assert after.output[0].type == "message"
+    assert "sunny, 21C" in after.output_text
+
+
+def test_responses_tool_choice_forces_or_refuses(oai: openai.OpenAI) -> None:
+    other = {**WEATHER, "name": "clock", "parameters": {"type": "object"}}
+    forced = oai.responses.create(model="m", input="hi", tools=[WEATHER, other],
+                                  tool_choice={"type": "function", "name": "clock"})
+    assert [o.name for o in forced.output if o.type == "function_call"] == ["clock"]
+    words = oai.responses.create(model="m", input="hi", tools=[WEATHER], tool_choice="none")
+    assert words.output_text.startswith("mock answer from m")
+
+
+def test_responses_cut_by_max_output_tokens(oai: openai.OpenAI, mock: MockProvider) -> None:
+    text = " ".join(f"w{i}" for i in range(40))
+    mock.script("m", Step(text=text), Step(text=text))
+    reply = oai.responses.create(model="m", input="hi", max_output_tokens=16)
+    assert reply.status == "incomplete"
+    assert reply.incomplete_details is not None
+    assert reply.incomplete_details.reason == "max_output_tokens"
+    assert reply.output_text == " ".join(f"w{i}" for i in range(16))
+    with oai.responses.stream(model="m", input="hi", max_output_tokens=16) as stream:
+        events = list(stream)
+    last = events[-1]
+    assert last.type == "response.incomplete" and last.response.status == "incomplete"
+    assert last.response.output_text == reply.output_text
+    with pytest.raises(openai.BadRequestError, match="max_output_tokens"):
+        oai.responses.create(model="m", input="hi", max_output_tokens=5)
+
+
+def test_responses_json_schema_answer_fits(oai: openai.OpenAI) -> None:
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"],
+              "additionalProperties": False}
+    reply = oai.responses.create(model="m", input="a number", text={"format": {
+        "type": "json_schema", "name": "num", "schema": schema, "strict": True}})
+    assert isinstance(json.loads(reply.output_text)["n"], int)
+
+
+def test_responses_reasoning_item_and_tokens(oai: openai.OpenAI) -> None:
+    reply = oai.responses.create(model="gpt-5", input="think", include=[
+        "reasoning.encrypted_content"], reasoning={"effort": "low", "summary": "auto"})
+    reasoning = reply.output[0]
+    assert reasoning.type == "reasoning" and reasoning.encrypted_content
+    assert reasoning.summary[0].text.startswith("The mock thinks about: think")
+    assert reply.usage is not None and reply.usage.output_tokens_details.reasoning_tokens > 0
+    with oai.responses.stream(model="gpt-5", reasoning={"effort": "low", "summary": "auto"},
+                              input=[{"type": "reasoning", "id": reasoning.id, "summary": [],
+                                      "encrypted_content": reasoning.encrypted_content},
+                                     {"role": "user", "content": "again"}]) as stream:
+        kinds = [e.type for e in stream]
+    assert "response.reasoning_summary_text.delta" in kinds
+    assert kinds.index("response.reasoning_summary_part.done") < kinds.index(
+        "response.content_part.added")
+
+
+def test_responses_errors_and_prefixes(mock: MockProvider, oai: openai.OpenAI) -> None:
+    mock.script("m", Step(status=429, error_message="slow down", retry_after="2"))
+    with pytest.raises(openai.RateLimitError) as caught:
+        oai.responses.create(model="m", input="hi", stream=True)
+    assert caught.value.body["message"] == "slow down"
+    with pytest.raises(openai.BadRequestError, match="Unknown parameter: 'messages'"):
+        oai.responses.create(model="m", input="hi", extra_body={"messages": HELLO})
+    with pytest.raises(openai.BadRequestError, match=r"tools\[0\].name"):
+        oai.responses.create(model="m", input="hi", tools=[{"type": "function", "function": {
+            "name": "t", "parameters": {}}}])  # type: ignore[list-item]
+    with openai.OpenAI(base_url=f"{mock.base_url}/openai/v1", api_key="k",
+                       max_retries=0) as groq:
+        assert groq.responses.create(model="m", input="hi").status == "completed"
+
+
+def test_responses_stream_can_drop(mock: MockProvider) -> None:
+    mock.script("m", Step(drop_after=3))
+    with httpx.Client(timeout=5) as client, pytest.raises(httpx.RemoteProtocolError):  # noqa: SIM117
+        with client.stream("POST", f"{mock.base_url}/v1/responses",
+                           json={"model": "m", "input": "hi", "stream": True}) as response:
+            for _ in response.iter_bytes():
+                pass
+
+
+def test_responses_codex_shaped_request(mock: MockProvider) -> None:
+    """As Codex asks: developer and user items, a function and a custom tool, no store,
+    reasoning with encrypted content, a streamed answer calling the tool the prompt marks."""
+    body = {"model": "gpt-5-codex", "instructions": "You are Codex.", "stream": True,
+            "input": [{"type": "message", "role": "developer", "content": [
+                {"type": "input_text", "text": "<permissions>...</permissions>"}]},
+                {"type": "message", "role": "user", "content": [{"type": "input_text",
+                 "text": 'list files mock:tool shell {"command": ["ls"]}'}]}],
+            "tools": [{"type": "function", "name": "shell", "description": "run", "strict": False,
+                       "parameters": {"type": "object", "properties": {"command": {
+                           "type": "array", "items": {"type": "string"}}}}},
+                      {"type": "custom", "name": "apply_patch", "description": "patch",
+                       "format": {"type": "grammar", "syntax": "lark",
+                                  "definition": "start: /.+/"}}],
+            "tool_choice": "auto", "parallel_tool_calls": False, "store": False,
+            "reasoning": {"effort": "medium", "summary": "auto"},
+            "include": ["reasoning.encrypted_content"], "prompt_cache_key": "conv-1",
+            "text": {"verbosity": "low"}}
+    with httpx.Client(timeout=5) as client, client.stream(
+            "POST", f"{mock.base_url}/v1/responses", json=body) as response:
+        lines = [line for line in response.iter_lines() if line.startswith("data: ")]
+    events = [json.loads(line[6:]) for line in lines]
+    final = events[-1]["response"]
+    assert events[-1]["type"] == "response.completed" and final["store"] is False
+    assert [o["type"] for o in final["output"]] == ["reasoning", "function_call"]
+    assert final["output"][0]["encrypted_content"]
+    assert json.loads(final["output"][1]["arguments"]) == {"command": ["ls"]}
+    assert mock.last_answer().asked.startswith("list files")  # the developer item is not asked

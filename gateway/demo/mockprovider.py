@@ -1,8 +1,10 @@
 """A loopback provider speaking OpenAI, Anthropic and Ollama wire formats, scripted per model.
 
 Used by the tests, `gateway demo` and the benchmark. Routes by path, as the
-real services do: `.../chat/completions` and `.../embeddings` (OpenAI, Groq,
-Ollama's /v1), `/v1/messages` and `/v1/messages/count_tokens` (Anthropic),
+real services do: `.../chat/completions`, `.../embeddings` and `.../responses`
+(OpenAI, Groq, Ollama's /v1; the Responses API streamed or not, with reasoning items when
+`reasoning` is set; it stores nothing, so previous_response_id is never found),
+`/v1/messages` and `/v1/messages/count_tokens` (Anthropic),
 `/api/chat` (Ollama native). Any other path answers 404 naming the path, so URL
 mistakes are obvious.
 
@@ -28,6 +30,8 @@ import json
 import re
 import struct
 import threading
+import time
+import uuid
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -205,6 +209,8 @@ class MockProvider:
                 return await self._openai_chat(request, body)
             if path.endswith("/embeddings"):
                 return await self._openai_embeddings(body)
+            if path.endswith("/responses"):
+                return await self._openai_responses(request, body)
             if path == "/v1/messages":
                 return await self._anthropic(request, body)
             if path == "/v1/messages/count_tokens":
@@ -253,6 +259,36 @@ class MockProvider:
         events = [mockwire.sse(c) for c in mockwire.openai_chunks(answer, include_usage)]
         done = [] if step.omit_done else [b"data: [DONE]\n\n"]
         return await _stream(request, step, [*events, *done], "text/event-stream")
+
+    async def _openai_responses(self, request: web.Request,
+                                body: dict[str, Any]) -> web.StreamResponse:
+        """OpenAI's Responses API: the same Step scripts it, read through a chat-shaped view
+        of the body (instructions and input as messages, function tools, text.format)."""
+        problem = _responses_problem(body)
+        if problem:
+            return web.json_response(mockwire.openai_error(400, *problem), status=400)
+        step = self._next(str(body.get("model")))
+        await self._before(step)
+        if step.status != 200:
+            error = mockwire.openai_error(step.status, step.error_message, step.error_code)
+            return self._error(step, error)
+        if step.raw is not None:
+            return await _raw(request, step, body)
+        chat = _responses_as_chat(body)
+        limit = body.get("max_output_tokens")
+        answer = _answer(step, chat, chat["messages"], limit)
+        answer = self._sent(_with_reasoning(answer, body, limit, step.ignore_limit))
+        echo = _responses_echo(body)
+        encrypted = "reasoning.encrypted_content" in (body.get("include") or [])
+        if not body.get("stream"):
+            reply = mockwire.responses_object(answer, echo, f"resp_{uuid.uuid4().hex}",
+                                              int(time.time()), encrypted)
+            if step.drip_s:
+                return await _stream(request, step, [orjson.dumps(reply)], "application/json")
+            return web.json_response(reply)
+        events = [mockwire.sse(data, event)
+                  for event, data in mockwire.responses_events(answer, echo, encrypted)]
+        return await _stream(request, step, events, "text/event-stream")
 
     async def _openai_embeddings(self, body: dict[str, Any]) -> web.Response:
         step = self._next(str(body.get("model")))
@@ -364,10 +400,29 @@ def _with_thinking(answer: Answer, body: dict[str, Any]) -> Answer:
     thinking = body.get("thinking")
     if not isinstance(thinking, dict) or thinking.get("type") not in THINKING_ON:
         return answer
+    return _thought(answer, thinking.get("display") != "omitted", body["max_tokens"])
+
+
+def _with_reasoning(answer: Answer, body: dict[str, Any], limit: Any,
+                    ignore_limit: bool) -> Answer:
+    """With `reasoning` set (an effort other than none), the Responses answer opens
+    with a reasoning item, its summary shown when one is asked for, billed as output
+    (reasoning_tokens) within max_output_tokens."""
+    reasoning = body.get("reasoning")
+    if not isinstance(reasoning, dict) or reasoning.get("effort") == "none":
+        return answer
+    shown = reasoning.get("summary") in ("auto", "concise", "detailed")
+    room = limit if isinstance(limit, int) and not ignore_limit else None
+    return _thought(answer, shown, room)
+
+
+def _thought(answer: Answer, shown: bool, limit: int | None) -> Answer:
+    """The answer with its thinking first; the text gets what is left of the limit."""
     thought = dataclasses.replace(
-        answer, thinking=f"The mock thinks about: {answer.asked[:60]}",
-        thinking_shown=thinking.get("display") != "omitted")
-    room = body["max_tokens"] - thought.thinking_tokens
+        answer, thinking=f"The mock thinks about: {answer.asked[:60]}", thinking_shown=shown)
+    if limit is None:
+        return thought
+    room = limit - thought.thinking_tokens
     if answer.tool_calls or len(answer.pieces) <= room or not answer.pieces:
         return thought
     return dataclasses.replace(thought, text="".join(answer.pieces[:max(room, 0)]),
@@ -505,6 +560,126 @@ def _tool_results(message: dict[str, Any]) -> list[str]:
         return [_text_of(content)]
     return [_text_of(b.get("content")) for b in content or []
             if isinstance(b, dict) and b.get("type") == "tool_result"]
+
+
+def _responses_as_chat(body: dict[str, Any]) -> dict[str, Any]:
+    """A Responses body as the chat body the mock's answer is made from: `instructions` a
+    system message, `input` messages (developer ones as system), a function_call an
+    assistant turn, a function_call_output a tool message; reasoning items are skipped.
+    Function tools, tool_choice and text.format become their chat equivalents."""
+    messages: list[dict[str, Any]] = []
+    if isinstance(body.get("instructions"), str):
+        messages.append({"role": "system", "content": body["instructions"]})
+    given = body.get("input")
+    for item in [{"role": "user", "content": given}] if isinstance(given, str) else given or []:
+        kind = item.get("type", "message")
+        if kind == "message":
+            role = item.get("role")
+            messages.append({"role": "system" if role == "developer" else role,
+                             "content": item.get("content")})
+        elif kind == "function_call":
+            messages.append({"role": "assistant", "content": None, "tool_calls": [
+                {"id": item.get("call_id"), "type": "function", "function": {
+                    "name": item.get("name"), "arguments": item.get("arguments")}}]})
+        elif kind == "function_call_output":
+            messages.append({"role": "tool", "tool_call_id": item.get("call_id"),
+                             "content": item.get("output")})
+    tools = [{"type": "function", "function": {"name": t.get("name"),
+                                               "parameters": t.get("parameters")}}
+             for t in _offered(body) if t.get("type") == "function"]
+    chat: dict[str, Any] = {"model": body.get("model"), "messages": messages, "tools": tools,
+                            "tool_choice": body.get("tool_choice"),
+                            "parallel_tool_calls": body.get("parallel_tool_calls")}
+    wanted = (body.get("text") or {}).get("format")
+    if isinstance(wanted, dict) and wanted.get("type") == "json_schema":
+        chat["response_format"] = {"type": "json_schema",
+                                   "json_schema": {"schema": wanted.get("schema")}}
+    elif isinstance(wanted, dict) and wanted.get("type") == "json_object":
+        chat["response_format"] = {"type": "json_object"}
+    return chat
+
+
+def _responses_echo(body: dict[str, Any]) -> dict[str, Any]:
+    """The request's settings as the response object repeats them, defaults filled in."""
+    tools = [{"type": "function", "name": t.get("name"), "description": t.get("description"),
+              "parameters": t.get("parameters"), "strict": t.get("strict", True)}
+             if t.get("type") == "function" else t for t in _offered(body)]
+    reasoning = body.get("reasoning")
+    reasoning = reasoning if isinstance(reasoning, dict) else {}
+    text = body.get("text")
+    text = text if isinstance(text, dict) else {}
+    return {"instructions": body.get("instructions"),
+            "max_output_tokens": body.get("max_output_tokens"),
+            "max_tool_calls": body.get("max_tool_calls"),
+            "metadata": body.get("metadata") or {},
+            "parallel_tool_calls": body.get("parallel_tool_calls", True),
+            "previous_response_id": None,
+            "prompt_cache_key": body.get("prompt_cache_key"),
+            "reasoning": {"effort": reasoning.get("effort"),
+                          "summary": reasoning.get("summary")},
+            "safety_identifier": body.get("safety_identifier"),
+            "service_tier": body.get("service_tier") or "default",
+            "store": body.get("store", True),
+            "temperature": body.get("temperature", 1.0),
+            "text": {"format": text.get("format") or {"type": "text"},
+                     "verbosity": text.get("verbosity", "medium")},
+            "tool_choice": body.get("tool_choice") or "auto",
+            "tools": tools, "top_logprobs": body.get("top_logprobs", 0),
+            "top_p": body.get("top_p", 1.0), "truncation": body.get("truncation", "disabled"),
+            **({"user": body["user"]} if isinstance(body.get("user"), str) else {})}
+
+
+RESPONSES_ITEMS = frozenset({"message", "function_call", "function_call_output", "reasoning",
+                             "item_reference", "custom_tool_call", "custom_tool_call_output",
+                             "local_shell_call", "local_shell_call_output", "web_search_call",
+                             "file_search_call", "computer_call", "computer_call_output",
+                             "image_generation_call", "code_interpreter_call", "mcp_call",
+                             "mcp_list_tools", "mcp_approval_request", "mcp_approval_response",
+                             "shell_call", "shell_call_output", "apply_patch_call",
+                             "apply_patch_call_output", "compaction"})
+
+
+def _responses_problem(body: dict[str, Any]) -> tuple[str, str | None] | None:
+    """What the real Responses API rejects with a 400 (message, code), where the mock reads
+    the body; None: accepted."""
+    for chat_only in ("messages", "max_tokens", "max_completion_tokens", "response_format"):
+        if chat_only in body:
+            return f"Unknown parameter: '{chat_only}'.", "unknown_parameter"
+    if not isinstance(body.get("model"), str):
+        return "Missing required parameter: 'model'.", "missing_required_parameter"
+    if body.get("previous_response_id") is not None:
+        # The mock stores no response, so none can be continued.
+        return (f"Previous response with id '{body['previous_response_id']}' not found.",
+                "previous_response_not_found")
+    given = body.get("input")
+    if not isinstance(given, str | list):
+        return "Missing required parameter: 'input'.", "missing_required_parameter"
+    for i, item in enumerate(given if isinstance(given, list) else []):
+        kind = item.get("type", "message") if isinstance(item, dict) else None
+        if kind not in RESPONSES_ITEMS:
+            return f"Invalid value: '{kind}'. 'input[{i}].type' is not supported.", \
+                "invalid_value"
+        if kind == "message" and item.get("role") not in (
+                "user", "assistant", "system", "developer"):
+            return f"Invalid value for 'input[{i}].role'.", "invalid_value"
+        if kind in ("function_call_output", "function_call") and not isinstance(
+                item.get("call_id"), str):
+            return f"Missing required parameter: 'input[{i}].call_id'.", \
+                "missing_required_parameter"
+    tools = body.get("tools")
+    if tools is not None and not isinstance(tools, list):
+        return "Invalid type for 'tools': expected an array.", "invalid_type"
+    for i, tool in enumerate(tools or []):
+        if not isinstance(tool, dict) or not isinstance(tool.get("type"), str):
+            return f"Missing required parameter: 'tools[{i}].type'.", "missing_required_parameter"
+        if tool["type"] == "function" and not isinstance(tool.get("name"), str):
+            # A chat-shaped tool ({"type": "function", "function": {...}}) fails here.
+            return f"Missing required parameter: 'tools[{i}].name'.", "missing_required_parameter"
+    limit = body.get("max_output_tokens")
+    if isinstance(limit, int) and limit < 16:
+        return ("Invalid 'max_output_tokens': integer below minimum value. Expected a value "
+                f">= 16, but got {limit} instead.", "integer_below_min_value")
+    return None
 
 
 def _openai_problem(body: dict[str, Any]) -> str | None:

@@ -287,3 +287,117 @@ def ollama_lines(a: Answer) -> list[dict[str, Any]]:
               "message": {"role": "assistant", "content": piece}, "done": False}
              for piece in a.pieces]
     return [*lines, ollama_final(a, "")]
+
+
+# --- OpenAI Responses API (/v1/responses) ------------------------------------------------
+
+def responses_usage(a: Answer) -> dict[str, Any]:
+    """input_tokens counts the cached ones too; output_tokens counts the reasoning too."""
+    if a.usage_sent is not None:
+        return a.usage_sent
+    return {"input_tokens": a.input_tokens,
+            "input_tokens_details": {"cached_tokens": a.cached_input_tokens,
+                                     "cache_write_tokens": a.cache_write_tokens},
+            "output_tokens": a.output_tokens,
+            "output_tokens_details": {"reasoning_tokens": a.thinking_tokens},
+            "total_tokens": a.input_tokens + a.output_tokens}
+
+
+def _item_id(prefix: str, response_id: str, index: int) -> str:
+    """Made from the response's id: the stream's events and its final response agree."""
+    return f"{prefix}_{response_id.removeprefix('resp_')[:24]}{index:04d}"
+
+
+def responses_output(a: Answer, response_id: str, encrypted: bool) -> list[dict[str, Any]]:
+    """The output items, done: reasoning (when on), then the message, then each call."""
+    items: list[dict[str, Any]] = []
+    if a.thinking is not None:
+        summary = ([{"type": "summary_text", "text": a.thinking}]
+                   if a.thinking_shown else [])
+        reasoning: dict[str, Any] = {"id": _item_id("rs", response_id, 0),
+                                     "type": "reasoning", "summary": summary}
+        if encrypted:
+            reasoning["encrypted_content"] = a.signature
+        items.append(reasoning)
+    if a.text or not a.tool_calls:
+        status = "incomplete" if a.finish_reason == "length" else "completed"
+        items.append({"id": _item_id("msg", response_id, 0), "type": "message",
+                      "role": "assistant", "status": status,
+                      "content": [{"type": "output_text", "text": a.text,
+                                   "annotations": [], "logprobs": []}]})
+    items += [{"id": _item_id("fc", response_id, i + 1), "type": "function_call",
+               "status": "completed", "call_id": call_id(i), "name": name,
+               "arguments": a.arguments(i)}
+              for i, (name, _) in enumerate(a.tool_calls)]
+    return items
+
+
+def responses_object(a: Answer, echo: dict[str, Any], response_id: str, created_at: int,
+                     encrypted: bool = False, done: bool = True) -> dict[str, Any]:
+    """The `response` object; done=False: as response.created shows it, in progress."""
+    cut = a.finish_reason == "length"
+    status = "incomplete" if cut else "completed"
+    return {"id": response_id, "object": "response", "created_at": created_at,
+            "status": status if done else "in_progress", "background": False, "error": None,
+            "incomplete_details": ({"reason": "max_output_tokens"} if cut and done else None),
+            **echo, "model": a.model,
+            "output": responses_output(a, response_id, encrypted) if done else [],
+            # usage only once done (OpenAI's spec has no null for it; the SDK's is optional)
+            **({"usage": responses_usage(a)} if done else {}),
+            **({"completed_at": created_at} if done and not cut else {})}
+
+
+def responses_events(a: Answer, echo: dict[str, Any], encrypted: bool = False
+                     ) -> list[tuple[str, dict[str, Any]]]:
+    """The stream: each output item added empty, filled by deltas, done; then the whole
+    response, in response.completed (response.incomplete when cut by max_output_tokens,
+    as OpenAI sends it; the SDK's get_final_response() wants a completed one). Every event
+    has its `type` and a `sequence_number` counting from 0."""
+    response_id = f"resp_{uuid.uuid4().hex}"
+    created_at = int(time.time())
+    opened = responses_object(a, echo, response_id, created_at, encrypted, done=False)
+    events: list[dict[str, Any]] = [{"type": "response.created", "response": opened},
+                                    {"type": "response.in_progress", "response": opened}]
+    for index, item in enumerate(responses_output(a, response_id, encrypted)):
+        events += _responses_item_events(a, index, item)
+    final = responses_object(a, echo, response_id, created_at, encrypted)
+    last = "response.incomplete" if final["status"] == "incomplete" else "response.completed"
+    events.append({"type": last, "response": final})
+    return [(e["type"], {**e, "sequence_number": n}) for n, e in enumerate(events)]
+
+
+def _responses_item_events(a: Answer, index: int, item: dict[str, Any]
+                           ) -> list[dict[str, Any]]:
+    at = {"item_id": item["id"], "output_index": index}
+    added = {"type": "response.output_item.added", "output_index": index}
+    done = {"type": "response.output_item.done", "output_index": index, "item": item}
+    if item["type"] == "reasoning":
+        events = [{**added, "item": {**item, "summary": []}}]
+        for summary_index, part in enumerate(item["summary"]):
+            where = {**at, "summary_index": summary_index}
+            events += [{"type": "response.reasoning_summary_part.added", **where,
+                        "part": {"type": "summary_text", "text": ""}},
+                       *({"type": "response.reasoning_summary_text.delta", **where,
+                          "delta": piece} for piece in a.thinking_pieces),
+                       {"type": "response.reasoning_summary_text.done", **where,
+                        "text": part["text"]},
+                       {"type": "response.reasoning_summary_part.done", **where,
+                        "part": part}]
+        return [*events, done]
+    if item["type"] == "message":
+        part = item["content"][0]
+        where = {**at, "content_index": 0}
+        return [{**added, "item": {**item, "status": "in_progress", "content": []}},
+                {"type": "response.content_part.added", **where,
+                 "part": {**part, "text": ""}},
+                *({"type": "response.output_text.delta", **where, "delta": piece,
+                   "logprobs": []} for piece in a.pieces),
+                {"type": "response.output_text.done", **where, "text": part["text"],
+                 "logprobs": []},
+                {"type": "response.content_part.done", **where, "part": part}, done]
+    args = item["arguments"]
+    return [{**added, "item": {**item, "status": "in_progress", "arguments": ""}},
+            *({"type": "response.function_call_arguments.delta", **at,
+               "delta": args[i:i + 8]} for i in range(0, len(args), 8)),
+            {"type": "response.function_call_arguments.done", **at, "name": item["name"],
+             "arguments": args}, done]

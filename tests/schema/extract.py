@@ -19,7 +19,8 @@ import sys
 from typing import Any
 
 ROOTS = ("CreateChatCompletionResponse", "CreateChatCompletionStreamResponse",
-         "CreateEmbeddingResponse", "ListModelsResponse", "Model", "ErrorResponse")
+         "CreateEmbeddingResponse", "ListModelsResponse", "Model", "ErrorResponse",
+         "Response", "ResponseStreamEvent")
 # Documentation only: dropped to keep the vendored file small and its diffs readable.
 DROPPED = frozenset({"description", "example", "examples", "title", "deprecated"})
 PREFIX = "#/components/schemas/"
