@@ -68,6 +68,8 @@ def examples(port: int, tmp: Path) -> str:
     claude = (f"ANTHROPIC_BASE_URL={base} ANTHROPIC_AUTH_TOKEN={DEMO_KEY} "
               "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1 ANTHROPIC_MODEL=smart "
               "ANTHROPIC_SMALL_FAST_MODEL=fast claude")
+    claude_tool = (claude.replace("=smart", "=fast") + " -p 'mock:tool Bash "
+                   "{\"command\": \"echo hi\"}' --allowedTools \"Bash(echo:*)\"")
     reroute = f"sed -i 's/^  fast: .*/  fast:     [llama-local, gpt-4o-mini]/' {tmp}/router.yaml"
     return f"""
 The gateway is up at {base}/v1 with mock providers behind it (no network, no keys).
@@ -112,7 +114,7 @@ demo's mock calls every tool it is offered); then a tool round trip on fast, tra
 GPT, where the prompt tells the mock which tool to call (Claude Code runs it and sends the
 result back):
   {claude} -p "Say hello" --tools ""
-  {claude.replace("=smart", "=fast")} -p 'mock:tool Bash {{"command": "echo hi"}}' --allowedTools "Bash(echo:*)"
+  {claude_tool}
 
 A reload: edit the demo's router.yaml so that fast starts with llama-local, and the running
 gateway serves the next request from it, within about a second, without a restart (and
