@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Mapping
 
 import orjson
 from starlette.requests import ClientDisconnect, Request
@@ -22,6 +23,7 @@ from gateway.errors import (
 from gateway.money import budget
 from gateway.money.cost import dollars
 from gateway.records import records
+from gateway.request import GatewayRequest
 from gateway.server.overload import client_gone
 from gateway.services import Services
 from gateway.store import StoreDown
@@ -61,6 +63,24 @@ async def read_body(request: Request, max_body_mb: float, timeout_s: float) -> b
     return b"".join(parts)
 
 
+async def _asked(request: Request, ctx: Context,
+                 parse: Callable[[bytes, Mapping[str, str]], GatewayRequest]) -> None:
+    """Authenticate, read and parse: from here the request has a key, a body and a trace."""
+    ctx.key = auth.authenticate(request.headers, ctx.config)
+    ctx.record.key = ctx.key.name
+    settings = ctx.config.settings
+    raw = await read_body(request, settings.max_body_mb, settings.timeouts.read_body_s)
+    ctx.asks(parse(raw, request.headers))
+    request.state.trace = ctx.trace
+
+
+def _ended(ctx: Context, exc: BaseException) -> None:
+    """The request failed or was refused: recorded with its status and code, closed."""
+    if isinstance(exc, GatewayError):
+        ctx.record.error_code = exc.code
+    ctx.close(status_of(exc))
+
+
 async def _serve(request: Request, surface: Surface) -> Response:
     """Read, authenticate, parse, answer; the request's context is closed however it ends."""
     request.state.surface = surface  # refusals from here on are rendered in its dialect
@@ -70,17 +90,10 @@ async def _serve(request: Request, surface: Surface) -> Response:
                                            surface=surface.name),
                   lambda: client_gone(request.receive), request.headers.get("cache-control"))
     try:
-        ctx.key = auth.authenticate(request.headers, ctx.config)
-        ctx.record.key = ctx.key.name
-        settings = ctx.config.settings
-        raw = await read_body(request, settings.max_body_mb, settings.timeouts.read_body_s)
-        ctx.asks(surface.parse(raw, request.headers))
-        request.state.trace = ctx.trace
+        await _asked(request, ctx, surface.parse)
         outcome = await pipeline.serve(ctx)
     except BaseException as exc:
-        if isinstance(exc, GatewayError):
-            ctx.record.error_code = exc.code
-        ctx.close(status_of(exc))
+        _ended(ctx, exc)
         raise
     assert ctx.request is not None
     if isinstance(outcome, Events):  # it closes the context at its end
@@ -111,15 +124,10 @@ async def count_tokens(request: Request) -> Response:
     ctx = Context(services, records.Record(request.state.request_id, services.config,
                                            surface="messages.count_tokens"))
     try:
-        ctx.key = auth.authenticate(request.headers, ctx.config)
-        ctx.record.key = ctx.key.name
-        settings = ctx.config.settings
-        raw = await read_body(request, settings.max_body_mb, settings.timeouts.read_body_s)
-        ctx.asks(anthropic_messages.count_body(raw, request.headers))
-        request.state.trace = ctx.trace
+        await _asked(request, ctx, anthropic_messages.count_body)
         counted = await pipeline.count_tokens(ctx)
     except BaseException as exc:
-        ctx.close(status_of(exc))
+        _ended(ctx, exc)
         raise
     ctx.close(200)
     return Response(orjson.dumps({"input_tokens": counted}), media_type=JSON)

@@ -184,14 +184,15 @@ async def settle(budgets: Budgets, metered: Metered, model: Model, answer: dict[
     input_tokens = output_tokens = 0
     if reported.input_tokens is None:
         input_tokens = (await counted_input(metered)).for_model(model)
+    seen = 0
     if reported.output_tokens is None or not whole:
-        output_tokens = (await _exact(form.output_tally(answer))).for_model(model)
-        output_tokens = max(output_tokens, reported.output_tokens or 0)
+        # Cut short: also what was sent, as the watch counted it (an answer cut mid tool
+        # call holds arguments that are not yet JSON, which the count of the answer misses).
+        if not whole and metered.seen_output is not None:
+            seen = metered.seen_output()
+        counted = (await _exact(form.output_tally(answer))).for_model(model)
+        output_tokens = max(counted, reported.output_tokens or 0, seen)
         reported = dataclasses.replace(reported, output_tokens=None)
-    # What was sent, as the watch counted it: an answer cut mid tool call holds arguments
-    # that are not yet JSON, which the count of the answer cannot read.
-    seen = metered.seen_output() if not whole and metered.seen_output is not None else 0
-    output_tokens = max(output_tokens, seen) if reported.output_tokens is None else output_tokens
     usage = reported.complete(input_tokens, output_tokens)
     allowed = metered.output_allowed(model, answer, seen)
     if allowed is not None and usage.output_tokens > allowed:
