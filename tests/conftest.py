@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import socket
 import subprocess
@@ -241,6 +242,28 @@ def gateway_running(config: Path, log: Path, env: dict[str, str] | None = None,
     finally:
         process.terminate()
         process.wait(10)
+
+
+@contextlib.contextmanager
+def serving(tmp: Path, router_yaml: str) -> Iterator[str]:
+    """`gateway serve` on `router_yaml`, written into `tmp` (its log beside it); yields its
+    base URL and stops it afterwards."""
+    (tmp / "router.yaml").write_text(router_yaml)
+    with gateway_running(tmp / "router.yaml", tmp / "gateway.log") as url:
+        yield url
+
+
+def usage_lines_of(log: Path, request_id: str, within_s: float = 5) -> list[dict[str, Any]]:
+    """One request's usage-log lines, once the writer thread has written them (none past
+    `within_s`); whole lines only, never one the writer is half-way through."""
+    deadline = time.monotonic() + within_s
+    while True:
+        text = log.read_text() if log.exists() else ""
+        found = [line for line in map(json.loads, text.split("\n")[:-1])
+                 if line.get("request_id") == request_id]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
 
 
 @pytest.fixture(scope="session")

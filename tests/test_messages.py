@@ -22,7 +22,7 @@ from anthropic.types import Message, RawMessageStreamEvent
 from pydantic import TypeAdapter
 
 from gateway.demo.mockprovider import MockProvider, Step
-from tests.conftest import RedisServer, gateway_running, sha
+from tests.conftest import RedisServer, serving, sha, usage_lines_of
 
 KEY = "sk-test-messages-team"
 TINY = "sk-test-messages-tiny"
@@ -74,9 +74,8 @@ def router_yaml(mock_url: str, redis_url: str, tmp: Path) -> str:
 def gateway(mock: MockProvider, redis_server: RedisServer,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     tmp = tmp_path_factory.mktemp("messages")
-    (tmp / "router.yaml").write_text(router_yaml(mock.base_url,  # type: ignore[attr-defined]
-                                                 redis_server.url, tmp))
-    with gateway_running(tmp / "router.yaml", tmp / "gateway.log") as url:
+    config = router_yaml(mock.base_url, redis_server.url, tmp)  # type: ignore[attr-defined]
+    with serving(tmp, config) as url:
         yield url, tmp
 
 
@@ -87,13 +86,7 @@ def client(gateway: tuple[str, Path]) -> Iterator[anthropic.Anthropic]:
 
 
 def usage_lines(tmp: Path, request_id: str) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + 3
-    while True:
-        text = (tmp / "usage.jsonl").read_text() if (tmp / "usage.jsonl").exists() else ""
-        lines = [json.loads(line) for line in text.splitlines() if request_id in line]
-        if lines or time.monotonic() > deadline:
-            return lines
-        time.sleep(0.05)
+    return usage_lines_of(tmp / "usage.jsonl", request_id, within_s=3)
 
 
 def texts(message: Message) -> list[str]:

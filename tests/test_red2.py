@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from gateway.demo.mockprovider import MockProvider, Step
-from tests.conftest import RedisServer, gateway_running, sha
+from tests.conftest import RedisServer, gateway_running, serving, sha, usage_lines_of
 
 KEY = "sk-red2-team"
 CLAUDE_PRICE = ("price: {input_per_mtok: 3, output_per_mtok: 15, cached_input_per_mtok: 0.3, "
@@ -69,9 +69,8 @@ def router_yaml(mock_url: str, redis_url: str, tmp: Path, log_name: str = "usage
 def gateway(mock: MockProvider, redis_server: RedisServer,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     tmp = tmp_path_factory.mktemp("red2")
-    (tmp / "router.yaml").write_text(router_yaml(mock.base_url,  # type: ignore[attr-defined]
-                                                 redis_server.url, tmp))
-    with gateway_running(tmp / "router.yaml", tmp / "gateway.log") as url:
+    config = router_yaml(mock.base_url, redis_server.url, tmp)  # type: ignore[attr-defined]
+    with serving(tmp, config) as url:
         yield url, tmp
 
 
@@ -308,13 +307,9 @@ def test_a_long_tool_call_from_an_openai_model_is_not_timed_out_as_a_hung_model(
 
 
 def usage_line(tmp: Path, request_id: str, within_s: float = 5) -> dict[str, Any]:
-    deadline = time.monotonic() + within_s
-    while True:
-        lines = [line for line in usage_lines(tmp) if line.get("request_id") == request_id]
-        if lines:
-            return lines[-1]
-        assert time.monotonic() < deadline, f"no usage line for {request_id}"
-        time.sleep(0.05)
+    lines = usage_lines_of(tmp / "usage.jsonl", request_id, within_s)
+    assert lines, f"no usage line for {request_id}"
+    return lines[-1]
 
 
 def test_a_tool_call_the_budget_cuts_on_a_translated_stream_is_charged_for_what_was_made(

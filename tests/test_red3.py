@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from gateway.demo.mockprovider import MockProvider, Step
-from tests.conftest import RedisServer, gateway_running, sha
+from tests.conftest import RedisServer, gateway_running, serving, sha, usage_lines_of
 
 KEY = "sk-red3-team"
 CLAUDE_PRICE = "price: {input_per_mtok: 3, output_per_mtok: 15}"
@@ -57,9 +57,8 @@ def router_yaml(mock_url: str, redis_url: str, tmp: Path) -> str:
 def gateway(mock: MockProvider, redis_server: RedisServer,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     tmp = tmp_path_factory.mktemp("red3")
-    (tmp / "router.yaml").write_text(router_yaml(mock.base_url,  # type: ignore[attr-defined]
-                                                 redis_server.url, tmp))
-    with gateway_running(tmp / "router.yaml", tmp / "gateway.log") as url:
+    config = router_yaml(mock.base_url, redis_server.url, tmp)  # type: ignore[attr-defined]
+    with serving(tmp, config) as url:
         yield url, tmp
 
 
@@ -71,16 +70,9 @@ NO_STORE = {"cache-control": "no-store"}
 
 
 def usage_line(tmp: Path, request_id: str, within_s: float = 5) -> dict[str, Any]:
-    deadline = time.monotonic() + within_s
-    path = tmp / "usage.jsonl"
-    while True:
-        lines = [json.loads(line) for line in (path.read_text().splitlines()
-                                               if path.exists() else [])]
-        found = [line for line in lines if line.get("request_id") == request_id]
-        if found:
-            return found[-1]
-        assert time.monotonic() < deadline, f"no usage line for {request_id}"
-        time.sleep(0.05)
+    lines = usage_lines_of(tmp / "usage.jsonl", request_id, within_s)
+    assert lines, f"no usage line for {request_id}"
+    return lines[-1]
 
 
 def sse(event: dict[str, Any]) -> bytes:

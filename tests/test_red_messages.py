@@ -7,7 +7,6 @@ it shows one promise broken, with real processes (redis-server, the mock provide
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import httpx
 import pytest
 
 from gateway.demo.mockprovider import MockProvider, Step
-from tests.conftest import RedisServer, gateway_running, sha
+from tests.conftest import RedisServer, serving, sha, usage_lines_of
 
 KEY = "sk-red-messages-team"
 PRICE = "price: {input_per_mtok: 1, output_per_mtok: 2, cached_input_per_mtok: 0.1, " \
@@ -74,9 +73,8 @@ def router_yaml(mock_url: str, redis_url: str, tmp: Path) -> str:
 def gateway(mock: MockProvider, redis_server: RedisServer,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     tmp = tmp_path_factory.mktemp("red-messages")
-    (tmp / "router.yaml").write_text(router_yaml(mock.base_url,  # type: ignore[attr-defined]
-                                                 redis_server.url, tmp))
-    with gateway_running(tmp / "router.yaml", tmp / "gateway.log") as url:
+    config = router_yaml(mock.base_url, redis_server.url, tmp)  # type: ignore[attr-defined]
+    with serving(tmp, config) as url:
         yield url, tmp
 
 
@@ -86,14 +84,9 @@ def headers(key: str = KEY, **more: str) -> dict[str, str]:
 
 
 def usage_line(tmp: Path, request_id: str, within_s: float = 5) -> dict[str, Any]:
-    deadline = time.monotonic() + within_s
-    while True:
-        text = (tmp / "usage.jsonl").read_text() if (tmp / "usage.jsonl").exists() else ""
-        lines = [json.loads(line) for line in text.splitlines() if request_id in line]
-        if lines:
-            return lines[-1]
-        assert time.monotonic() < deadline, f"no usage line for {request_id}"
-        time.sleep(0.05)
+    lines = usage_lines_of(tmp / "usage.jsonl", request_id, within_s)
+    assert lines, f"no usage line for {request_id}"
+    return lines[-1]
 
 
 def sse_events(text: str) -> list[dict[str, Any]]:
