@@ -71,9 +71,24 @@ MESSAGES_BOOKKEEPING_FIELDS = frozenset({
     "cache_control",  # the provider's prompt cache: what is billed, not what is said
 })
 
+# OpenAI's Responses API. `input` holds the whole conversation by the time the key is made
+# (conversations.py extends it), so two turns of different conversations never share an entry.
+RESPONSES_ANSWER_FIELDS = frozenset({
+    "input", "instructions", "tools", "tool_choice", "parallel_tool_calls", "text",
+    "max_output_tokens", "max_tool_calls", "reasoning", "temperature", "top_p", "top_logprobs",
+    "truncation", "include", "prompt", "previous_response_id", "conversation", "background",
+    "background_options", "context_management", "image", "moderation",
+})
+RESPONSES_BOOKKEEPING_FIELDS = frozenset({
+    "model", "stream", "stream_options", "store", "metadata", "user", "safety_identifier",
+    "service_tier", "prompt_cache_key", "prompt_cache_retention", "prompt_cache_options",
+    "client_metadata", "access_programs",
+})
+
 NOT_IN_KEY: dict[Kind, frozenset[str]] = {"chat": CHAT_BOOKKEEPING_FIELDS,
                                           "embeddings": EMBEDDINGS_BOOKKEEPING_FIELDS,
-                                          "messages": MESSAGES_BOOKKEEPING_FIELDS}
+                                          "messages": MESSAGES_BOOKKEEPING_FIELDS,
+                                          "responses": RESPONSES_BOOKKEEPING_FIELDS}
 
 
 @dataclass

@@ -53,6 +53,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                 host=args.host, port=args.port, workers=args.workers,
                                 loop="gateway.server.accept_loop:new_loop",  # accepts every waiting
                                 http=HeadTimedHttp, access_log=False,
+                                # No WebSocket: an upgrade is answered as HTTP (Codex's asks
+                                # for /v1/responses get a 426, and it carries on over HTTP).
+                                ws="none",
                                 proxy_headers=False,  # the peer's own address: auth.is_local
                                 log_config=log_config(), timeout_graceful_shutdown=30)
 

@@ -84,10 +84,23 @@ class NotFound(GatewayError):
     code = "model_not_found"
 
 
+class ResponseNotFound(GatewayError):
+    """A stored response this key does not have (never made, expired, deleted, another's)."""
+
+    status = 404
+    type = "invalid_request_error"
+
+
 class MethodNotAllowed(GatewayError):
     status = 405
     type = "invalid_request_error"
     code = "method_not_allowed"
+
+
+class UpgradeRequired(GatewayError):
+    status = 426
+    type = "invalid_request_error"
+    code = "upgrade_not_supported"
 
 
 class RequestTimeout(GatewayError):

@@ -10,7 +10,8 @@
 
 A request keeps its caller's form (forms/) from the chain to the client: a chat
 request's models speak the gateway's own (OpenAI's), a Messages request's speak
-Anthropic's, natively or through a translation (providers/build.py).
+Anthropic's and a Responses request's OpenAI's Responses API, natively or through
+a translation (providers/build.py).
 
 The request's Context (context.py) is closed by whoever ends the request: the
 route for an Answer or a refusal, the Events themselves at their end.
@@ -33,8 +34,11 @@ from gateway.forms.base import Assembles
 from gateway.money import meter, watch
 from gateway.money.meter import Metered
 from gateway.providers import build
-from gateway.providers.base import ANTHROPIC_MESSAGES
-from gateway.request import Trace
+from gateway.providers.base import ANTHROPIC_MESSAGES, OPENAI_RESPONSES
+from gateway.request import Kind, Trace
+
+# The wire format a request's models are spoken to in, where it is not the gateway's own.
+FORMATS: dict[Kind, str] = {"messages": ANTHROPIC_MESSAGES, "responses": OPENAI_RESPONSES}
 
 
 async def serve(ctx: Context) -> Answer | Events:
@@ -55,8 +59,8 @@ def _plan(ctx: Context) -> Chain:
     ctx.record.cache = ctx.lookup.state
     chain = Chain(models, services.adapters.of(config), config.settings, services.cooldowns,
                   trace, ctx.gone)
-    if request.kind == "messages":  # spoken to every model as Anthropic's Messages API
-        chain.form, chain.format, chain.headers = (request.stream_form, ANTHROPIC_MESSAGES,
+    if (format := FORMATS.get(request.kind)) is not None:  # every model speaks it, or is
+        chain.form, chain.format, chain.headers = (request.stream_form, format,  # translated
                                                    request.headers)
     return chain
 

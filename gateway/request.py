@@ -18,12 +18,12 @@ from typing import Any, Literal
 from gateway import output_limit
 from gateway.config import Model
 from gateway.errors import Attempt, ProviderError
-from gateway.forms import anthropic, openai
+from gateway.forms import anthropic, openai, responses
 from gateway.forms.base import Form, StreamForm
 
-Kind = Literal["chat", "embeddings", "messages"]
+Kind = Literal["chat", "embeddings", "messages", "responses"]
 FORMS: dict[Kind, Form] = {"chat": openai.CHAT, "embeddings": openai.EMBEDDINGS,
-                           "messages": anthropic.MESSAGES}
+                           "messages": anthropic.MESSAGES, "responses": responses.RESPONSES}
 DEFAULT_SEARCHES = 10  # reserved for a web_search tool without max_uses
 CLIENT_LEFT = 499  # a request's status, as nginx logs it, when the client closed first
 
@@ -37,6 +37,9 @@ class GatewayRequest:
     # Headers the provider is sent as the client sent them, on a native pass-through
     # (anthropic-version, anthropic-beta); the surface chose them.
     headers: dict[str, str] = field(default_factory=dict)
+    # A Responses request's previous_response_id, when the gateway's store held it: the body's
+    # input then holds that conversation, and the field is no longer in the body.
+    continues: str | None = None
 
     @property
     def form(self) -> Form:
@@ -47,7 +50,7 @@ class GatewayRequest:
     def stream_form(self) -> StreamForm:
         """The form of a request whose answers stream (not embeddings)."""
         form = FORMS[self.kind]
-        assert isinstance(form, openai.Chat | anthropic.Messages), self.kind
+        assert isinstance(form, openai.Chat | anthropic.Messages | responses.Responses), self.kind
         return form
 
     @property
@@ -72,6 +75,9 @@ class GatewayRequest:
         if self.kind == "messages":
             limit = self.body.get("max_tokens")  # required: the surface checked it
             return limit if isinstance(limit, int) else None
+        if self.kind == "responses":
+            limit = self.body.get("max_output_tokens")
+            return limit if isinstance(limit, int) and not isinstance(limit, bool) else None
         return output_limit.asked(self.body)
 
     @property
@@ -97,7 +103,7 @@ class GatewayRequest:
 
     @property
     def web_searches(self) -> int:
-        """The most web searches Claude may run for this request (its web_search tool's
+        """The most web searches the model may run for this request (its web_search tool's
         max_uses; DEFAULT_SEARCHES when it sets none), each billed apart."""
         most = 0
         for tool in self.body.get("tools") or ():
@@ -111,6 +117,8 @@ class GatewayRequest:
         """What the usage log keeps of the request with settings.log_content."""
         if self.kind == "messages":
             return {"system": self.body.get("system"), "messages": self.body.get("messages")}
+        if self.kind == "responses":
+            return {"instructions": self.body.get("instructions"), "input": self.body.get("input")}
         return self.body.get("messages") if self.kind == "chat" else self.body.get("input")
 
 

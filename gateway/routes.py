@@ -10,8 +10,9 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from gateway import admin, auth, pipeline, routing
+from gateway import admin, auth, conversations, pipeline, routing
 from gateway.answer import Events
+from gateway.config import ApiKey
 from gateway.context import Context, status_of
 from gateway.errors import (
     ClientGone,
@@ -19,6 +20,8 @@ from gateway.errors import (
     NotReady,
     PayloadTooLarge,
     RequestTimeout,
+    ResponseNotFound,
+    UpgradeRequired,
 )
 from gateway.money import budget
 from gateway.money.cost import dollars
@@ -27,7 +30,7 @@ from gateway.request import GatewayRequest
 from gateway.server.overload import client_gone
 from gateway.services import Services
 from gateway.store import StoreDown
-from gateway.surfaces import anthropic_messages, openai_chat, openai_embeddings
+from gateway.surfaces import anthropic_messages, openai_chat, openai_embeddings, openai_responses
 from gateway.surfaces.base import Surface
 
 JSON = "application/json"
@@ -81,8 +84,9 @@ def _ended(ctx: Context, exc: BaseException) -> None:
     ctx.close(status_of(exc))
 
 
-async def _serve(request: Request, surface: Surface) -> Response:
-    """Read, authenticate, parse, answer; the request's context is closed however it ends."""
+async def _serve(request: Request, surface: Surface, stored: bool = False) -> Response:
+    """Read, authenticate, parse, answer; the request's context is closed however it ends.
+    `stored`: the surface's answers are kept for the next turn (conversations.py)."""
     request.state.surface = surface  # refusals from here on are rendered in its dialect
     services: Services = request.app.state.services
     # One configuration for the whole request, even across a reload.
@@ -91,11 +95,17 @@ async def _serve(request: Request, surface: Surface) -> Response:
                   lambda: client_gone(request.receive), request.headers.get("cache-control"))
     try:
         await _asked(request, ctx, surface.parse)
+        if stored:  # the conversation so far, from the store, before anything is priced
+            assert ctx.request is not None
+            ctx.request = await conversations.continued(services.store, ctx.key, ctx.request)
         outcome = await pipeline.serve(ctx)
+        assert ctx.request is not None
+        if stored:
+            outcome = await conversations.kept(services.store, ctx.config.settings.responses.ttl_s,
+                                               ctx.key, ctx.request, outcome)
     except BaseException as exc:
         _ended(ctx, exc)
         raise
-    assert ctx.request is not None
     if isinstance(outcome, Events):  # it closes the context at its end
         headers = {**outcome.headers, "cache-control": "no-cache", "x-accel-buffering": "no"}
         return StreamingResponse(surface.events(ctx.request, outcome),
@@ -115,6 +125,55 @@ async def embeddings(request: Request) -> Response:
 
 async def messages(request: Request) -> Response:
     return await _serve(request, anthropic_messages.SURFACE)
+
+
+async def responses(request: Request) -> Response:
+    return await _serve(request, openai_responses.SURFACE, stored=True)
+
+
+async def _stored(request: Request) -> tuple[Services, ApiKey, str]:
+    request.state.surface = openai_responses.SURFACE
+    services: Services = request.app.state.services
+    return (services, auth.authenticate(request.headers, services.config),
+            request.path_params["response_id"])
+
+
+def _not_found(response_id: str) -> ResponseNotFound:
+    return ResponseNotFound(f"Response with id '{response_id}' not found (it was not stored "
+                            "for this key, was deleted, or has expired)")
+
+
+async def retrieve_response(request: Request) -> Response:
+    """GET /v1/responses/{id}: a response this key stored."""
+    services, key, response_id = await _stored(request)
+    if (found := await conversations.fetch(services.store, key, response_id)) is None:
+        raise _not_found(response_id)
+    return Response(orjson.dumps(found["response"]), media_type=JSON)
+
+
+async def delete_response(request: Request) -> Response:
+    services, key, response_id = await _stored(request)
+    if not await conversations.delete(services.store, key, response_id):
+        raise _not_found(response_id)
+    body = {"id": response_id, "object": "response", "deleted": True}
+    return Response(orjson.dumps(body), media_type=JSON)
+
+
+async def input_items(request: Request) -> Response:
+    """GET /v1/responses/{id}/input_items: the items the response answered, the conversation
+    it continued included, a page at a time (OpenAI's `limit`, `order`, `after`)."""
+    services, key, response_id = await _stored(request)
+    if (found := await conversations.fetch(services.store, key, response_id)) is None:
+        raise _not_found(response_id)
+    page = conversations.page(found["input"], request.query_params)
+    return Response(orjson.dumps(page), media_type=JSON)
+
+
+async def responses_socket(request: Request) -> Response:
+    """GET /v1/responses: Codex's WebSocket mode asks here (only with supports_websockets set
+    for its provider); 426 makes it carry on over HTTP at once."""
+    raise UpgradeRequired("the gateway serves the Responses API over HTTP only: POST "
+                          "/v1/responses (streamed with stream: true)")
 
 
 async def count_tokens(request: Request) -> Response:
@@ -201,6 +260,11 @@ routes = [
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),
     Route("/v1/embeddings", embeddings, methods=["POST"]),
     Route("/v1/messages", messages, methods=["POST"]),
+    Route("/v1/responses", responses, methods=["POST"]),
+    Route("/v1/responses", responses_socket, methods=["GET"]),
+    Route("/v1/responses/{response_id}", retrieve_response, methods=["GET"]),
+    Route("/v1/responses/{response_id}", delete_response, methods=["DELETE"]),
+    Route("/v1/responses/{response_id}/input_items", input_items, methods=["GET"]),
     Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
     Route("/v1/models", list_models, methods=["GET"]),
     Route("/v1/models/{model:path}", retrieve_model, methods=["GET"]),

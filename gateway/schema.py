@@ -86,9 +86,16 @@ class CooldownSettings(Frozen):
     for_s: NonNegativeFloat = 30
 
 
+class ResponsesSettings(Frozen):
+    # How long a stored response (POST /v1/responses without store: false) can be read and
+    # continued with previous_response_id; OpenAI keeps its own for 30 days.
+    ttl_s: PositiveInt = 30 * 86400
+
+
 class Settings(Frozen):
     redis_url: str = ""
     cache: CacheSettings = CacheSettings()
+    responses: ResponsesSettings = ResponsesSettings()
     budgets: BudgetSettings = BudgetSettings()
     retry: RetrySettings = RetrySettings()
     timeouts: TimeoutSettings = TimeoutSettings()

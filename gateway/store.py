@@ -101,6 +101,10 @@ class Store:
     async def set(self, key: str, value: bytes, ttl_s: int, overwrite: bool = True) -> None:
         await self.run(lambda redis: redis.set(key, value, ex=ttl_s, nx=not overwrite))
 
+    async def delete(self, key: str) -> bool:
+        """Whether there was a value to delete."""
+        return bool(await self.run(lambda redis: redis.delete(key)))
+
     async def problem(self) -> str | None:
         """None when the store answers a PING now, else why not (for /ready)."""
         try:

@@ -10,6 +10,7 @@ from anthropic.types import message_create_params as anthropic_params
 from anthropic.types.beta import message_create_params as beta_params
 from openai.types import embedding_create_params
 from openai.types.chat import completion_create_params
+from openai.types.responses import response_create_params
 
 from gateway import cache
 from gateway.auth import ANONYMOUS
@@ -90,6 +91,23 @@ def test_every_field_of_the_anthropic_messages_api_is_classified() -> None:
     # The betas the provider is sent are in the key; the same words as chat are not a hit.
     beta = cache.digest("messages", "fast", CHAIN, ask, {"anthropic-beta": "x"})
     assert beta != key(ask, kind="messages") != key(ask)
+
+
+def test_every_field_of_the_responses_api_is_classified() -> None:
+    """Codex's client_metadata (not in the SDK) included."""
+    sdk_fields = {*response_create_params.ResponseCreateParamsBase.__annotations__, "stream",
+                  "client_metadata"}
+    answer, bookkeeping = cache.RESPONSES_ANSWER_FIELDS, cache.RESPONSES_BOOKKEEPING_FIELDS
+    unclassified = sdk_fields - answer - bookkeeping
+    assert not unclassified, f"classify in gateway/cache.py: {sorted(unclassified)}"
+    assert not answer & bookkeeping
+    ask = {"model": "fast", "input": "hi"}
+    for name in answer - {"input"}:
+        assert key({**ask, name: 1}, kind="responses") != key(ask, kind="responses"), name
+    for name in bookkeeping - {"model"}:
+        assert key({**ask, name: 1}, kind="responses") == key(ask, kind="responses"), name
+    assert key(ask, kind="responses") != key({"model": "fast", "input": "hi!"},
+                                              kind="responses")
 
 
 def test_the_requested_name_and_the_kind_are_in_the_key() -> None:

@@ -19,6 +19,7 @@ LAYERS: list[tuple[str, set[str]]] = [
         "config", "output_limit", "config_view", "widening", "auth", "routing", "cooldown",
         "retries", "request", "answer", "validation", "money.cost", "money.tokens",
         "money.worst_case", "forms.base", "forms.openai", "forms.anthropic",
+        "forms.responses",
     }),
     ("I/O: the store, money, cache, records, providers, the server's parts", {
         "store", "embedded_store", "money.ledger", "money.budget", "money.meter", "cache",
@@ -27,7 +28,7 @@ LAYERS: list[tuple[str, set[str]]] = [
         "providers.upstream", "providers.openai_compat", "providers.anthropic_api",
         "providers.anthropic_stream", "providers.anthropic_translate",
         "providers.via_litellm", "providers.messages_translate", "providers.messages_stream",
-        "providers.messages_via_chat",
+        "providers.messages_via_chat", "providers.openai_responses", "conversations",
         "server.overload", "server.logs", "server.accept_loop",
     }),
     ("one request's path: what lives for the process, the chain, the context", {
@@ -37,6 +38,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("surfaces: wire formats", {
         "surfaces.base", "surfaces.openai", "surfaces.openai_chat",
         "surfaces.openai_embeddings", "surfaces.anthropic", "surfaces.anthropic_messages",
+        "surfaces.openai_responses",
     }),
     ("HTTP: routes, the app, reload", {
         "routes", "admin", "reload", "app", "server.http_protocol", "server.supervisor",

@@ -228,3 +228,51 @@ def output_tally(answer: dict[str, Any]) -> Tally:
         for name in ("content", "refusal", "reasoning_content", "tool_calls"):
             tally.text(message.get(name))
     return tally
+
+
+def responses_tally(body: dict[str, Any]) -> Tally:
+    """An OpenAI Responses body: the instructions, every input item (a message's text parts,
+    images at PER_IMAGE, PDFs by the page; a call's name and arguments, its output; anything
+    else whole, which errs high), and the tools."""
+    tally = Tally()
+    tally.text(body.get("instructions"))
+    given = body.get("input")
+    for item in given if isinstance(given, list) else [given]:
+        tally.fixed += PER_MESSAGE
+        if not isinstance(item, dict):
+            tally.text(item)
+            continue
+        content = item.get("content", item.get("output"))
+        if isinstance(content, list):
+            for part in content:
+                _response_part(tally, part)
+        elif content is not None:
+            tally.text(content)
+        rest = {k: v for k, v in item.items()
+                if k not in ("content", "output", "type", "role", "id", "status", "call_id")}
+        if rest:
+            tally.text(rest)
+    if body.get("tools") or body.get("text"):
+        tally.fixed += PER_TOOLS
+    for name in ("tools", "tool_choice", "text"):
+        tally.text(body.get(name))
+    tally.fixed += PER_REPLY
+    return tally
+
+
+def _response_part(tally: Tally, part: Any) -> None:
+    kind = part.get("type") if isinstance(part, dict) else None
+    if kind == "input_image":
+        tally.fixed += PER_IMAGE
+    elif kind == "input_file":
+        data, prefix = part.get("file_data"), "data:application/pdf;base64,"
+        if isinstance(data, str) and data.startswith(prefix):
+            tally.fixed += pdf_tokens(data[len(prefix):])
+        elif isinstance(data, str):
+            tally.text(data)
+        else:  # by file_id or file_url: its size cannot be told here, so the most a file bills
+            tally.fixed += PER_PDF_PAGE * MAX_PDF_PAGES
+    elif kind in ("input_text", "output_text", "summary_text", "reasoning_text"):
+        tally.text(part.get("text"))
+    else:
+        tally.text(part)

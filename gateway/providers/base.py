@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from gateway.config import Model
 
 ANTHROPIC_MESSAGES = "anthropic.messages"  # a body of Anthropic's POST /v1/messages
+OPENAI_RESPONSES = "openai.responses"  # a body of OpenAI's POST /v1/responses
 
 
 class Speaker(Protocol):

@@ -10,12 +10,14 @@ import contextlib
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
+import aiohttp
 import orjson
 
 from gateway.config import Model
 from gateway.errors import ProviderError, identifier, kind_for_status, provider_reason
 from gateway.providers import upstream
-from gateway.providers.base import NativeAdapter
+from gateway.providers.base import OPENAI_RESPONSES, NativeAdapter
+from gateway.providers.openai_responses import OpenAIResponses
 from gateway.providers.sessions import Session
 
 # Ollama serves its OpenAI-compatible API under /v1 of its documented base URL.
@@ -59,10 +61,19 @@ def read_error(status: int, body: Any, headers: dict[str, str]) -> ProviderError
 class OpenAICompat:
     """An Adapter for one model of an OpenAI-compatible provider, on its address's session."""
 
+    read_error = staticmethod(read_error)
+
     def __init__(self, model: Model, session: Session):
         self.model = model
         self._session = session
-        self._headers = _headers(model)
+        self.headers = _headers(model)
+
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        return self._session.http
+
+    def url(self, endpoint: str) -> str:
+        return _url(self.model, endpoint)
 
     async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
         return await self._post("chat/completions", body, "choices")
@@ -74,7 +85,7 @@ class OpenAICompat:
                     answer_field: str) -> dict[str, Any]:
         model = self.model
         reply = await upstream.post_json(self._session.http, _url(model, endpoint),
-                                         self._headers, {**body, "model": model.provider_model},
+                                         self.headers, {**body, "model": model.provider_model},
                                          model.name, read_error,
                                          model.provider.max_response_bytes)
         if not isinstance(reply.get(answer_field), list):
@@ -92,7 +103,7 @@ class OpenAICompat:
         forwarded = {**body, "model": model.provider_model, "stream": True,
                      "stream_options": options}
         lines = upstream.post_lines(self._session.http, _url(model, "chat/completions"),
-                                    self._headers, forwarded, model.name, read_error,
+                                    self.headers, forwarded, model.name, read_error,
                                     model.provider.max_response_bytes)
         started: set[int] = set()  # choice indexes seen, and those that said why they ended
         finished: set[int] = set()
@@ -115,7 +126,12 @@ class OpenAICompat:
                                 status=502, kind="transient")
 
     def native(self, format: str, headers: Mapping[str, str]) -> NativeAdapter | None:
-        return None  # the OpenAI chat body is already what it takes as is
+        """OpenAI's own Responses API, for OpenAI's models (the OpenAI chat body is already
+        what every provider here takes as is). Groq's and Ollama's Responses APIs lack
+        parts of OpenAI's (stored state, some items): they are spoken to through chat."""
+        if format == OPENAI_RESPONSES and self.model.provider.type == "openai":
+            return OpenAIResponses(self)
+        return None
 
     async def close(self) -> None:
         await self._session.release()

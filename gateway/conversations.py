@@ -1,0 +1,173 @@
+"""Stored responses: what makes `previous_response_id` work on every model of a tier.
+
+Each response a key asks to keep (`store` is not false) is written to the store
+with the conversation it answered, before the stream's last event or the body
+leaves: the next request, on any replica, can never miss it (LiteLLM rebuilds it
+from spend logs written later, and loses turns). A request that continues one
+has its input extended with that conversation here, before anything is priced or
+sent, so every model of the chain, native or translated, gets the whole of it, the
+budget reserves for all of it, and a fallback mid-conversation keeps it. An id the
+store does not hold (one OpenAI made, outside the gateway) is left in the body: an
+OpenAI model passes it through, a translation refuses it and the chain moves on.
+
+A key reads and deletes only its own responses; entries expire after
+settings.responses.ttl_s, each stored whole (its conversation with it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from gateway.answer import Answer, Events
+from gateway.config import ApiKey
+from gateway.errors import InvalidRequest, NotReady
+from gateway.request import GatewayRequest
+from gateway.store import Store, StoreDown
+
+PREFIX = "gw:resp:v1"
+ENDS = frozenset({"response.completed", "response.incomplete"})  # a response made, stored
+ID_PREFIXES = {"message": "msg", "function_call_output": "fco", "function_call": "fc"}
+
+
+def _key(owner: ApiKey, response_id: str) -> str:
+    return f"{PREFIX}:{owner.name}:{response_id}"
+
+
+def new_id(kind: str) -> str:
+    """An id of the gateway's making (the mark lets the native adapter tell it apart)."""
+    return f"{kind}_gw_{uuid.uuid4().hex}"
+
+
+def as_items(given: Any) -> list[Any]:
+    """A request's input as items (a string is one user message)."""
+    if isinstance(given, str):
+        return [{"type": "message", "role": "user",
+                 "content": [{"type": "input_text", "text": given}]}]
+    return list(given) if isinstance(given, list) else []
+
+
+def _with_id(item: Any) -> Any:
+    """An input item as OpenAI lists it: typed, with an id (the gateway's, if it had none)."""
+    if not isinstance(item, dict) or item.get("id"):
+        return item
+    kind = item.get("type") or ("message" if "role" in item else "item")
+    out = {**item, "type": kind, "id": new_id(ID_PREFIXES.get(kind, "item"))}
+    if kind == "message" and isinstance(out.get("content"), str):
+        part = "output_text" if out.get("role") == "assistant" else "input_text"
+        out["content"] = [{"type": part, "text": out["content"]}]
+    return out
+
+
+async def _read(store: Store, owner: ApiKey, response_id: str) -> dict[str, Any] | None:
+    try:
+        raw = await store.get(_key(owner, response_id))
+    except StoreDown as exc:
+        raise NotReady(f"{exc}: stored responses cannot be read now; try again") from None
+    if raw is None:
+        return None
+    stored = orjson.loads(raw)
+    return stored if isinstance(stored, dict) else None
+
+
+async def continued(store: Store, owner: ApiKey, request: GatewayRequest) -> GatewayRequest:
+    """The request with the conversation it continues in its input, if the store has it."""
+    previous = request.body.get("previous_response_id")
+    if not isinstance(previous, str) or (stored := await _read(store, owner, previous)) is None:
+        return request
+    history = [*stored["input"], *(stored["response"].get("output") or ())]
+    body = {k: v for k, v in request.body.items() if k != "previous_response_id"}
+    body["input"] = [*history, *as_items(request.body.get("input"))]
+    return dataclasses.replace(request, body=body, continues=previous)
+
+
+def _as_asked(response: Any, request: GatewayRequest) -> Any:
+    if isinstance(response, dict) and request.continues:
+        response["previous_response_id"] = request.continues
+    return response
+
+
+async def _keep(store: Store, ttl_s: int, owner: ApiKey, request: GatewayRequest,
+                response: dict[str, Any]) -> None:
+    if request.body.get("store") is False or not isinstance(response.get("id"), str):
+        return
+    record = {"input": [_with_id(item) for item in as_items(request.body.get("input"))],
+              "response": response}
+    try:
+        await store.set(_key(owner, response["id"]), orjson.dumps(record), ttl_s)
+    except StoreDown as exc:  # kept is what store: true promises; unkept is a failure
+        raise NotReady(f"{exc}: the response could not be stored, so it was not sent; try "
+                       "again, or send store: false") from None
+
+
+async def kept(store: Store, ttl_s: int, owner: ApiKey, request: GatewayRequest,
+               outcome: Answer | Events) -> Answer | Events:
+    """The answer, stored before it is sent (a stream: before its last event)."""
+    if isinstance(outcome, Events):
+        return _kept_events(store, ttl_s, owner, request, outcome)
+    return await _kept_answer(store, ttl_s, owner, request, outcome)
+
+
+async def _kept_answer(store: Store, ttl_s: int, owner: ApiKey, request: GatewayRequest,
+                       answer: Answer) -> Answer:
+    response = _as_asked(dict(answer.data()), request)
+    await _keep(store, ttl_s, owner, request, response)
+    return Answer.of(answer.headers, response)
+
+
+def _kept_events(store: Store, ttl_s: int, owner: ApiKey, request: GatewayRequest,
+                events: Events) -> Events:
+    async def batches() -> Any:
+        try:
+            async for batch in events.batches:
+                for event in batch:
+                    _as_asked(event.get("response"), request)
+                    if event.get("type") in ENDS:
+                        await _keep(store, ttl_s, owner, request, event["response"])
+                yield batch
+        finally:
+            await events.batches.aclose()
+    return Events(events.headers, batches())
+
+
+async def fetch(store: Store, owner: ApiKey, response_id: str) -> dict[str, Any] | None:
+    """The stored response and the input items it answered, or None."""
+    return await _read(store, owner, response_id)
+
+
+async def delete(store: Store, owner: ApiKey, response_id: str) -> bool:
+    try:
+        return await store.delete(_key(owner, response_id))
+    except StoreDown as exc:
+        raise NotReady(f"{exc}: stored responses cannot be deleted now; try again") from None
+
+
+PAGE_LIMIT = 20  # OpenAI's default page, and its most (100)
+MOST_PER_PAGE = 100
+
+
+def page(items: list[Any], query: Mapping[str, str]) -> dict[str, Any]:
+    """One page of a list, as OpenAI pages input_items: newest first unless order=asc,
+    starting after the item `after` names."""
+    limit_given = query.get("limit", str(PAGE_LIMIT))
+    if not limit_given.isdigit() or not 1 <= int(limit_given) <= MOST_PER_PAGE:
+        raise InvalidRequest(f"limit: an integer from 1 to {MOST_PER_PAGE} is required",
+                             param="limit")
+    order = query.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise InvalidRequest("order: must be 'asc' or 'desc'", param="order")
+    ordered = items if order == "asc" else items[::-1]
+    if after := query.get("after"):
+        ids = [item.get("id") if isinstance(item, dict) else None for item in ordered]
+        if after not in ids:
+            raise InvalidRequest(f"after: no input item with id '{after}' in this response",
+                                 param="after")
+        ordered = ordered[ids.index(after) + 1:]
+    data = ordered[:int(limit_given)]
+    first, last = (data[0].get("id"), data[-1].get("id")) if data else (None, None)
+    return {"object": "list", "data": data, "first_id": first, "last_id": last,
+            "has_more": len(ordered) > len(data)}
