@@ -58,7 +58,9 @@ def test_the_reference_has_a_row_for_every_field_with_its_default() -> None:
     for field, default in expected.items():
         if isinstance(default, bool):
             assert rows[field] == f"`{str(default).lower()}`", field
-        elif isinstance(default, int | float):
+        elif isinstance(default, int):
+            assert rows[field] == f"`{default}`", field
+        elif isinstance(default, float):
             assert rows[field] == f"`{default:g}`", field
         elif isinstance(default, str):
             assert rows[field] == (f"`{default}`" if default else "empty"), field
