@@ -21,6 +21,7 @@ EXPECTED = [
     "data: [DONE]",  # Claude, streamed
     '"type":"message"',  # Anthropic's Messages API
     "mock answer from gpt-4o-mini to: Hi",  # the Anthropic SDK, translated onto GPT
+    '"object":"response"',  # OpenAI's Responses API, translated onto Claude
     '"model":"llama-local"',  # a reload: the edited tier, served by the same process
     '"requested":"fast"',  # the usage log
     "llama-local mock answer",  # the OpenAI SDK: `fast` now starts with llama-local

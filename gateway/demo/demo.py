@@ -65,6 +65,9 @@ def examples(port: int, tmp: Path) -> str:
                 "-H 'anthropic-version: 2023-06-01' -H 'Content-Type: application/json' "
                 "-d '{\"model\": \"smart\", \"max_tokens\": 200, \"messages\": "
                 "[{\"role\": \"user\", \"content\": \"Hello!\"}]}'")
+    responses = (f"curl {base}/v1/responses -H 'Authorization: Bearer {DEMO_KEY}' "
+                 "-H 'Content-Type: application/json' "
+                 "-d '{\"model\": \"smart\", \"input\": \"Hello!\"}'")
     claude = (f"ANTHROPIC_BASE_URL={base} ANTHROPIC_AUTH_TOKEN={DEMO_KEY} "
               "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1 ANTHROPIC_MODEL=smart "
               "ANTHROPIC_SMALL_FAST_MODEL=fast claude")
@@ -108,6 +111,10 @@ with client.messages.stream(model="fast", max_tokens=200,
                             messages=[{{"role": "user", "content": "Hi"}}]) as stream:
     print(stream.get_final_message().content[0].text)
 EOF
+
+OpenAI's Responses API, as Codex and the SDKs' client.responses speak it (fast starts with
+GPT: the body goes to OpenAI as sent; smart starts with Claude: it is translated):
+  {responses}
 
 Claude Code (npm install -g @anthropic-ai/claude-code) on smart, with its tools off (the
 demo's mock calls every tool it is offered); then a tool round trip on fast, translated onto
