@@ -49,7 +49,7 @@ READ_TOOL = {"type": "function", "name": "Read", "description": "Reads a file.",
 CHAT_READ = {"type": "function", "function": {
     "name": "Read", "parameters": READ_TOOL["parameters"], "description": "Reads a file.",
     "strict": True}}
-AGENTS = {"type": "namespace", "name": "agents", "description": "Sub-agents.", "tools": [
+AGENTS: dict[str, Any] = {"type": "namespace", "name": "agents", "description": "Sub-agents.", "tools": [
     {"type": "function", "name": "spawn", "description": "Starts one.", "strict": False,
      "parameters": {"type": "object", "properties": {"task": {"type": "string"}}}}]}
 
@@ -92,7 +92,7 @@ def accumulated(events: list[dict[str, Any]], body: dict[str, Any] | None = None
     if terminal["status"] == "completed":
         final = state._completed_response
         assert final is not None
-        parsed = final.to_dict()  # with parsed_arguments, for the strict tools: not sent
+        parsed: dict[str, Any] = final.to_dict()  # with parsed_arguments, for the strict tools: not sent
         for item in parsed["output"]:
             item.pop("parsed_arguments", None)
         assert Response.model_validate(parsed).model_dump(exclude_none=True) == valid(terminal)
@@ -359,10 +359,11 @@ COMPLETION: dict[str, Any] = {
               "prompt_tokens_details": {"cached_tokens": 2000},
               "completion_tokens_details": {"reasoning_tokens": 20}},
 }
-ASKED: dict[str, Any] = {"model": "smart", "input": "Check the tests.", "tools": [READ_TOOL, AGENTS],
-                         "instructions": "Be brief.", "max_output_tokens": 500,
-                         "metadata": {"team": "a"}, "store": False, "temperature": 0.5,
-                         "reasoning": {"effort": "low", "summary": "auto"}, "user": "u1"}
+ASKED: dict[str, Any] = {"model": "smart", "input": "Check the tests.",
+                         "tools": [READ_TOOL, AGENTS], "instructions": "Be brief.",
+                         "max_output_tokens": 500, "metadata": {"team": "a"}, "store": False,
+                         "temperature": 0.5, "user": "u1",
+                         "reasoning": {"effort": "low", "summary": "auto"}}
 
 
 def test_a_chat_answer_becomes_a_whole_response_object() -> None:
