@@ -49,7 +49,8 @@ READ_TOOL = {"type": "function", "name": "Read", "description": "Reads a file.",
 CHAT_READ = {"type": "function", "function": {
     "name": "Read", "parameters": READ_TOOL["parameters"], "description": "Reads a file.",
     "strict": True}}
-AGENTS: dict[str, Any] = {"type": "namespace", "name": "agents", "description": "Sub-agents.", "tools": [
+AGENTS: dict[str, Any] = {
+    "type": "namespace", "name": "agents", "description": "Sub-agents.", "tools": [
     {"type": "function", "name": "spawn", "description": "Starts one.", "strict": False,
      "parameters": {"type": "object", "properties": {"task": {"type": "string"}}}}]}
 
@@ -92,7 +93,8 @@ def accumulated(events: list[dict[str, Any]], body: dict[str, Any] | None = None
     if terminal["status"] == "completed":
         final = state._completed_response
         assert final is not None
-        parsed: dict[str, Any] = final.to_dict()  # with parsed_arguments, for the strict tools: not sent
+        # The SDK adds parsed_arguments for strict tools; they are not on the wire.
+        parsed: dict[str, Any] = final.to_dict()
         for item in parsed["output"]:
             item.pop("parsed_arguments", None)
         assert Response.model_validate(parsed).model_dump(exclude_none=True) == valid(terminal)
