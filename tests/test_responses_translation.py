@@ -95,8 +95,10 @@ def accumulated(events: list[dict[str, Any]], body: dict[str, Any] | None = None
         built = streamed[item["id"]]
         if item["type"] == "function_call":
             assert built.arguments == item["arguments"]
-        if item["type"] == "message":
-            assert [p.model_dump(exclude_none=True) for p in built.content] == item["content"]
+        if item["type"] == "message":  # (the SDK adds no refusal deltas up: their part only)
+            assert [p.model_dump(exclude_none=True) for p in built.content] == [
+                p if p["type"] == "output_text" else {**p, "refusal": ""}
+                for p in item["content"]]
     if terminal["status"] == "completed":
         final = state._completed_response
         assert final is not None
@@ -889,3 +891,39 @@ def test_the_openai_sdk_streams_and_creates_through_the_translation(
     assert streamed.output[0].arguments == "".join(deltas) or deltas == []
     assert created.output_text == "mock answer from gpt-4o-mini to: What is a gateway?"
     assert created.id.startswith("resp_gw_") and created.status == "completed"
+
+
+def test_reasoning_and_a_refusal_stream_as_their_own_item_and_part() -> None:
+    chunks = [chunk({"role": "assistant", "reasoning": "Is this "}),
+              chunk({"reasoning": "allowed?"}),
+              chunk({"content": "Well, "}), chunk({"refusal": "I can't help with that."}),
+              chunk({}, "stop"), USAGE]
+
+    events = stream_of(chunks)
+
+    assert kinds(events)[2:9] == [
+        "output_item.added", "reasoning_summary_part.added", "reasoning_summary_text.delta",
+        "reasoning_summary_text.delta", "reasoning_summary_text.done",
+        "reasoning_summary_part.done", "output_item.done"]
+    assert "refusal.delta" in kinds(events) and "refusal.done" in kinds(events)
+    final = accumulated(events)
+    assert final["output"][0]["summary"] == [{"type": "summary_text",
+                                              "text": "Is this allowed?"}]
+    assert final["output"][1]["content"] == [
+        {"type": "output_text", "text": "Well, ", "annotations": [], "logprobs": []},
+        {"type": "refusal", "refusal": "I can't help with that."}]
+    assert without_ids(final) == without_ids(valid(from_chat(assembled(chunks), "gpt",
+                                                             {"input": "x"})))
+
+
+def test_a_call_without_arguments_is_given_an_empty_object_both_ways() -> None:
+    """Some providers send no arguments for a tool without parameters; Codex parses them."""
+    chunks = [chunk({"role": "assistant"}),
+              chunk(call(0, id="call_g", function={"name": "get_goal"})),
+              chunk({}, "tool_calls"), USAGE]
+
+    final = accumulated(stream_of(chunks))
+
+    assert final["output"][0]["arguments"] == "{}"
+    assert without_ids(final) == without_ids(valid(from_chat(assembled(chunks), "gpt",
+                                                             {"input": "x"})))

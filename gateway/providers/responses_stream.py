@@ -132,7 +132,7 @@ class EventTranslator:
         """Joined as completions.Assembler joins them, so both ways agree. A call's item
         is added once its name begins; its arguments so far follow at once."""
         call = self._calls.setdefault(fragment.get("index", 0), _Call())
-        if fragment.get("id"):
+        if fragment.get("id") and call.index is None:  # the item added keeps its call_id
             call.call_id = str(fragment["id"])
         function = fragment.get("function") or {}
         call.name += str(function.get("name") or "")
@@ -213,6 +213,9 @@ class EventTranslator:
         elif self._open == "calls":
             for call in self._calls.values():
                 if call.index is not None and not self._output[call.index]:
+                    if not call.arguments.strip():  # as from_chat says it: no arguments
+                        call.arguments = translate.NO_ARGUMENTS
+                        events += self._arguments(call)
                     item = translate.function_call_item(call.item_id, call.call_id, call.name,
                                                         call.arguments, self._names)
                     events.append(self._event("response.function_call_arguments.done",

@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 NAMESPACE_JOIN = "__"
 ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
 INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
+# A call's arguments when a provider sent none (some do, for a tool without parameters):
+# what the client parses must be a JSON object.
+NO_ARGUMENTS = "{}"
 # What of a Responses body is not sent to chat, and why: store, include, metadata,
 # prompt_cache_key, client_metadata, service_tier, safety_identifier (the gateway's
 # and OpenAI's bookkeeping), truncation (the history goes as sent), background (false:
@@ -400,10 +403,11 @@ def from_chat(completion: dict[str, Any], model_name: str,
     for call in message.get("tool_calls") or ():
         function = call.get("function") or {}
         arguments = function.get("arguments")
+        if not isinstance(arguments, str):  # an object (Ollama's), or none
+            arguments = orjson.dumps(arguments or {}).decode()
         output.append(function_call_item(
             new_id("fc"), str(call.get("id") or new_id("call")), str(function.get("name") or ""),
-            arguments if isinstance(arguments, str) else orjson.dumps(arguments or {}).decode(),
-            names))
+            arguments if arguments.strip() else NO_ARGUMENTS, names))
     return response(skeleton(body, model_name, new_id("resp"), int(time.time())), output,
                     choice.get("finish_reason"), completion.get("usage"))
 
