@@ -27,7 +27,8 @@ LAYERS: list[tuple[str, set[str]]] = [
         "providers.upstream", "providers.openai_compat", "providers.anthropic_api",
         "providers.anthropic_stream", "providers.anthropic_translate",
         "providers.via_litellm", "providers.messages_translate", "providers.messages_stream",
-        "providers.messages_via_chat",
+        "providers.messages_via_chat", "providers.responses_translate",
+        "providers.responses_stream", "providers.responses_via_chat",
         "server.overload", "server.logs", "server.accept_loop",
     }),
     ("one request's path: what lives for the process, the chain, the context", {
