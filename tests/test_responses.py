@@ -13,6 +13,7 @@ SDK receives is checked against OpenAI's OpenAPI description (conftest's autouse
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -317,3 +318,33 @@ def test_usage_log_names_the_surface(replicas: tuple[str, str, Path],
     [line] = usage_lines_of(replicas[2] / "usage.jsonl", raw.headers["x-request-id"], 3)
     assert line["surface"] == "responses" and line["model"] == "gpt"
     assert line["output_tokens"] > 0 and line["status"] == 200
+
+
+def test_expiry_and_a_store_that_cannot_keep_the_response(
+        mock: MockProvider, tmp_path: Path) -> None:
+    """settings.responses.ttl_s bounds how long a response can be continued; a response that
+    cannot be stored is not sent as if it had been (stored is what store: true promises)."""
+    redis = RedisServer(tmp_path).start()
+    config = router_yaml(mock.base_url, redis.url, tmp_path).replace(  # type: ignore[attr-defined]
+        "  cache: {enabled: true}", "  cache: {enabled: false}\n  responses: {ttl_s: 1}")
+    config = config.replace("daily_budget_usd: 100}", "}")  # no budget: the store is optional
+    try:
+        with serving(tmp_path, config) as url, sdk(url) as client:
+            kept = client.responses.create(model="fast", input="Brief")
+            assert client.responses.retrieve(kept.id).id == kept.id
+            time.sleep(2.1)
+            with pytest.raises(openai.NotFoundError):
+                client.responses.retrieve(kept.id)
+            redis.kill()
+            with pytest.raises(openai.InternalServerError) as refused:
+                client.responses.create(model="fast", input="Keep me")
+            assert refused.value.status_code == 503
+            assert "could not be stored" in refused.value.message
+            with client.responses.stream(model="smart", input="Keep me too") as stream:
+                kinds = [event.type for event in stream]
+            assert kinds[-1] == "response.failed" and "response.completed" not in kinds
+            unkept = client.responses.create(model="smart", input="Nothing to keep",
+                                             store=False)
+            assert unkept.status == "completed"  # store: false needs no store
+    finally:
+        redis.kill()

@@ -7,9 +7,16 @@ from collections.abc import Callable, Iterable, Mapping
 
 from gateway.config import Model
 from gateway.providers.anthropic_api import AnthropicAPI
-from gateway.providers.base import ANTHROPIC_MESSAGES, Adapter, NativeAdapter, Speaker
+from gateway.providers.base import (
+    ANTHROPIC_MESSAGES,
+    OPENAI_RESPONSES,
+    Adapter,
+    NativeAdapter,
+    Speaker,
+)
 from gateway.providers.messages_via_chat import MessagesViaChat
 from gateway.providers.openai_compat import OpenAICompat
+from gateway.providers.responses_via_chat import ResponsesViaChat
 from gateway.providers.sessions import Session, Sessions
 from gateway.schema import TimeoutSettings
 
@@ -31,7 +38,7 @@ def adapter(model: Model, timeouts: TimeoutSettings, sessions: Sessions) -> Adap
 
 # A wire format no adapter of a model takes natively, translated onto its chat calls.
 TRANSLATIONS: dict[str, Callable[[Adapter], NativeAdapter]] = {
-    ANTHROPIC_MESSAGES: MessagesViaChat}
+    ANTHROPIC_MESSAGES: MessagesViaChat, OPENAI_RESPONSES: ResponsesViaChat}
 
 
 def in_format(adapter: Adapter, format: str, headers: Mapping[str, str]) -> NativeAdapter:
