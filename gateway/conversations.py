@@ -26,6 +26,7 @@ import orjson
 from gateway.answer import Answer, Events
 from gateway.config import ApiKey
 from gateway.errors import InvalidRequest, NotReady
+from gateway.providers.openai_responses import GATEWAY_MARK
 from gateway.request import GatewayRequest
 from gateway.store import Store, StoreDown
 
@@ -40,7 +41,7 @@ def _key(owner: ApiKey, response_id: str) -> str:
 
 def new_id(kind: str) -> str:
     """An id of the gateway's making (the mark lets the native adapter tell it apart)."""
-    return f"{kind}_gw_{uuid.uuid4().hex}"
+    return f"{kind}{GATEWAY_MARK}{uuid.uuid4().hex}"
 
 
 def as_items(given: Any) -> list[Any]:
@@ -77,7 +78,15 @@ async def _read(store: Store, owner: ApiKey, response_id: str) -> dict[str, Any]
 async def continued(store: Store, owner: ApiKey, request: GatewayRequest) -> GatewayRequest:
     """The request with the conversation it continues in its input, if the store has it."""
     previous = request.body.get("previous_response_id")
-    if not isinstance(previous, str) or (stored := await _read(store, owner, previous)) is None:
+    if not isinstance(previous, str):
+        return request
+    if (stored := await _read(store, owner, previous)) is None:
+        if GATEWAY_MARK in previous:  # the gateway's own, and no provider knows it
+            raise InvalidRequest(f"Previous response with id '{previous}' not found (not "
+                                 "stored for this key: sent with store: false, deleted, or "
+                                 "expired); send the whole conversation as input instead",
+                                 param="previous_response_id",
+                                 code="previous_response_not_found")
         return request
     history = [*stored["input"], *(stored["response"].get("output") or ())]
     body = {k: v for k, v in request.body.items() if k != "previous_response_id"}

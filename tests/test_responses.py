@@ -196,15 +196,14 @@ def test_conversation_survives_a_fallback_to_another_provider(
 def test_stored_before_the_last_event_another_replica_continues_at_once(
         replicas: tuple[str, str, Path], mock: MockProvider) -> None:
     one, two, _ = replicas
-    with sdk(one) as first_client, sdk(two) as second_client:
-        with first_client.responses.stream(model="smart", input="Remember: the word is kiwi.",
-                                           extra_headers=NOCACHE) as stream:
-            for event in stream:
-                if event.type == "response.completed":  # at once, on the other replica
-                    second = second_client.responses.create(
-                        model="smart", input="Which word?", extra_headers=NOCACHE,
-                        previous_response_id=event.response.id)
-                    break
+    with sdk(one) as first_client, sdk(two) as second_client, first_client.responses.stream(
+            model="smart", input="Remember: the word is kiwi.", extra_headers=NOCACHE) as stream:
+        for event in stream:
+            if event.type == "response.completed":  # at once, on the other replica
+                second = second_client.responses.create(
+                    model="smart", input="Which word?", extra_headers=NOCACHE,
+                    previous_response_id=event.response.id)
+                break
     assert second.status == "completed"
     assert "Remember: the word is kiwi." in input_texts(mock.calls()[-1].body)
 
@@ -275,16 +274,14 @@ def test_cache_hit_replays_as_events(client: openai.OpenAI) -> None:
 
 
 def test_budget_refusal_and_cut(gateway: str, mock: MockProvider) -> None:
-    with sdk(gateway, TINY) as tiny:
-        with pytest.raises(openai.RateLimitError) as refused:
-            tiny.responses.create(model="smart", input="Hello", extra_headers=NOCACHE)
+    with sdk(gateway, TINY) as tiny, pytest.raises(openai.RateLimitError) as refused:
+        tiny.responses.create(model="smart", input="Hello", extra_headers=NOCACHE)
     assert refused.value.response.headers.get("x-should-retry") == "false"
     assert refused.value.code == "budget_exceeded"
     mock.script("claude-sonnet-4-5", Step(text="word " * 400, ignore_limit=True))
-    with sdk(gateway, NEARLY) as nearly:
-        with nearly.responses.stream(model="smart", input="Write at length",
-                                     extra_headers=NOCACHE) as stream:
-            events = list(stream)
+    with sdk(gateway, NEARLY) as nearly, nearly.responses.stream(
+            model="smart", input="Write at length", extra_headers=NOCACHE) as stream:
+        events = list(stream)
     assert events[-1].type == "response.incomplete"
     final = events[-1].response
     assert final.incomplete_details is not None

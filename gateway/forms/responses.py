@@ -9,6 +9,7 @@ every event the gateway makes or passes on is numbered once, in the order sent.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -45,7 +46,9 @@ def usage_body(usage: Usage, given: Any = None) -> dict[str, Any]:
     details = given.get("output_tokens_details") if isinstance(given, dict) else None
     reasoning = _count(details.get("reasoning_tokens")) if isinstance(details, dict) else None
     return {"input_tokens": usage.input_tokens,
-            "input_tokens_details": {"cached_tokens": usage.cached_tokens},
+            "input_tokens_details": {
+                "cached_tokens": usage.cached_tokens,
+                "cache_write_tokens": usage.cache_write_tokens + usage.cache_write_1h_tokens},
             "output_tokens": usage.output_tokens,
             "output_tokens_details": {"reasoning_tokens": min(reasoning or 0,
                                                               usage.output_tokens)},
@@ -69,15 +72,16 @@ class Responses:
         if not isinstance(usage, dict):
             return Reported(None, None)
         details = usage.get("input_tokens_details")
-        cached = details.get("cached_tokens") if isinstance(details, dict) else 0
+        details = details if isinstance(details, dict) else {}
         searches = sum(1 for item in answer.get("output") or ()
                        if isinstance(item, dict) and item.get("type") == "web_search_call")
         reported = cost.usage_of({"usage": {
             "prompt_tokens": usage.get("input_tokens"),
             "completion_tokens": usage.get("output_tokens"),
-            "prompt_tokens_details": {"cached_tokens": cached}}})
-        return Reported(reported.input_tokens, reported.output_tokens, reported.cached_tokens,
-                        web_searches=min(searches, MAX_SEARCHES))
+            "prompt_tokens_details": {"cached_tokens": details.get("cached_tokens"),
+                                      "cache_creation_tokens": details.get(
+                                          "cache_write_tokens")}}})
+        return dataclasses.replace(reported, web_searches=min(searches, MAX_SEARCHES))
 
     def set_usage(self, answer: dict[str, Any], usage: Usage) -> None:
         answer["usage"] = usage_body(usage, answer.get("usage"))
@@ -268,8 +272,8 @@ class ResponseEnding:
 def replay(response: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """The events OpenAI streams for this response: created, in_progress, each item added,
     its parts and their deltas, done; then the response's own end."""
-    begun = {**response, "status": "in_progress", "output": [], "usage": None,
-             "incomplete_details": None}
+    begun = {**{k: v for k, v in response.items() if k != "usage"}, "status": "in_progress",
+             "output": [], "incomplete_details": None}
     yield {"type": "response.created", "response": begun}
     yield {"type": "response.in_progress", "response": begun}
     for index, item in enumerate(response.get("output") or ()):

@@ -433,11 +433,20 @@ def skeleton(body: dict[str, Any], model_name: str, response_id: str,
         "previous_response_id": None, "reasoning": body.get("reasoning"),
         "store": body.get("store", True), "temperature": body.get("temperature"),
         "text": {**text, "format": text.get("format") or {"type": "text"}},
-        "tool_choice": body.get("tool_choice") or "auto", "tools": body.get("tools") or [],
+        "tool_choice": body.get("tool_choice") or "auto",
+        "tools": [_echoed(tool) for tool in body.get("tools") or ()],
         "top_p": body.get("top_p"), "truncation": body.get("truncation") or "disabled"}
     if isinstance(body.get("user"), str):
         out["user"] = body["user"]
     return out
+
+
+def _echoed(tool: Any) -> Any:
+    """A function tool as OpenAI echoes it, its optional fields filled: `strict` is false
+    unless asked (the translation sends chat no strict mode the client did not ask for)."""
+    if isinstance(tool, dict) and tool.get("type") == "function":
+        return {"description": None, "strict": False, **tool}
+    return tool
 
 
 def response(opened: dict[str, Any], output: list[dict[str, Any]], finish_reason: Any,
