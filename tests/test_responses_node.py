@@ -18,7 +18,7 @@ import pytest
 
 from gateway.demo.mockprovider import MockProvider
 from tests.conftest import KEY_A, usage_lines_of
-from tests.node_clients import NodeRun, run_node, token
+from tests.responses_clients import NodeRun, run_node, token, tool_exchanges
 
 # tier, the router.yaml model that answers it, its provider's id, the path the mock receives
 TIERS = [pytest.param("fast", "gpt", "gpt-4o-mini", "/v1/responses", id="openai-tier"),
@@ -48,28 +48,6 @@ def provider_paths(mock: MockProvider) -> list[str]:
 
 def function_calls(summary: dict[str, Any]) -> list[dict[str, Any]]:
     return [o for o in summary["output"] if o["type"] == "function_call"]
-
-
-def tool_exchanges(body: dict[str, Any]) -> tuple[list[Any], list[Any]]:
-    """The tool calls and the tool results a provider request carries, either wire format:
-    (name, arguments, id) and (id, result text)."""
-    calls: list[Any] = []
-    results: list[Any] = []
-    for item in body.get("input") or []:  # Responses
-        if item.get("type") == "function_call":
-            calls.append((item["name"], json.loads(item["arguments"]), item["call_id"]))
-        elif item.get("type") == "function_call_output":
-            results.append((item["call_id"], item["output"]))
-    for message in body.get("messages") or []:  # Anthropic
-        for block in message["content"] if isinstance(message["content"], list) else []:
-            if block.get("type") == "tool_use":
-                calls.append((block["name"], block["input"], block["id"]))
-            elif block.get("type") == "tool_result":
-                content = block.get("content")
-                text = content if isinstance(content, str) else "".join(
-                    b.get("text", "") for b in content or [])
-                results.append((block["tool_use_id"], text))
-    return calls, results
 
 
 @pytest.mark.parametrize("tier,model,provider_model,path", TIERS)

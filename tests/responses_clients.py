@@ -1,7 +1,10 @@
-"""Running the Node clients' scripts in tests/clients (the OpenAI Node SDK, the Vercel AI SDK)
-and reading what they saw: each script prints one JSON line with its result and every HTTP
-exchange as the wire carried it, which is checked here against OpenAI's schema (the Python
-side's transport watch in tests/openai_conformance.py cannot see a Node process's traffic).
+"""What the tests of real Responses API clients share: running the Node clients' scripts in
+tests/clients (the OpenAI Node SDK, the Vercel AI SDK) and reading what they saw, and reading
+the tool calls a provider was sent.
+
+Each script prints one JSON line with its result and every HTTP exchange as the wire carried
+it, which is checked here against OpenAI's schema (the Python side's transport watch in
+tests/openai_conformance.py cannot see a Node process's traffic).
 """
 
 from __future__ import annotations
@@ -106,3 +109,26 @@ def conformance_problems(exchange: dict[str, Any]) -> list[str]:
             found.append(f"{where}: event {name!r} carries data of type "
                          f"{with_type.get('type')!r}")
     return found
+
+
+def tool_exchanges(body: dict[str, Any]) -> tuple[list[Any], list[Any]]:
+    """The tool calls and the tool results a provider request carries, either wire format:
+    (name, arguments, id) and (id, result text)."""
+    calls: list[Any] = []
+    results: list[Any] = []
+    given = body.get("input")
+    for item in given if isinstance(given, list) else []:  # Responses
+        if item.get("type") == "function_call":
+            calls.append((item["name"], json.loads(item["arguments"]), item["call_id"]))
+        elif item.get("type") == "function_call_output":
+            results.append((item["call_id"], item["output"]))
+    for message in body.get("messages") or []:  # Anthropic
+        for block in message["content"] if isinstance(message["content"], list) else []:
+            if block.get("type") == "tool_use":
+                calls.append((block["name"], block["input"], block["id"]))
+            elif block.get("type") == "tool_result":
+                content = block.get("content")
+                text = content if isinstance(content, str) else "".join(
+                    b.get("text", "") for b in content or [])
+                results.append((block["tool_use_id"], text))
+    return calls, results
