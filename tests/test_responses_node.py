@@ -181,3 +181,23 @@ def test_a_streamed_function_call_arrives_whole(
     assert "response.function_call_arguments.delta" in [e["type"]
                                                         for e in node.result["events"]]
     assert_logged(gateway_files, node, tier, model)
+
+
+@pytest.mark.parametrize("tier,model,provider_model,path", TIERS)
+def test_a_stored_response_is_retrieved_listed_and_deleted(
+        gateway: str, gateway_files: Path, mock: MockProvider, tier: str, model: str,
+        provider_model: str, path: str) -> None:
+    value = token()
+
+    node = run(gateway, tier, "stored", value)
+
+    created, retrieved = node.result["created"], node.result["retrieved"]
+    assert retrieved["id"] == created["id"]
+    assert retrieved["output_text"] == created["output_text"] == (
+        f"mock answer from {provider_model} to: Keep this {value}")
+    [item] = node.result["items"]
+    assert (item["type"], item["role"]) == ("message", "user")
+    assert f"Keep this {value}" in json.dumps(item["content"])
+    assert node.result["afterDelete"] == {"name": "NotFoundError", "status": 404,
+                                          "code": node.result["afterDelete"]["code"]}
+    assert [r.path for r in mock.received] == [path]  # all but the first from the store

@@ -92,6 +92,26 @@ const scenarios = {
     return {first: summary(first), second: summary(second)};
   },
 
+  // A stored response read back, its input listed, then deleted: retrieving it is a 404.
+  async stored() {
+    const created = await client.responses.create({model, input: `Keep this ${token}`});
+    const retrieved = await client.responses.retrieve(created.id);
+    const items = [];
+    for await (const item of client.responses.inputItems.list(created.id)) items.push(item);
+    const deleted = await client.responses.delete(created.id);
+    let afterDelete = null;
+    try {
+      await client.responses.retrieve(created.id);
+    } catch (error) {
+      afterDelete = {name: error?.constructor?.name, status: error?.status ?? null,
+                     code: error?.error?.code ?? null};
+    }
+    return {created: summary(created), retrieved: summary(retrieved),
+            items: items.map((item) => ({type: item.type, role: item.role,
+                                         content: item.content})),
+            deleted: deleted ?? null, afterDelete};
+  },
+
   async stream() {
     const stream = client.responses.stream({model, input: `Stream hello ${token}`});
     const events = [];
