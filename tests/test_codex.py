@@ -233,6 +233,34 @@ def test_a_shell_tool_round_trip_completes(gateway: str, mock: MockProvider, tmp
     assert_through_the_gateway(usage, mock, tier, model, path)
 
 
+def as_written(body: dict[str, Any]) -> dict[str, Any]:
+    """What a pass-through must leave as Codex wrote it: everything but the ids of one run
+    (its session's cache key and metadata, its items' ids; the cwd named in its context)."""
+    kept = {k: v for k, v in body.items()
+            if k not in ("client_metadata", "prompt_cache_key", "input")}
+    kept["input"] = [(i.get("type"), i.get("role")) for i in body["input"]]
+    kept["asked"] = body["input"][-1]["content"]
+    return kept
+
+
+def test_a_plain_prompt_on_an_openai_tier_passes_codexs_request_through(
+        gateway: str, mock: MockProvider, tmp_path: Path, gateway_log: Path,
+        usage: UsageLog) -> None:
+    value = token()
+    prompt = f"{value} says hello mock:tool none"
+    direct = answered(run_codex(mock.base_url, "gpt-4o-mini", prompt,  # type: ignore[attr-defined]
+                                tmp_path / "direct"), gateway_log)
+    [sent] = mock.received  # what Codex sends, seen at the provider with no gateway
+    mock.reset()
+
+    run = answered(run_codex(gateway, "fast", prompt, tmp_path / "home"), gateway_log)
+
+    assert run.final_message == direct.final_message
+    [received] = mock.received
+    assert as_written(received.body) == as_written(sent.body)
+    assert_through_the_gateway(usage, mock, "fast", "gpt", "/v1/responses")
+
+
 def test_with_websockets_on_codex_falls_back_to_http_quietly(
         gateway: str, mock: MockProvider, tmp_path: Path, gateway_log: Path,
         usage: UsageLog) -> None:
