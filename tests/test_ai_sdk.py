@@ -11,6 +11,7 @@ exchange it had, checked against OpenAI's schema (tests/node_clients.py).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -111,4 +112,48 @@ def test_stream_text_runs_a_tool_and_streams_the_answer_with_its_result(
     assert_tool_round_trip(node.result, provider_model, value)
     assert "".join(node.result["pieces"]) == node.result["text"]
     assert [r.path for r in mock.received] == [path, path]
+    assert_logged(gateway_files, node, tier, model)
+
+
+@pytest.mark.parametrize("tier,model,provider_model,path", TIERS)
+def test_an_output_object_fits_its_schema(gateway: str, gateway_files: Path, mock: MockProvider,
+                                          tier: str, model: str, provider_model: str,
+                                          path: str) -> None:
+    node = run(gateway, tier, "object", token())
+
+    assert node.result["output"] == {"name": f"from {provider_model}",
+                                     "age": node.result["output"]["age"]}
+    assert isinstance(node.result["output"]["age"], int) and node.result["output"]["age"] >= 0
+    assert [r.path for r in mock.received] == [path]
+    assert_logged(gateway_files, node, tier, model)
+
+
+def carried(received: Any, first_answer: str) -> bool:
+    """Whether a provider request carries the first answer: its text (any wire format), or,
+    to an OpenAI model, a reference to the output item the provider itself stored."""
+    body = received.body
+    referenced = [i for i in body.get("input") or [] if isinstance(i, dict)
+                  and i.get("type") == "item_reference" and str(i.get("id")).startswith("msg_")
+                  and not str(i.get("id")).startswith("msg_gw_")]
+    return first_answer in json.dumps(body) or bool(referenced)
+
+
+@pytest.mark.parametrize("tier,model,provider_model,path", TIERS)
+def test_a_chat_apps_second_turn_is_answered_by_the_tier_with_the_first_answer_in_it(
+        gateway: str, gateway_files: Path, mock: MockProvider, tier: str, model: str,
+        provider_model: str, path: str) -> None:
+    """The SDK's way to continue a chat: the first turn's `response.messages` sent back with
+    the next question. With `store` on (its default) it sends the earlier answer as an
+    `item_reference` to the stored output item; the tier's own model must still answer, and
+    it must see that answer (the gateway stored it: its ids are the gateway's on a translated
+    tier, the provider's on a native one)."""
+    value = token()
+
+    node = run(gateway, tier, "conversation", value)
+
+    assert node.result["first"] == f"mock answer from {provider_model} to: Remember {value}"
+    assert node.result["second"] == (
+        f"mock answer from {provider_model} to: What did I ask you to remember?")
+    assert [r.path for r in mock.received] == [path, path]
+    assert carried(mock.received[1], node.result["first"]), mock.received[1].body
     assert_logged(gateway_files, node, tier, model)

@@ -7,7 +7,7 @@
 // carried it (method, url, status, content type, request body, response body text)}; on an
 // error {"error": {...}, "traffic": [...]} and exits 1.
 import {createOpenAI} from "@ai-sdk/openai";
-import {generateText, jsonSchema, stepCountIs, streamText, tool} from "ai";
+import {generateText, jsonSchema, Output, stepCountIs, streamText, tool} from "ai";
 
 const options = JSON.parse(process.argv[2]);
 const traffic = [];
@@ -61,6 +61,27 @@ const scenarios = {
     const result = await generateText({...common, prompt: askWeather, tools,
                                        stopWhen: stepCountIs(3)});
     return {text: result.text, finishReason: result.finishReason, steps: steps(result)};
+  },
+
+  // Structured output: the schema goes as text.format json_schema; the SDK parses the answer.
+  async object() {
+    const schema = jsonSchema({type: "object", additionalProperties: false,
+                               required: ["name", "age"],
+                               properties: {name: {type: "string"},
+                                            age: {type: "integer", minimum: 0}}});
+    const result = await generateText({...common, prompt: `Describe a person ${token}`,
+                                       output: Output.object({schema})});
+    return {output: result.output, text: result.text};
+  },
+
+  // A chat app's second turn: the first turn's messages as the SDK returned them, then a
+  // new question (with store on, the SDK's default, it may refer to stored items by id).
+  async conversation() {
+    const first = await generateText({...common, prompt: `Remember ${token}`});
+    const messages = [{role: "user", content: `Remember ${token}`}, ...first.response.messages,
+                      {role: "user", content: "What did I ask you to remember?"}];
+    const second = await generateText({...common, messages});
+    return {first: first.text, second: second.text, modelId: second.response.modelId};
   },
 
   async stream() {
