@@ -7,8 +7,10 @@ from spend logs written later, and loses turns). A request that continues one
 has its input extended with that conversation here, before anything is priced or
 sent, so every model of the chain, native or translated, gets the whole of it, the
 budget reserves for all of it, and a fallback mid-conversation keeps it. An id the
-store does not hold (one OpenAI made, outside the gateway) is left in the body: an
-OpenAI model passes it through, a translation refuses it and the chain moves on.
+gateway never stored (one OpenAI made, outside the gateway) is left in the body: an
+OpenAI model passes it through, a translation refuses it and the chain moves on. One
+it stored for another key is refused: OpenAI would answer it from the operator's
+account, whoever asks.
 
 A key reads and deletes only its own responses; entries expire after
 settings.responses.ttl_s, each stored whole (its conversation with it).
@@ -37,6 +39,25 @@ ID_PREFIXES = {"message": "msg", "function_call_output": "fco", "function_call":
 
 def _key(owner: ApiKey, response_id: str) -> str:
     return f"{PREFIX}:{owner.name}:{response_id}"
+
+
+def _item_key(owner: ApiKey, item_id: str) -> str:
+    return f"{PREFIX}:{owner.name}:item:{item_id}"
+
+
+def _known_key(made_id: str) -> str:
+    """Set for every id the gateway stored, whoever's: an OpenAI id one key stored is never
+    passed to OpenAI for another key (OpenAI would answer it from the operator's account)."""
+    return f"{PREFIX}:known:{made_id}"
+
+
+async def _anyones(store: Store, made_ids: list[str]) -> list[str]:
+    """Those of `made_ids` the gateway stored for some key."""
+    try:
+        found = await store.many([_known_key(made_id) for made_id in made_ids])
+    except StoreDown as exc:
+        raise NotReady(f"{exc}: stored responses cannot be read now; try again") from None
+    return [made_id for made_id, mark in zip(made_ids, found, strict=True) if mark]
 
 
 def new_id(kind: str) -> str:
@@ -76,22 +97,58 @@ async def _read(store: Store, owner: ApiKey, response_id: str) -> dict[str, Any]
 
 
 async def continued(store: Store, owner: ApiKey, request: GatewayRequest) -> GatewayRequest:
-    """The request with the conversation it continues in its input, if the store has it."""
+    """The request with the conversation it continues in its input, if the store has it, and
+    each item_reference to an item the store holds for this key replaced by that item."""
     previous = request.body.get("previous_response_id")
-    if not isinstance(previous, str):
+    out = request
+    if isinstance(previous, str):
+        if (stored := await _read(store, owner, previous)) is None:
+            # the gateway's own, which no provider knows, or another key's
+            if GATEWAY_MARK in previous or await _anyones(store, [previous]):
+                raise InvalidRequest(f"Previous response with id '{previous}' not found (not "
+                                     "stored for this key: sent with store: false, deleted, "
+                                     "or expired); send the whole conversation as input "
+                                     "instead", param="previous_response_id",
+                                     code="previous_response_not_found")
+        else:
+            history = [*stored["input"], *(stored["response"].get("output") or ())]
+            body = {k: v for k, v in request.body.items() if k != "previous_response_id"}
+            body["input"] = [*history, *as_items(request.body.get("input"))]
+            out = dataclasses.replace(request, body=body, continues=previous)
+    return await _referenced(store, owner, out)
+
+
+def _reference(item: Any) -> str | None:
+    if isinstance(item, dict) and item.get("type") == "item_reference":
+        ref = item.get("id")
+        return ref if isinstance(ref, str) else None
+    return None
+
+
+async def _referenced(store: Store, owner: ApiKey, request: GatewayRequest) -> GatewayRequest:
+    """Item references resolved from the store (the Vercel AI SDK sends its earlier answers
+    so): every model can then take them. One the gateway made and no longer holds, or holds
+    for another key, is refused; one OpenAI made outside the gateway is left for OpenAI."""
+    given = request.body.get("input")
+    refs = [ref for item in given if (ref := _reference(item))] if isinstance(given, list) \
+        else []
+    if not refs:
         return request
-    if (stored := await _read(store, owner, previous)) is None:
-        if GATEWAY_MARK in previous:  # the gateway's own, and no provider knows it
-            raise InvalidRequest(f"Previous response with id '{previous}' not found (not "
-                                 "stored for this key: sent with store: false, deleted, or "
-                                 "expired); send the whole conversation as input instead",
-                                 param="previous_response_id",
-                                 code="previous_response_not_found")
-        return request
-    history = [*stored["input"], *(stored["response"].get("output") or ())]
-    body = {k: v for k, v in request.body.items() if k != "previous_response_id"}
-    body["input"] = [*history, *as_items(request.body.get("input"))]
-    return dataclasses.replace(request, body=body, continues=previous)
+    try:
+        found = await store.many([_item_key(owner, ref) for ref in refs])
+    except StoreDown as exc:
+        raise NotReady(f"{exc}: stored items cannot be read now; try again") from None
+    items = {ref: orjson.loads(raw) for ref, raw in zip(refs, found, strict=True) if raw}
+    unheld = [ref for ref in refs if ref not in items]
+    if missing := [ref for ref in unheld if GATEWAY_MARK in ref] or (
+            unheld and await _anyones(store, unheld)):
+        raise InvalidRequest(f"item_reference: no item with id '{missing[0]}' is stored for "
+                             "this key (sent with store: false, deleted, or expired); send the "
+                             "item itself instead", param="input")
+    assert isinstance(given, list)
+    body = {**request.body, "input": [items.get(_reference(item) or "", item)
+                                      for item in given]}
+    return dataclasses.replace(request, body=body)
 
 
 def _as_asked(response: Any, request: GatewayRequest) -> Any:
@@ -106,11 +163,22 @@ async def _keep(store: Store, ttl_s: int, owner: ApiKey, request: GatewayRequest
         return
     record = {"input": [_with_id(item) for item in as_items(request.body.get("input"))],
               "response": response}
+    values = {_key(owner, response["id"]): orjson.dumps(record),
+              _known_key(response["id"]): b"1"}
+    for item in _items(record):  # each also on its own, for an item_reference to it
+        values[_item_key(owner, item["id"])] = orjson.dumps(item)
+        values[_known_key(item["id"])] = b"1"
     try:
-        await store.set(_key(owner, response["id"]), orjson.dumps(record), ttl_s)
+        await store.set_many(values, ttl_s)
     except StoreDown as exc:  # kept is what store: true promises; unkept is a failure
         raise NotReady(f"{exc}: the response could not be stored, so it was not sent; try "
                        "again, or send store: false") from None
+
+
+def _items(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """A stored response's items that have an id: the input it answered, then its output."""
+    return [item for item in [*record["input"], *(record["response"].get("output") or ())]
+            if isinstance(item, dict) and isinstance(item.get("id"), str)]
 
 
 async def kept(store: Store, ttl_s: int, owner: ApiKey, request: GatewayRequest,
@@ -149,8 +217,15 @@ async def fetch(store: Store, owner: ApiKey, response_id: str) -> dict[str, Any]
 
 
 async def delete(store: Store, owner: ApiKey, response_id: str) -> bool:
+    """Whether the key had the response; it is gone, with the items it alone made (its
+    output: its input items may be another stored response's too)."""
+    if (found := await _read(store, owner, response_id)) is None:
+        return False
+    made = [item["id"] for item in found["response"].get("output") or ()
+            if isinstance(item, dict) and isinstance(item.get("id"), str)]
     try:
-        return await store.delete(_key(owner, response_id))
+        return await store.delete(_key(owner, response_id),
+                                  *(_item_key(owner, item) for item in made))
     except StoreDown as exc:
         raise NotReady(f"{exc}: stored responses cannot be deleted now; try again") from None
 

@@ -101,9 +101,23 @@ class Store:
     async def set(self, key: str, value: bytes, ttl_s: int, overwrite: bool = True) -> None:
         await self.run(lambda redis: redis.set(key, value, ex=ttl_s, nx=not overwrite))
 
-    async def delete(self, key: str) -> bool:
+    async def many(self, keys: list[str]) -> list[bytes | None]:
+        """The values of `keys`, in order (None where there is none), in one round trip."""
+        values = await self.run(lambda redis: redis.mget(keys))
+        return [value if isinstance(value, bytes) else None for value in values]
+
+    async def set_many(self, values: dict[str, bytes], ttl_s: int) -> None:
+        """Every key set, in one round trip."""
+        async def op(redis: Redis) -> None:
+            async with redis.pipeline(transaction=False) as pipe:
+                for key, value in values.items():
+                    pipe.set(key, value, ex=ttl_s)
+                await pipe.execute()
+        await self.run(op)
+
+    async def delete(self, *keys: str) -> bool:
         """Whether there was a value to delete."""
-        return bool(await self.run(lambda redis: redis.delete(key)))
+        return bool(await self.run(lambda redis: redis.delete(*keys)))
 
     async def problem(self) -> str | None:
         """None when the store answers a PING now, else why not (for /ready)."""

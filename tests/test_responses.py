@@ -243,10 +243,11 @@ def test_a_key_reads_and_continues_only_its_own(gateway: str, mock: MockProvider
         with pytest.raises(openai.NotFoundError):
             other.responses.delete(mine.id)
         mock.reset()
-        with pytest.raises(openai.BadRequestError):
-            other.responses.create(model=tier, input="What is the secret?",
-                                   previous_response_id=mine.id, extra_headers=NOCACHE)
-        assert "4711" not in json.dumps([c.body for c in mock.calls()])
+        for asked in ("fast", "smart"):  # refused, even to OpenAI, which would answer it
+            with pytest.raises(openai.BadRequestError):
+                other.responses.create(model=asked, input="What is the secret?",
+                                       previous_response_id=mine.id, extra_headers=NOCACHE)
+        assert not mock.calls()
         assert team.responses.retrieve(mine.id).id == mine.id  # still the owner's
 
 
@@ -345,3 +346,30 @@ def test_expiry_and_a_store_that_cannot_keep_the_response(
             assert unkept.status == "completed"  # store: false needs no store
     finally:
         redis.kill()
+
+
+@pytest.mark.parametrize("tier,model", TIERS)
+def test_item_references_resolve_for_their_key_only(gateway: str, mock: MockProvider,
+                                                    tier: str, model: str) -> None:
+    """The Vercel AI SDK sends an earlier answer back as {"type": "item_reference", "id"}:
+    the item is taken from the store, for any model of the chain (here: the other kind)."""
+    with sdk(gateway) as team, sdk(gateway, OTHER) as other:
+        first = team.responses.create(model=tier, input="Remember: 8086.", extra_headers=NOCACHE)
+        [said] = [item for item in first.output if item.type == "message"]
+        mock.reset()
+        then = "smart" if tier == "fast" else "fast"
+        second = team.responses.create(model=then, extra_headers=NOCACHE, input=[
+            {"role": "user", "content": "Remember: 8086."},
+            {"type": "item_reference", "id": said.id},
+            {"role": "user", "content": "What was it?"}])
+        assert second.status == "completed"
+        [received] = mock.calls()
+        assert first.output_text in input_texts(received.body)
+        assert "item_reference" not in input_texts(received.body)
+        mock.reset()  # another key is told it has no such item, even one OpenAI made (OpenAI
+        for asked in ("fast", "smart"):  # itself would answer it for anyone of the account)
+            with pytest.raises(openai.BadRequestError) as refused:
+                other.responses.create(model=asked, extra_headers=NOCACHE, input=[
+                    {"type": "item_reference", "id": said.id}])
+            assert "item_reference" in refused.value.message
+        assert not mock.calls()

@@ -91,11 +91,11 @@ class Metered:
 async def counted_input(metered: Metered) -> tokens.Counted:
     """The input as the tokenizer counts it (counted now if it was not yet)."""
     if metered.counted is None:
-        metered.counted = await _exact(metered.request.form.input_tally(metered.request.body))
+        metered.counted = await exact(metered.request.form.input_tally(metered.request.body))
     return metered.counted
 
 
-async def _exact(tally: tokens.Tally) -> tokens.Counted:
+async def exact(tally: tokens.Tally) -> tokens.Counted:
     """The tokenizer's count: off the event loop for long text, or to load the tokenizer."""
     if tally.size < COUNT_INLINE_CHARS and tokens.loaded():
         return tally.counted()
@@ -144,7 +144,7 @@ async def reserve(budgets: Budgets, config: Config, key: ApiKey, models: tuple[M
             reservation = await budgets.reserve(key, worst.microusd, worst.minimum_microusd)
         if reservation is None or reservation.granted < worst.microusd:
             # The bound does not fit: count, and ask for what the request needs instead.
-            counted = await _exact(tally)
+            counted = await exact(tally)
             worst = _worst(config, key, models, request, counted)
             replaced = [reservation]  # freed by the first attempt
 
@@ -190,7 +190,7 @@ async def settle(budgets: Budgets, metered: Metered, model: Model, answer: dict[
         # call holds arguments that are not yet JSON, which the count of the answer misses).
         if not whole and metered.seen_output is not None:
             seen = metered.seen_output()
-        counted = (await _exact(form.output_tally(answer))).for_model(model)
+        counted = (await exact(form.output_tally(answer))).for_model(model)
         output_tokens = max(counted, reported.output_tokens or 0, seen)
         reported = dataclasses.replace(reported, output_tokens=None)
     usage = reported.complete(input_tokens, output_tokens)

@@ -8,15 +8,13 @@ that chat cannot carry (the chain then tries its next model).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncGenerator
 from typing import Any
 
 from gateway.completions import Assembler
 from gateway.errors import InvalidRequest, Unsupported
-from gateway.money import tokens
-from gateway.money.meter import COUNT_INLINE_CHARS
+from gateway.money import meter, tokens
 from gateway.providers import messages_translate as translate
 from gateway.providers.base import Adapter
 from gateway.providers.messages_stream import EventTranslator
@@ -75,14 +73,8 @@ class MessagesViaChat:
                               f"translation: {refused.message}", param=refused.param) from None
 
     async def _input_tokens(self, chat: dict[str, Any]) -> int:
-        return (await _counted(tokens.chat_tally(chat))).for_model(self._adapter.model)
+        return (await meter.exact(tokens.chat_tally(chat))).for_model(self._adapter.model)
 
     async def _output_tokens(self, answer: dict[str, Any]) -> int:
-        return (await _counted(tokens.output_tally(answer))).for_model(self._adapter.model)
+        return (await meter.exact(tokens.output_tally(answer))).for_model(self._adapter.model)
 
-
-async def _counted(tally: tokens.Tally) -> tokens.Counted:
-    """Off the event loop for long text, or to load the tokenizer (as money/meter.py)."""
-    if tally.size < COUNT_INLINE_CHARS and tokens.loaded():
-        return tally.counted()
-    return await asyncio.to_thread(tally.counted)

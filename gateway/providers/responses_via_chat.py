@@ -14,10 +14,9 @@ from typing import Any
 
 from gateway.completions import Assembler
 from gateway.errors import InvalidRequest, Unsupported
-from gateway.money import tokens
+from gateway.money import meter, tokens
 from gateway.providers import responses_translate as translate
 from gateway.providers.base import Adapter
-from gateway.providers.messages_via_chat import _counted
 from gateway.providers.responses_stream import EventTranslator
 
 
@@ -72,7 +71,7 @@ class ResponsesViaChat:
                               f"translation: {refused.message}", param=refused.param) from None
 
     async def _input_tokens(self, chat: dict[str, Any]) -> int:
-        return (await _counted(tokens.chat_tally(chat))).for_model(self._adapter.model)
+        return (await meter.exact(tokens.chat_tally(chat))).for_model(self._adapter.model)
 
     async def _output_tokens(self, answer: dict[str, Any]) -> int:
-        return (await _counted(tokens.output_tally(answer))).for_model(self._adapter.model)
+        return (await meter.exact(tokens.output_tally(answer))).for_model(self._adapter.model)
