@@ -92,3 +92,15 @@ def test_the_readme_anthropic_sdk_example_runs_against_the_installed_demo(
     assert served == "smart mock answer from claude-sonnet-4-5 to: Hi"
     assert "output_tokens=" in usage and " input_tokens=0," not in usage
     assert counted.startswith("MessageTokensCount(") and "(input_tokens=0)" not in counted
+
+
+def test_the_readme_responses_example_runs_against_the_installed_demo(
+        venv: Path, demo_port: int) -> None:
+    code = code_blocks("python", "The Responses API and Codex: `/v1/responses`")[0]
+    ran = subprocess.run([str(venv / "bin/python"), "-c", code.replace(":4000/", f":{demo_port}/")],
+                         capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    first, second, streamed = ran.stdout.splitlines()
+    assert first == "gpt-4o-mini mock answer from gpt-4o-mini to: My name is Ada."
+    assert second == "claude-sonnet 3"  # Claude got the conversation: 3 input items
+    assert streamed == "mock answer from claude-sonnet-4-5 to: Hi"

@@ -8,20 +8,13 @@ real OpenAI-compatible adapter talking to the mock provider."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import json
-import os
-import subprocess
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import openai
 import orjson
 import pytest
-from aiohttp import web
 from openai._types import omit
 from openai.lib.streaming.responses._responses import ResponseStreamState
 from openai.types.chat.completion_create_params import CompletionCreateParamsStreaming
@@ -763,134 +756,6 @@ def test_a_field_of_a_type_the_api_never_has_is_an_invalid_request(mock: MockPro
 
     assert not isinstance(caught.value, Unsupported)
     assert "Responses API" in caught.value.message
-
-
-# --- real clients over HTTP: Codex CLI and the openai SDK ------------------------------
-# Until the gateway's own POST /v1/responses serves these, a stand-in route that does only
-# what any route must (JSON in, the answer as JSON or the events as SSE) puts the
-# translation in front of the clients whose parsers hold it to the sequence.
-
-CODEX_BIN = Path(__file__).parent / "clients" / "node_modules" / ".bin" / "codex"
-CODEX_TIMEOUT_S = 60  # a run takes seconds; the CLI can hang, and is killed past this
-
-
-@contextlib.contextmanager
-def responses_served(mock: MockProvider, model: str = "gpt") -> Iterator[str]:
-    """http://127.0.0.1:PORT/v1, where POST /responses is ResponsesViaChat on `model`."""
-    config = config_for(mock.base_url)  # type: ignore[attr-defined]
-    loop = asyncio.new_event_loop()
-    made: list[Adapters] = []  # made on the server's loop, where they are used
-
-    async def answer(request: web.Request) -> web.StreamResponse:
-        body = await request.json()
-        via = ResponsesViaChat(made[0].of(config)[model])
-        if not body.get("stream"):
-            return web.json_response(await via.complete(body))
-        reply = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await reply.prepare(request)
-        async for event in via.stream(body):
-            await reply.write(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode())
-        await reply.write_eof()
-        return reply
-
-    async def start() -> tuple[web.AppRunner, int]:
-        app = web.Application()
-        made.append(Adapters(config))
-        app.router.add_post("/v1/responses", answer)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-
-    async def stop(runner: web.AppRunner) -> None:
-        await made[0].close()
-        await runner.cleanup()
-
-    runner, port = loop.run_until_complete(start())
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        asyncio.run_coroutine_threadsafe(stop(runner), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
-
-
-def codex(base_url: str, prompt: str, tmp: Path) -> list[dict[str, Any]]:
-    """`codex exec --json PROMPT` against `base_url`: the events it printed."""
-    home = tmp / "home"
-    (home / "codex").mkdir(parents=True)
-    (home / "codex" / "config.toml").write_text(
-        'model = "smart"\nmodel_provider = "gw"\napproval_policy = "never"\n'
-        'sandbox_mode = "danger-full-access"\ncheck_for_update_on_startup = false\n'
-        '[analytics]\nenabled = false\n[otel]\nexporter = "none"\n'
-        f'[model_providers.gw]\nname = "gw"\nbase_url = "{base_url}"\nenv_key = "GW_KEY"\n'
-        'wire_api = "responses"\nrequest_max_retries = 0\nstream_max_retries = 0\n')
-    work = tmp / "work"
-    work.mkdir()
-    env = {"PATH": os.environ["PATH"], "HOME": str(home), "CODEX_HOME": str(home / "codex"),
-           "GW_KEY": "sk-tr"}
-    run = subprocess.run([str(CODEX_BIN), "exec", "--skip-git-repo-check", "--json", prompt],
-                         stdin=subprocess.DEVNULL, capture_output=True, cwd=work, env=env,
-                         timeout=CODEX_TIMEOUT_S, check=False)
-    events = [json.loads(line) for line in run.stdout.decode().splitlines()
-              if line.startswith("{")]
-    assert run.returncode == 0, (events, run.stderr.decode()[-2000:])
-    return events
-
-
-def said(events: list[dict[str, Any]]) -> list[str]:
-    return [e["item"]["text"] for e in events if e["type"] == "item.completed"
-            and e["item"]["type"] == "agent_message"]
-
-
-def test_codex_cli_is_answered_by_a_chat_model(mock: MockProvider, tmp_path: Path) -> None:
-    with responses_served(mock) as base_url:
-        events = codex(base_url, "say hi mock:tool none", tmp_path)
-
-    assert said(events) == ["mock answer from gpt-4o-mini to: say hi mock:tool none"]
-    [turn] = [e for e in events if e["type"] == "turn.completed"]
-    assert turn["usage"]["output_tokens"] == mock.last_answer().output_tokens
-    [received] = mock.calls("gpt-4o-mini")
-    assert received.path == "/v1/chat/completions" and received.body["stream"] is True
-
-
-def test_codex_cli_runs_a_tool_a_chat_model_called(mock: MockProvider, tmp_path: Path) -> None:
-    prompt = 'mock:tool exec_command {"cmd": "echo gw-$((20 + 22))"}'
-
-    with responses_served(mock) as base_url:
-        events = codex(base_url, prompt, tmp_path)
-
-    [ran] = [e["item"] for e in events if e["type"] == "item.completed"
-             and e["item"]["type"] == "command_execution"]
-    assert "gw-42" in ran["aggregated_output"]
-    [answer] = said(events)
-    assert "gw-42" in answer  # the mock quotes the tool's result: the round trip closed
-    _, second = mock.calls("gpt-4o-mini")
-    call_id = second.body["messages"][-2]["tool_calls"][0]["id"]
-    assert second.body["messages"][-1]["role"] == "tool"
-    assert second.body["messages"][-1]["tool_call_id"] == call_id
-    assert "gw-42" in second.body["messages"][-1]["content"]
-
-
-def test_the_openai_sdk_streams_and_creates_through_the_translation(
-        mock: MockProvider) -> None:
-    with responses_served(mock) as base_url, openai.OpenAI(
-            base_url=base_url, api_key="sk-tr", max_retries=0) as client:
-        with client.responses.stream(model="smart", input="What is a gateway?",
-                                     tools=[READ_TOOL]) as stream:  # type: ignore[list-item]
-            deltas = [e.delta for e in stream if e.type == "response.output_text.delta"]
-            streamed = stream.get_final_response()
-        created = client.responses.create(model="smart", input="What is a gateway?")
-
-    assert [(i.type, getattr(i, "name", None)) for i in streamed.output] == [
-        ("function_call", "Read")]  # the mock calls every tool it is offered
-    assert streamed.output[0].arguments == "".join(deltas) or deltas == []
-    assert created.output_text == "mock answer from gpt-4o-mini to: What is a gateway?"
-    assert created.id.startswith("resp_gw_") and created.status == "completed"
 
 
 def test_reasoning_and_a_refusal_stream_as_their_own_item_and_part() -> None:

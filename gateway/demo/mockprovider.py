@@ -662,7 +662,10 @@ def _responses_problem(body: dict[str, Any]) -> tuple[str, str | None] | None:
         if kind == "message" and item.get("role") not in (
                 "user", "assistant", "system", "developer"):
             return f"Invalid value for 'input[{i}].role'.", "invalid_value"
-        if kind in ("function_call_output", "function_call") and not isinstance(
+        # An output names its call by call_id, or (a namespace tool's, as Codex sends it
+        # after create_goal) by its name.
+        named = kind == "function_call_output" and isinstance(item.get("name"), str)
+        if kind in ("function_call_output", "function_call") and not named and not isinstance(
                 item.get("call_id"), str):
             return f"Missing required parameter: 'input[{i}].call_id'.", \
                 "missing_required_parameter"
