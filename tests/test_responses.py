@@ -29,6 +29,7 @@ KEY = "sk-test-responses-team"
 OTHER = "sk-test-responses-other"
 TINY = "sk-test-responses-tiny"
 NEARLY = "sk-test-responses-nearly"
+POOR = "sk-test-responses-poor"
 PRICE = "price: {input_per_mtok: 1, output_per_mtok: 2}"
 TIERS = [("fast", "gpt"), ("smart", "claude")]
 WEATHER = {"type": "function", "name": "get_weather", "description": "The weather in a city",
@@ -54,6 +55,7 @@ def router_yaml(mock_url: str, redis_url: str, tmp: Path) -> str:
         f"  - {{name: resp-other, key_sha256: {sha(OTHER)}, daily_budget_usd: 100}}",
         f"  - {{name: resp-tiny, key_sha256: {sha(TINY)}, daily_budget_usd: 0.000001}}",
         f"  - {{name: resp-nearly, key_sha256: {sha(NEARLY)}, daily_budget_usd: 0.0002}}",
+        f"  - {{name: resp-poor, key_sha256: {sha(POOR)}, daily_budget_usd: 0.05}}",
         "settings:",
         f"  redis_url: '{redis_url}'",
         f"  usage_log: {tmp}/usage.jsonl",
@@ -373,3 +375,47 @@ def test_item_references_resolve_for_their_key_only(gateway: str, mock: MockProv
                     {"type": "item_reference", "id": said.id}])
             assert "item_reference" in refused.value.message
         assert not mock.calls()
+
+
+def searched_stream(searches: int) -> bytes:
+    """OpenAI's stream for an answer that ran `searches` web searches, then said a sentence."""
+    from gateway.providers.responses_translate import skeleton
+
+    opened = skeleton({"tools": [{"type": "web_search"}]}, "gpt-4o-mini", "resp_ws", 1)
+    calls = [{"type": "web_search_call", "id": f"ws_{i}", "status": "completed",
+              "action": {"type": "search", "query": f"weather {i}"}} for i in range(searches)]
+    said = {"type": "message", "id": "msg_ws", "role": "assistant", "status": "completed",
+            "content": [{"type": "output_text", "text": "Sunny.", "annotations": [],
+                         "logprobs": []}]}
+    events: list[dict[str, Any]] = [{"type": "response.created", "response": opened}]
+    for index, item in enumerate([*calls, said]):
+        events += [{"type": "response.output_item.added", "output_index": index, "item": item},
+                   {"type": "response.output_item.done", "output_index": index, "item": item}]
+    events.append({"type": "response.completed", "response": {
+        **opened, "status": "completed", "output": [*calls, said],
+        "usage": {"input_tokens": 100,
+                  "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+                  "output_tokens": 20, "output_tokens_details": {"reasoning_tokens": 0},
+                  "total_tokens": 120}}})
+    return b"".join(b"event: %s\ndata: %s\n\n" % (e["type"].encode(), json.dumps(
+        {**e, "sequence_number": n}).encode()) for n, e in enumerate(events))
+
+
+def test_web_searches_are_charged_where_they_run(replicas: tuple[str, str, Path],
+                                                 mock: MockProvider) -> None:
+    """OpenAI bills each web_search_call apart from tokens: charged to the key. A translated
+    model drops the tool, so a key too poor for ten searches is still served by one."""
+    gateway, _, tmp = replicas
+    mock.script("gpt-4o-mini", Step(raw=searched_stream(3)))
+    with sdk(gateway) as client:
+        raw = client.responses.with_raw_response.create(
+            model="fast", input="Weather?", tools=[{"type": "web_search"}], stream=True,
+            extra_headers=NOCACHE)
+        kinds = [event.type for event in raw.parse()]
+    assert kinds[-1] == "response.completed"
+    [line] = usage_lines_of(tmp / "usage.jsonl", raw.headers["x-request-id"], 3)
+    assert line["cost_usd"] >= 3 * 10 / 1000  # $10 per 1,000 searches
+    with sdk(gateway, POOR) as poor:  # $0.05 left: not ten searches' worth
+        served = poor.responses.create(model="smart", input="Weather?", max_output_tokens=20,
+                                       tools=[{"type": "web_search"}], extra_headers=NOCACHE)
+    assert served.model == "claude" and served.status in ("completed", "incomplete")

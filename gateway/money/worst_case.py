@@ -131,6 +131,15 @@ def thinks_unseen(model: Model, body: dict[str, Any]) -> bool:
     return model.reasoning
 
 
+# Where a request's web_search tool runs, billed by the search: on the provider whose API
+# the request speaks natively (a translation onto chat drops the tool).
+SEARCHES_ON = {"messages": "anthropic", "responses": "openai"}
+
+
+def searches_on(model: Model, request: GatewayRequest) -> bool:
+    return SEARCHES_ON.get(request.kind) == model.provider.type
+
+
 def of_chat(models: tuple[Model, ...], request: GatewayRequest, counted: Counted,
             slice_tokens: int, budget_microusd: int) -> WorstCase:
     share = round(budget_microusd * SHARE) * cost.PICO_PER_MICRO
@@ -143,7 +152,7 @@ def of_chat(models: tuple[Model, ...], request: GatewayRequest, counted: Counted
         # above the input price (an hour's writes at 2x on Anthropic): reserved at the most.
         input_rate = (max(rates.input, rates.cache_write, rates.cache_write_1h)
                       if writes_cache else rates.input)
-        fees = searches * cost.WEB_SEARCH_PICO if model.provider.type == "anthropic" else 0
+        fees = searches * cost.WEB_SEARCH_PICO if searches_on(model, request) else 0
         limits = [v for v in (asked, model.max_output_tokens) if v is not None]
         one_token = Counted(1, 4, 0).for_model(model)
         # At least the minimum's one output token a choice: a smaller slice could never be
