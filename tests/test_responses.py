@@ -419,3 +419,23 @@ def test_web_searches_are_charged_where_they_run(replicas: tuple[str, str, Path]
         served = poor.responses.create(model="smart", input="Weather?", max_output_tokens=20,
                                        tools=[{"type": "web_search"}], extra_headers=NOCACHE)
     assert served.model == "claude" and served.status in ("completed", "incomplete")
+
+
+def test_a_response_openai_made_outside_the_gateway_is_continued_by_openai(
+        client: openai.OpenAI, mock: MockProvider) -> None:
+    """An id the gateway never stored is OpenAI's to resolve: passed to an OpenAI model as is,
+    and a translated model (which cannot) is skipped for it."""
+    made = httpx.post(f"{mock.base_url}/v1/responses", json={  # type: ignore[attr-defined]
+        "model": "gpt-4o-mini", "input": "My code is 99."}).json()
+    alone = client.responses.create(model="fast", input="What is my code?",
+                                    extra_headers=NOCACHE)
+    for tier in ("fast", "smart"):
+        mock.reset()
+        answer = client.responses.create(model=tier, input="What is my code?",
+                                         previous_response_id=made["id"], extra_headers=NOCACHE)
+        assert answer.model == "gpt" and answer.previous_response_id == made["id"]
+        [received] = mock.calls()
+        assert received.path == "/v1/responses"
+        assert received.body["previous_response_id"] == made["id"]
+        assert answer.usage is not None and alone.usage is not None  # OpenAI had the
+        assert answer.usage.input_tokens > alone.usage.input_tokens  # conversation

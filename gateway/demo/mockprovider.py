@@ -3,7 +3,8 @@
 Used by the tests, `gateway demo` and the benchmark. Routes by path, as the
 real services do: `.../chat/completions`, `.../embeddings` and `.../responses`
 (OpenAI, Groq, Ollama's /v1; the Responses API streamed or not, with reasoning items when
-`reasoning` is set; it stores nothing, so previous_response_id is never found),
+`reasoning` is set; each response not sent with store: false is kept, as OpenAI keeps
+it, and previous_response_id continues it),
 `/v1/messages` and `/v1/messages/count_tokens` (Anthropic),
 `/api/chat` (Ollama native). Any other path answers 404 naming the path, so URL
 mistakes are obvious.
@@ -124,6 +125,8 @@ class MockProvider:
     received: list[Received] = field(default_factory=list)
     always: dict[str, Step] = field(default_factory=dict)  # when a model's script is empty
     answers: list[Answer] = field(default_factory=list)  # what it sent, in order
+    # The Responses API's stored conversations: response id -> its input and output items.
+    conversations: dict[str, list[Any]] = field(default_factory=dict)
     # Off for long runs (the benchmark): an ever longer history makes every garbage
     # collection slower, and the mock's own pauses would show as the gateway's latency.
     keep_history: bool = True
@@ -265,6 +268,14 @@ class MockProvider:
         """OpenAI's Responses API: the same Step scripts it, read through a chat-shaped view
         of the body (instructions and input as messages, function tools, text.format)."""
         problem = _responses_problem(body)
+        previous = body.get("previous_response_id")
+        if not problem and previous is not None:
+            if previous not in self.conversations:
+                problem = (f"Previous response with id '{previous}' not found.",
+                           "previous_response_not_found")
+            else:
+                body = {**body, "input": [*self.conversations[previous],
+                                          *_response_items(body.get("input"))]}
         if problem:
             return web.json_response(mockwire.openai_error(400, *problem), status=400)
         step = self._next(str(body.get("model")))
@@ -283,12 +294,19 @@ class MockProvider:
         if not body.get("stream"):
             reply = mockwire.responses_object(answer, echo, f"resp_{uuid.uuid4().hex}",
                                               int(time.time()), encrypted)
+            self._keep(body, reply)
             if step.drip_s:
                 return await _stream(request, step, [orjson.dumps(reply)], "application/json")
             return web.json_response(reply)
-        events = [mockwire.sse(data, event)
-                  for event, data in mockwire.responses_events(answer, echo, encrypted)]
+        made = mockwire.responses_events(answer, echo, encrypted)
+        self._keep(body, made[-1][1]["response"])
+        events = [mockwire.sse(data, event) for event, data in made]
         return await _stream(request, step, events, "text/event-stream")
+
+    def _keep(self, body: dict[str, Any], response: dict[str, Any]) -> None:
+        if body.get("store") is not False and self.keep_history:
+            self.conversations[response["id"]] = [*_response_items(body.get("input")),
+                                                  *response["output"]]
 
     async def _openai_embeddings(self, body: dict[str, Any]) -> web.Response:
         step = self._next(str(body.get("model")))
@@ -562,6 +580,10 @@ def _tool_results(message: dict[str, Any]) -> list[str]:
             if isinstance(b, dict) and b.get("type") == "tool_result"]
 
 
+def _response_items(given: Any) -> list[Any]:
+    return [{"role": "user", "content": given}] if isinstance(given, str) else list(given or [])
+
+
 def _responses_as_chat(body: dict[str, Any]) -> dict[str, Any]:
     """A Responses body as the chat body the mock's answer is made from: `instructions` a
     system message, `input` messages (developer ones as system), a function_call an
@@ -613,7 +635,7 @@ def _responses_echo(body: dict[str, Any]) -> dict[str, Any]:
             "max_tool_calls": body.get("max_tool_calls"),
             "metadata": body.get("metadata") or {},
             "parallel_tool_calls": body.get("parallel_tool_calls", True),
-            "previous_response_id": None,
+            "previous_response_id": body.get("previous_response_id"),
             "prompt_cache_key": body.get("prompt_cache_key"),
             "reasoning": {"effort": reasoning.get("effort"),
                           "summary": reasoning.get("summary")},
@@ -647,11 +669,9 @@ def _responses_problem(body: dict[str, Any]) -> tuple[str, str | None] | None:
             return f"Unknown parameter: '{chat_only}'.", "unknown_parameter"
     if not isinstance(body.get("model"), str):
         return "Missing required parameter: 'model'.", "missing_required_parameter"
-    if body.get("previous_response_id") is not None:
-        # The mock stores no response, so none can be continued.
-        return (f"Previous response with id '{body['previous_response_id']}' not found.",
-                "previous_response_not_found")
     given = body.get("input")
+    if given is None and isinstance(body.get("previous_response_id"), str):
+        given = []
     if not isinstance(given, str | list):
         return "Missing required parameter: 'input'.", "missing_required_parameter"
     for i, item in enumerate(given if isinstance(given, list) else []):
