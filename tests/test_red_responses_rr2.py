@@ -1,0 +1,98 @@
+"""Red team of the Responses API's conversation state: who can read, continue and delete
+a stored response, and what a cache hit, an expiry or a store outage does to that.
+
+Real processes: `gateway serve` on a real Redis, the mock provider behind it, driven by
+the official `openai` SDK and raw httpx. Each test names the README promise it attacks.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from gateway.demo.mockprovider import MockProvider
+from tests.conftest import REDIS_SERVER, RedisServer, serving, usage_lines_of
+from tests.test_responses import KEY, OTHER, router_yaml
+
+NOCACHE = {"cache-control": "no-store"}
+
+
+def sdk(url: str, key: str = KEY) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0)
+
+
+def redis_cli(redis: RedisServer, *args: str) -> str:
+    """One command to the test's Redis, through the redis-cli that ships beside the server."""
+    cli = str(Path(REDIS_SERVER).with_name("redis-cli"))
+    return subprocess.run([cli, "-p", str(redis.port), *args], capture_output=True,
+                          text=True, timeout=10, check=True).stdout
+
+
+@pytest.fixture(scope="module")
+def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A Redis of this module's own: tests here scan its keys."""
+    server = RedisServer(tmp_path_factory.mktemp("red-redis")).start()
+    yield server
+    server.kill()
+
+
+def configured(mock: MockProvider, redis: RedisServer, tmp: Path,
+               *edits: tuple[str, str]) -> str:
+    config = router_yaml(mock.base_url, redis.url, tmp)  # type: ignore[attr-defined]
+    for old, new in edits:
+        assert old in config, old
+        config = config.replace(old, new)
+    return config
+
+
+def sent_to_provider(mock: MockProvider) -> str:
+    """Every body the provider received, as one string to search."""
+    return json.dumps([call.body for call in mock.calls()])
+
+
+# --- key names are operator-chosen strings: a colon in one must not open another's store ---
+
+@pytest.fixture(scope="module")
+def colon_named(mock: MockProvider, private_redis: RedisServer,
+                tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Keys named `acme` and `acme:prod`, as an operator naming keys per environment would."""
+    tmp = tmp_path_factory.mktemp("colon")
+    config = configured(mock, private_redis, tmp,
+                        ("name: resp-team,", "name: acme,"),
+                        ("name: resp-other,", "name: 'acme:prod',"))
+    with serving(tmp, config) as url:
+        yield url
+
+
+@pytest.mark.parametrize("tier", ["fast", "smart"])
+def test_a_key_named_like_the_prefix_of_another_cannot_read_its_responses(
+        colon_named: str, mock: MockProvider, tier: str) -> None:
+    """README: "A key reads, continues and deletes only its own responses: another key's id
+    is not found." Key `acme` asks for `prod:<id>` of a response key `acme:prod` stored."""
+    with sdk(colon_named, OTHER) as prod, sdk(colon_named, KEY) as acme:
+        theirs = prod.responses.create(model=tier, input="The prod secret is 4711.",
+                                       extra_headers=NOCACHE)
+        [said] = [item for item in theirs.output if item.type == "message"]
+        forged = f"prod:{theirs.id}"
+        with pytest.raises(openai.NotFoundError):
+            acme.responses.retrieve(forged)
+        with pytest.raises(openai.NotFoundError):
+            acme.responses.input_items.list(forged)
+        mock.reset()
+        with pytest.raises(openai.BadRequestError):
+            acme.responses.create(model=tier, input="What is the secret?",
+                                  previous_response_id=forged, extra_headers=NOCACHE)
+        with pytest.raises(openai.NotFoundError):  # nor one of its items, read as a response
+            acme.responses.retrieve(f"prod:item:{said.id}")
+        assert "4711" not in sent_to_provider(mock)
+        with pytest.raises(openai.NotFoundError):
+            acme.responses.delete(forged)
+        assert prod.responses.retrieve(theirs.id).output_text == theirs.output_text
