@@ -96,3 +96,31 @@ def test_a_key_named_like_the_prefix_of_another_cannot_read_its_responses(
         with pytest.raises(openai.NotFoundError):
             acme.responses.delete(forged)
         assert prod.responses.retrieve(theirs.id).output_text == theirs.output_text
+
+
+# --- an OpenAI id another key stored is never passed to OpenAI, also once it expired ---
+
+def test_an_expired_openai_id_of_another_key_is_not_passed_to_openai(
+        mock: MockProvider, private_redis: RedisServer, tmp_path: Path) -> None:
+    """README: "an OpenAI id another key stored is never passed to OpenAI (it would answer
+    from the operator's account)". OpenAI keeps a stored response 30 days; an operator who
+    keeps them shorter (settings.responses.ttl_s) must not open them to every key once the
+    gateway's copy expired."""
+    config = configured(mock, private_redis, tmp_path,
+                        ("  cache: {enabled: true}",
+                         "  cache: {enabled: false}\n  responses: {ttl_s: 1}"))
+    with serving(tmp_path, config) as url, sdk(url) as team, sdk(url, OTHER) as other:
+        mine = team.responses.create(model="fast", input="The secret is 4711.")
+        [said] = [item for item in mine.output if item.type == "message"]
+        assert not mine.id.startswith("resp_gw_")  # OpenAI's own id: OpenAI holds it too
+        time.sleep(2.1)
+        mock.reset()
+        statuses = []
+        for attempt in ({"previous_response_id": mine.id, "input": "What is the secret?"},
+                        {"input": [{"type": "item_reference", "id": said.id}]}):
+            answer = httpx.post(f"{url}/v1/responses", json={"model": "fast", **attempt},
+                                headers={"authorization": f"Bearer {OTHER}"}, timeout=10)
+            statuses.append(answer.status_code)
+        forwarded = sent_to_provider(mock)
+        assert mine.id not in forwarded and said.id not in forwarded
+        assert statuses == [400, 400]
