@@ -124,3 +124,48 @@ def test_an_expired_openai_id_of_another_key_is_not_passed_to_openai(
         forwarded = sent_to_provider(mock)
         assert mine.id not in forwarded and said.id not in forwarded
         assert statuses == [400, 400]
+
+
+# --- a cache hit is a response of its own: its own id, its own stored fields ---
+
+@pytest.fixture(scope="module")
+def cached(mock: MockProvider, private_redis: RedisServer,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The cache on, per key (the shipped default)."""
+    tmp = tmp_path_factory.mktemp("cached")
+    with serving(tmp, configured(mock, private_redis, tmp)) as url:
+        yield url
+
+
+@pytest.mark.parametrize("tier", ["fast", "smart"])
+def test_a_cache_hit_is_stored_as_a_response_of_its_own(cached: str, tier: str) -> None:
+    """README: "A response is stored unless the request says store: false: the input it
+    answered ... and its output". Two requests are two responses: deleting the first must
+    not delete the second, and the second's metadata is its own."""
+    with sdk(cached) as client:
+        first = client.responses.create(model=tier, input=f"Twice {tier}", metadata={"n": "1"})
+        raw = client.responses.with_raw_response.create(model=tier, input=f"Twice {tier}",
+                                                        metadata={"n": "2"})
+        assert raw.headers["x-gateway-cache"] == "hit"
+        second = raw.parse()
+        assert second.metadata == {"n": "2"}
+        assert client.responses.retrieve(second.id).metadata == {"n": "2"}
+        client.responses.delete(first.id)
+        assert client.responses.retrieve(second.id).output_text == first.output_text
+
+
+@pytest.mark.parametrize("tier", ["fast", "smart"])
+def test_store_false_on_a_cache_hit_stores_nothing(cached: str, tier: str) -> None:
+    """README: a response is stored "unless the request says store: false". A store: false
+    request served from an entry a stored response made must not hand back a response that
+    can be retrieved (and its body must say store: false)."""
+    with sdk(cached) as client:
+        kept = client.responses.create(model=tier, input=f"Kept {tier}")
+        raw = client.responses.with_raw_response.create(model=tier, input=f"Kept {tier}",
+                                                        store=False)
+        assert raw.headers["x-gateway-cache"] == "hit"
+        unkept = raw.parse()
+        assert unkept.store is False
+        client.responses.delete(kept.id)  # the stored one is gone: nothing may be left
+        with pytest.raises(openai.NotFoundError):
+            client.responses.retrieve(unkept.id)
