@@ -169,3 +169,32 @@ def test_store_false_on_a_cache_hit_stores_nothing(cached: str, tier: str) -> No
         client.responses.delete(kept.id)  # the stored one is gone: nothing may be left
         with pytest.raises(openai.NotFoundError):
             client.responses.retrieve(unkept.id)
+
+
+@pytest.fixture(scope="module")
+def shared_cache(mock: MockProvider, private_redis: RedisServer,
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """settings.cache.scope: shared, the choice README offers for keys that share answers."""
+    tmp = tmp_path_factory.mktemp("shared")
+    config = configured(mock, private_redis, tmp, ("  cache: {enabled: true}",
+                                                   "  cache: {enabled: true, scope: shared}"))
+    with serving(tmp, config) as url:
+        yield url
+
+
+@pytest.mark.parametrize("tier", ["fast", "smart"])
+def test_a_shared_hit_carries_none_of_the_first_askers_bookkeeping(shared_cache: str,
+                                                                    tier: str) -> None:
+    """README: "store, metadata, user and the prompt-cache fields are bookkeeping" (not in
+    the cache key), and a shared hit tells a key only "that another key of that scope asked
+    the same". Another key's metadata, user and safety_identifier are not the answer."""
+    with sdk(shared_cache) as alice, sdk(shared_cache, OTHER) as bob:
+        theirs = alice.responses.create(
+            model=tier, input=f"Shared question {tier}", metadata={"customer": "alice@corp"},
+            user="alice-4711", safety_identifier="alice-hash", prompt_cache_key="alice-pck")
+        raw = bob.responses.with_raw_response.create(model=tier, input=f"Shared question {tier}")
+        assert raw.headers["x-gateway-cache"] == "hit"
+        body = raw.text
+        for private in ("alice@corp", "alice-4711", "alice-hash", "alice-pck"):
+            assert private not in body, private
+        assert json.loads(body)["id"] != theirs.id  # nor the id of another key's response
