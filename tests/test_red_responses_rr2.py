@@ -198,3 +198,20 @@ def test_a_shared_hit_carries_none_of_the_first_askers_bookkeeping(shared_cache:
         for private in ("alice@corp", "alice-4711", "alice-hash", "alice-pck"):
             assert private not in body, private
         assert json.loads(body)["id"] != theirs.id  # nor the id of another key's response
+
+
+@pytest.mark.parametrize("tier", ["fast", "smart"])
+def test_a_key_named_known_keeps_its_responses_and_reads_no_others(
+        mock: MockProvider, private_redis: RedisServer, tmp_path: Path, tier: str) -> None:
+    """A key's name is the operator's choice; `known` is as good a name as any. Its responses
+    are its own (retrieved whole), and another key's id is not found for it."""
+    config = configured(mock, private_redis, tmp_path, ("name: resp-team,", "name: known,"))
+    with serving(tmp_path, config) as url, sdk(url) as known, sdk(url, OTHER) as other:
+        theirs = other.responses.create(model=tier, input="Other's words", extra_headers=NOCACHE)
+        mine = known.responses.create(model=tier, input="Known's words", extra_headers=NOCACHE)
+        assert known.responses.retrieve(mine.id).output_text == mine.output_text
+        assert "Known's words" in json.dumps(
+            [item.model_dump() for item in known.responses.input_items.list(mine.id).data])
+        answer = httpx.get(f"{url}/v1/responses/{theirs.id}",
+                           headers={"authorization": f"Bearer {KEY}"}, timeout=10)
+        assert answer.status_code == 404, answer.text
