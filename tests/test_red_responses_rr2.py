@@ -18,7 +18,7 @@ import httpx
 import openai
 import pytest
 
-from gateway.demo.mockprovider import MockProvider
+from gateway.demo.mockprovider import MockProvider, Step
 from tests.conftest import REDIS_SERVER, RedisServer, serving, usage_lines_of
 from tests.test_responses import KEY, OTHER, router_yaml
 
@@ -129,12 +129,17 @@ def test_an_expired_openai_id_of_another_key_is_not_passed_to_openai(
 # --- a cache hit is a response of its own: its own id, its own stored fields ---
 
 @pytest.fixture(scope="module")
-def cached(mock: MockProvider, private_redis: RedisServer,
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The cache on, per key (the shipped default)."""
+def cached_files(mock: MockProvider, private_redis: RedisServer,
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """The cache on, per key (the shipped default); its URL and its files' directory."""
     tmp = tmp_path_factory.mktemp("cached")
     with serving(tmp, configured(mock, private_redis, tmp)) as url:
-        yield url
+        yield url, tmp
+
+
+@pytest.fixture
+def cached(cached_files: tuple[str, Path]) -> str:
+    return cached_files[0]
 
 
 @pytest.mark.parametrize("tier", ["fast", "smart"])
@@ -215,3 +220,23 @@ def test_a_key_named_known_keeps_its_responses_and_reads_no_others(
         answer = httpx.get(f"{url}/v1/responses/{theirs.id}",
                            headers={"authorization": f"Bearer {KEY}"}, timeout=10)
         assert answer.status_code == 404, answer.text
+
+
+# --- log_content off: no prompt or stored content in the logs ---
+
+@pytest.mark.parametrize("tier,model", [("fast", "gpt-4o-mini"), ("smart", "claude-sonnet-4-5")])
+def test_a_provider_error_quoting_the_prompt_leaves_no_prompt_in_the_usage_log(
+        cached_files: tuple[str, Path], mock: MockProvider, tier: str, model: str) -> None:
+    """README (Operations): the usage log has "No prompt or answer text unless
+    settings.log_content: true". Providers quote what they refuse (OpenAI's "Invalid value:
+    '...'"): that quote is the prompt, and stays out of the log like the prompt itself."""
+    mock.script(model, Step(status=400, error_message="Invalid value: 'PATIENT-4711 is ill'"))
+    url, tmp = cached_files
+    with sdk(url) as client, pytest.raises(openai.BadRequestError) as refused:
+        client.responses.with_raw_response.create(model=tier, input="PATIENT-4711 is ill",
+                                                  extra_headers=NOCACHE)
+    request_id = refused.value.response.headers["x-request-id"]
+    [line] = usage_lines_of(tmp / "usage.jsonl", request_id)
+    assert line["surface"] == "responses" and line["status"] == 400
+    assert "PATIENT-4711" not in json.dumps(line)
+    assert "PATIENT-4711" not in (tmp / "gateway.log").read_text()
