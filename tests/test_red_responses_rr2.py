@@ -12,7 +12,6 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import openai
@@ -109,7 +108,7 @@ def test_an_expired_openai_id_of_another_key_is_not_passed_to_openai(
     config = configured(mock, private_redis, tmp_path,
                         ("  cache: {enabled: true}",
                          "  cache: {enabled: false}\n  responses: {ttl_s: 1}"))
-    with serving(tmp_path, config) as url, sdk(url) as team, sdk(url, OTHER) as other:
+    with serving(tmp_path, config) as url, sdk(url) as team:
         mine = team.responses.create(model="fast", input="The secret is 4711.")
         [said] = [item for item in mine.output if item.type == "message"]
         assert not mine.id.startswith("resp_gw_")  # OpenAI's own id: OpenAI holds it too
@@ -240,3 +239,57 @@ def test_a_provider_error_quoting_the_prompt_leaves_no_prompt_in_the_usage_log(
     assert line["surface"] == "responses" and line["status"] == 400
     assert "PATIENT-4711" not in json.dumps(line)
     assert "PATIENT-4711" not in (tmp / "gateway.log").read_text()
+
+
+# --- store: false stores nothing; a store too slow to take a response ---
+
+@pytest.mark.parametrize("tier", ["fast", "smart"])
+def test_store_false_leaves_nothing_of_the_conversation_in_the_store(
+        cached: str, private_redis: RedisServer, tier: str) -> None:
+    """README: "store: false (as Codex sends) costs none" of the store's memory; with the
+    cache skipped too (no-store), nothing of the words may be in Redis at all."""
+    with sdk(cached) as client:
+        first = client.responses.create(model=tier, input=f"ZEBRA-{tier} one", store=False,
+                                        extra_headers=NOCACHE)
+        assert first.status == "completed"
+    keys = redis_cli(private_redis, "--scan", "--pattern", "gw:resp:*").split()
+    values = [redis_cli(private_redis, "get", key) for key in keys
+              if redis_cli(private_redis, "type", key).strip() == "string"]
+    assert not [key for key in keys if first.id in key]
+    assert not [value for value in values if f"ZEBRA-{tier}" in value]
+
+
+@pytest.mark.parametrize("tier,model", [("fast", "gpt-4o-mini"), ("smart", "claude-sonnet-4-5")])
+def test_a_response_failed_for_a_slow_store_is_not_then_found_completed(
+        mock: MockProvider, tmp_path: Path, tier: str, model: str) -> None:
+    """README: "if the store cannot take it, the request fails (a 503, or response.failed in
+    a stream)". The client was told the response failed: it must not then be retrievable
+    (and continuable) as a completed response, on any replica."""
+    redis = RedisServer(tmp_path, debug=True).start()
+    config = configured(mock, redis, tmp_path, ("daily_budget_usd: 100}", "}"),
+                        ("  cache: {enabled: true}", "  cache: {enabled: false}"))
+    try:
+        with serving(tmp_path, config) as url, sdk(url) as client:
+            mock.script(model, Step(chunk_delay_s=0.3))
+            stall = None
+            with client.responses.stream(model=tier, input="Stall the store") as stream:
+                for event in stream:
+                    if event.type == "response.output_text.delta" and stall is None:
+                        stall = subprocess.Popen(  # Redis stalls just before the write
+                            [str(Path(REDIS_SERVER).with_name("redis-cli")), "-p",
+                             str(redis.port), "debug", "sleep", "6"],
+                            stdout=subprocess.DEVNULL)
+                    last = event
+            assert stall is not None and stall.wait(15) == 0
+            time.sleep(1.2)  # past the second in which the gateway does not try the store
+            if last.type == "response.completed":  # it waited the stall out: then it is kept
+                assert client.responses.retrieve(last.response.id).status == "completed"
+                return
+            assert last.type == "response.failed"
+            try:
+                found = client.responses.retrieve(last.response.id)
+            except openai.NotFoundError:
+                return
+            assert found.status != "completed", "told failed, stored as completed"
+    finally:
+        redis.kill()
