@@ -293,3 +293,34 @@ def test_a_response_failed_for_a_slow_store_is_not_then_found_completed(
             assert found.status != "completed", "told failed, stored as completed"
     finally:
         redis.kill()
+
+
+# --- the cache never answers one conversation with another's turn (held; coverage) ---
+
+@pytest.mark.parametrize("tier,model", [("fast", "gpt-4o-mini"), ("smart", "claude-sonnet-4-5")])
+def test_the_cache_keeps_conversations_and_keys_apart(
+        shared_cache: str, mock: MockProvider, tier: str, model: str) -> None:
+    """README: "The cache keys a Responses request on its whole conversation, so two
+    conversations never share an entry", and a key continues only its own: even with the
+    cache shared, another key's continuation of a cached turn is refused, not served."""
+    with sdk(shared_cache) as alice, sdk(shared_cache, OTHER) as bob:
+        mock.script(model, Step(text=f"RED-{tier}"), Step(text=f"BLUE-{tier}"),
+                    Step(text=f"after red {tier}"), Step(text=f"after blue {tier}"))
+        fresh = {"cache-control": "no-cache"}
+        red = alice.responses.create(model=tier, input=f"A colour {tier}", extra_headers=fresh)
+        blue = alice.responses.create(model=tier, input=f"A colour {tier}", extra_headers=fresh)
+        assert (red.output_text, blue.output_text) == (f"RED-{tier}", f"BLUE-{tier}")
+        after_red = alice.responses.create(model=tier, input="Which?",
+                                           previous_response_id=red.id)
+        after_blue = alice.responses.create(model=tier, input="Which?",
+                                            previous_response_id=blue.id)
+        assert after_red.output_text == f"after red {tier}"
+        assert after_blue.output_text == f"after blue {tier}"
+        again = alice.responses.with_raw_response.create(model=tier, input="Which?",
+                                                         previous_response_id=red.id)
+        assert again.headers["x-gateway-cache"] == "hit"
+        assert again.parse().output_text == f"after red {tier}"
+        mock.reset()
+        with pytest.raises(openai.BadRequestError):
+            bob.responses.create(model=tier, input="Which?", previous_response_id=red.id)
+        assert not mock.calls()
