@@ -324,3 +324,54 @@ def test_the_cache_keeps_conversations_and_keys_apart(
         with pytest.raises(openai.BadRequestError):
             bob.responses.create(model=tier, input="Which?", previous_response_id=red.id)
         assert not mock.calls()
+
+
+# --- ids are the client's strings: an odd one is a 4xx, never another record read ---
+
+@pytest.mark.parametrize("tier", ["fast", "smart"])
+def test_an_item_id_dressed_as_a_response_id_is_not_found(cached: str, tier: str) -> None:
+    """README: "a stored response that is not there is a 404"; continuing one that is not
+    there is previous_response_not_found. `item:<id of an output item>` is no response."""
+    with sdk(cached) as client:
+        mine = client.responses.create(model=tier, input="Items are not responses",
+                                       extra_headers=NOCACHE)
+        [said] = [item for item in mine.output if item.type == "message"]
+        dressed = f"item:{said.id}"
+        headers = {"authorization": f"Bearer {KEY}", **NOCACHE}
+        got = httpx.get(f"{cached}/v1/responses/{dressed}", headers=headers, timeout=10)
+        assert got.status_code == 404, got.text
+        listed = httpx.get(f"{cached}/v1/responses/{dressed}/input_items", headers=headers,
+                           timeout=10)
+        assert listed.status_code == 404, listed.text
+        continued = httpx.post(f"{cached}/v1/responses", headers=headers, timeout=10, json={
+            "model": tier, "input": "Go on", "previous_response_id": dressed})
+        assert continued.status_code == 400, continued.text
+        assert continued.json()["error"]["code"] == "previous_response_not_found"
+
+
+def test_a_dead_store_is_a_503_for_every_read_not_a_missing_response(
+        mock: MockProvider, tmp_path: Path) -> None:
+    """README: a response "not there is a 404". One the store cannot be asked about now is
+    not known to be missing: retrieve, input_items, delete and a continuation answer 503,
+    so that no client drops a conversation it still has (held: coverage for reads)."""
+    redis = RedisServer(tmp_path, durable=True).start()  # what it kept survives the kill
+    config = configured(mock, redis, tmp_path, ("daily_budget_usd: 100}", "}"),
+                        ("  cache: {enabled: true}", "  cache: {enabled: false}"))
+    try:
+        with serving(tmp_path, config) as url, sdk(url) as client:
+            kept = client.responses.create(model="smart", input="Kept before the outage")
+            redis.kill()
+            for attempt in (lambda: client.responses.retrieve(kept.id),
+                            lambda: client.responses.input_items.list(kept.id),
+                            lambda: client.responses.delete(kept.id),
+                            lambda: client.responses.create(
+                                model="smart", input="Go on", store=False,
+                                previous_response_id=kept.id)):
+                with pytest.raises(openai.InternalServerError) as refused:
+                    attempt()
+                assert refused.value.status_code == 503
+            redis.start()
+            time.sleep(1.2)  # the gateway tries the store again a second after a failure
+            assert client.responses.retrieve(kept.id).id == kept.id
+    finally:
+        redis.kill()
