@@ -375,3 +375,24 @@ def test_a_dead_store_is_a_503_for_every_read_not_a_missing_response(
             assert client.responses.retrieve(kept.id).id == kept.id
     finally:
         redis.kill()
+
+
+@pytest.mark.parametrize("tier", ["fast", "smart"])
+def test_a_deleted_response_leaves_none_of_its_words_behind(
+        cached: str, private_redis: RedisServer, mock: MockProvider, tier: str) -> None:
+    """DELETE is how a client takes its words back (OpenAI deletes a response with its input
+    items). Once the only response that held a prompt is deleted, the prompt is neither
+    referable by the ids input_items listed nor left in the store."""
+    with sdk(cached) as client:
+        mine = client.responses.create(model=tier, input=f"ERASE-ME-{tier}",
+                                       extra_headers=NOCACHE)
+        [prompt] = client.responses.input_items.list(mine.id).data
+        client.responses.delete(mine.id)
+        mock.reset()
+        with pytest.raises(openai.BadRequestError):
+            client.responses.create(model=tier, extra_headers=NOCACHE, input=[
+                {"type": "item_reference", "id": prompt.id}])
+        assert f"ERASE-ME-{tier}" not in sent_to_provider(mock)
+    keys = redis_cli(private_redis, "--scan", "--pattern", "gw:resp:*").split()
+    assert not [key for key in keys if key.endswith(str(prompt.id))
+                and f"ERASE-ME-{tier}" in redis_cli(private_redis, "get", key)]
