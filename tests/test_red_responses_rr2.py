@@ -270,14 +270,14 @@ def test_a_response_failed_for_a_slow_store_is_not_then_found_completed(
                         ("  cache: {enabled: true}", "  cache: {enabled: false}"))
     try:
         with serving(tmp_path, config) as url, sdk(url) as client:
-            mock.script(model, Step(chunk_delay_s=0.3))
+            mock.script(model, Step(chunk_delay_s=0.1))
             stall = None
             with client.responses.stream(model=tier, input="Stall the store") as stream:
                 for event in stream:
                     if event.type == "response.output_text.delta" and stall is None:
                         stall = subprocess.Popen(  # Redis stalls just before the write
                             [str(Path(REDIS_SERVER).with_name("redis-cli")), "-p",
-                             str(redis.port), "debug", "sleep", "6"],
+                             str(redis.port), "debug", "sleep", "4"],
                             stdout=subprocess.DEVNULL)
                     last = event
             assert stall is not None and stall.wait(15) == 0
