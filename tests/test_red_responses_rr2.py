@@ -396,3 +396,30 @@ def test_a_deleted_response_leaves_none_of_its_words_behind(
     keys = redis_cli(private_redis, "--scan", "--pattern", "gw:resp:*").split()
     assert not [key for key in keys if key.endswith(str(prompt.id))
                 and f"ERASE-ME-{tier}" in redis_cli(private_redis, "get", key)]
+
+
+# --- a small body may not make a huge request: item_reference is expanded from the store ---
+
+def test_item_references_cannot_amplify_a_small_body_past_max_body_mb(
+        mock: MockProvider, private_redis: RedisServer, tmp_path: Path) -> None:
+    """README: bodies over settings.max_body_mb are refused, and the gateway's memory stays
+    bounded. A 10 KB body naming one stored 400 KB item 100 times asks the gateway to build
+    (and send) a 40 MB request: a tenant could so take the process, and every other
+    tenant's traffic, down. It is refused instead, before any provider is sent it."""
+    config = configured(mock, private_redis, tmp_path, ("daily_budget_usd: 100}", "}"),
+                        ("  cache: {enabled: true}", "  cache: {enabled: false}\n"
+                                                     "  max_body_mb: 1"))
+    with serving(tmp_path, config) as url, sdk(url) as client:
+        big = client.responses.create(model="smart", input=[
+            {"role": "user", "content": "word " * 80_000}, {"role": "user", "content": "ok"}])
+        [held] = [item.id for item in client.responses.input_items.list(big.id).data
+                  if len(json.dumps(item.model_dump())) > 100_000]
+        mock.reset()
+        body = {"model": "smart", "store": False,
+                "input": [{"type": "item_reference", "id": held}] * 100}
+        assert len(json.dumps(body)) < 10_000
+        answer = httpx.post(f"{url}/v1/responses", json=body, timeout=60,
+                            headers={"authorization": f"Bearer {KEY}"})
+        sent = [len(json.dumps(call.body)) for call in mock.calls()]
+        assert not sent, f"requests of {[f'{size / 1e6:.0f} MB' for size in sent]} were sent"
+        assert 400 <= answer.status_code < 500, answer.text[:300]
