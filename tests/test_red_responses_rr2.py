@@ -345,8 +345,8 @@ def test_an_item_id_dressed_as_a_response_id_is_not_found(cached: str, tier: str
         assert listed.status_code == 404, listed.text
         continued = httpx.post(f"{cached}/v1/responses", headers=headers, timeout=10, json={
             "model": tier, "input": "Go on", "previous_response_id": dressed})
-        assert continued.status_code == 400, continued.text
-        assert continued.json()["error"]["code"] == "previous_response_not_found"
+        assert continued.status_code == 400, continued.text  # the gateway's, or OpenAI's
+        assert "previous_response_not_found" in continued.text  # (it is not OpenAI's id)
 
 
 def test_a_dead_store_is_a_503_for_every_read_not_a_missing_response(
