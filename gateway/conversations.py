@@ -18,8 +18,9 @@ settings.responses.ttl_s, each stored whole (its conversation with it).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-import uuid
+import hashlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,22 +28,33 @@ import orjson
 
 from gateway.answer import Answer, Events
 from gateway.config import ApiKey
-from gateway.errors import InvalidRequest, NotReady
-from gateway.providers.openai_responses import GATEWAY_MARK
+from gateway.errors import InvalidRequest, NotReady, PayloadTooLarge
+from gateway.forms.responses import GATEWAY_MARK, new_id
 from gateway.request import GatewayRequest
-from gateway.store import Store, StoreDown
+from gateway.store import RETRY_DOWN_AFTER_S, Store, StoreDown
 
 PREFIX = "gw:resp:v1"
 ENDS = frozenset({"response.completed", "response.incomplete"})  # a response made, stored
 ID_PREFIXES = {"message": "msg", "function_call_output": "fco", "function_call": "fc"}
 
 
+# OpenAI keeps a stored response this long: an id of its making is known to the gateway as
+# long as OpenAI could still answer it, whatever settings.responses.ttl_s says.
+OPENAI_KEEPS_S = 30 * 86400
+
+
+def _owner(owner: ApiKey) -> str:
+    """The key's name as a fixed-length segment: no name can reach into another's keys (a key
+    "acme" and a key "acme:prod")."""
+    return hashlib.sha256(owner.name.encode()).hexdigest()[:32]
+
+
 def _key(owner: ApiKey, response_id: str) -> str:
-    return f"{PREFIX}:{owner.name}:{response_id}"
+    return f"{PREFIX}:response:{_owner(owner)}:{response_id}"
 
 
 def _item_key(owner: ApiKey, item_id: str) -> str:
-    return f"{PREFIX}:{owner.name}:item:{item_id}"
+    return f"{PREFIX}:item:{_owner(owner)}:{item_id}"
 
 
 def _known_key(made_id: str) -> str:
@@ -58,11 +70,6 @@ async def _anyones(store: Store, made_ids: list[str]) -> list[str]:
     except StoreDown as exc:
         raise NotReady(f"{exc}: stored responses cannot be read now; try again") from None
     return [made_id for made_id, mark in zip(made_ids, found, strict=True) if mark]
-
-
-def new_id(kind: str) -> str:
-    """An id of the gateway's making (the mark lets the native adapter tell it apart)."""
-    return f"{kind}{GATEWAY_MARK}{uuid.uuid4().hex}"
 
 
 def as_items(given: Any) -> list[Any]:
@@ -85,24 +92,42 @@ def _with_id(item: Any) -> Any:
     return out
 
 
-async def _read(store: Store, owner: ApiKey, response_id: str) -> dict[str, Any] | None:
+async def _raw(store: Store, owner: ApiKey, response_id: str) -> bytes | None:
     try:
-        raw = await store.get(_key(owner, response_id))
+        return await store.get(_key(owner, response_id))
     except StoreDown as exc:
         raise NotReady(f"{exc}: stored responses cannot be read now; try again") from None
-    if raw is None:
-        return None
-    stored = orjson.loads(raw)
-    return stored if isinstance(stored, dict) else None
 
 
-async def continued(store: Store, owner: ApiKey, request: GatewayRequest) -> GatewayRequest:
+def _record(raw: bytes | None) -> dict[str, Any] | None:
+    stored = orjson.loads(raw) if raw is not None else None
+    return stored if isinstance(stored, dict) and "response" in stored else None
+
+
+async def _read(store: Store, owner: ApiKey, response_id: str) -> dict[str, Any] | None:
+    return _record(await _raw(store, owner, response_id))
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"the conversation this request continues or references is over "
+                           f"settings.max_body_mb ({limit / 1024 / 1024:g} MB) once put in "
+                           "its input; start a new conversation, or send less of it")
+
+
+async def continued(store: Store, owner: ApiKey, request: GatewayRequest,
+                    limit: int) -> GatewayRequest:
     """The request with the conversation it continues in its input, if the store has it, and
-    each item_reference to an item the store holds for this key replaced by that item."""
+    each item_reference to an item the store holds for this key replaced by that item. What
+    the store adds is bounded as a body is (`limit` bytes): a small body must not make the
+    gateway build and send a huge one."""
     previous = request.body.get("previous_response_id")
-    out = request
+    out, added = request, 0
     if isinstance(previous, str):
-        if (stored := await _read(store, owner, previous)) is None:
+        raw = await _raw(store, owner, previous)
+        added = len(raw or b"")
+        if added > limit:
+            raise _too_large(limit)
+        if (stored := _record(raw)) is None:
             # the gateway's own, which no provider knows, or another key's
             if GATEWAY_MARK in previous or await _anyones(store, [previous]):
                 raise InvalidRequest(f"Previous response with id '{previous}' not found (not "
@@ -115,7 +140,7 @@ async def continued(store: Store, owner: ApiKey, request: GatewayRequest) -> Gat
             body = {k: v for k, v in request.body.items() if k != "previous_response_id"}
             body["input"] = [*history, *as_items(request.body.get("input"))]
             out = dataclasses.replace(request, body=body, continues=previous)
-    return await _referenced(store, owner, out)
+    return await _referenced(store, owner, out, limit - added)
 
 
 def _reference(item: Any) -> str | None:
@@ -125,7 +150,8 @@ def _reference(item: Any) -> str | None:
     return None
 
 
-async def _referenced(store: Store, owner: ApiKey, request: GatewayRequest) -> GatewayRequest:
+async def _referenced(store: Store, owner: ApiKey, request: GatewayRequest,
+                      limit: int) -> GatewayRequest:
     """Item references resolved from the store (the Vercel AI SDK sends its earlier answers
     so): every model can then take them. One the gateway made and no longer holds, or holds
     for another key, is refused; one OpenAI made outside the gateway is left for OpenAI."""
@@ -138,6 +164,8 @@ async def _referenced(store: Store, owner: ApiKey, request: GatewayRequest) -> G
         found = await store.many([_item_key(owner, ref) for ref in refs])
     except StoreDown as exc:
         raise NotReady(f"{exc}: stored items cannot be read now; try again") from None
+    if sum(len(raw or b"") for raw in found) > limit:  # each reference counts, repeats too
+        raise _too_large(limit)
     items = {ref: orjson.loads(raw) for ref, raw in zip(refs, found, strict=True) if raw}
     unheld = [ref for ref in refs if ref not in items]
     if missing := [ref for ref in unheld if GATEWAY_MARK in ref] or (
@@ -163,16 +191,41 @@ async def _keep(store: Store, ttl_s: int, owner: ApiKey, request: GatewayRequest
         return
     record = {"input": [_with_id(item) for item in as_items(request.body.get("input"))],
               "response": response}
-    values = {_key(owner, response["id"]): orjson.dumps(record),
-              _known_key(response["id"]): b"1"}
+    known_s = max(ttl_s, OPENAI_KEEPS_S)
+    values = [(_key(owner, response["id"]), orjson.dumps(record), ttl_s),
+              (_known_key(response["id"]), b"1", known_s)]
     for item in _items(record):  # each also on its own, for an item_reference to it
-        values[_item_key(owner, item["id"])] = orjson.dumps(item)
-        values[_known_key(item["id"])] = b"1"
+        values += [(_item_key(owner, item["id"]), orjson.dumps(item), ttl_s),
+                   (_known_key(item["id"]), b"1", known_s)]
     try:
-        await store.set_many(values, ttl_s)
+        await store.set_many(values)
     except StoreDown as exc:  # kept is what store: true promises; unkept is a failure
+        made = [item["id"] for item in response.get("output") or ()
+                if isinstance(item, dict) and isinstance(item.get("id"), str)]
+        _forget(store, [_key(owner, response["id"]), *(_item_key(owner, i) for i in made)])
         raise NotReady(f"{exc}: the response could not be stored, so it was not sent; try "
                        "again, or send store: false") from None
+
+
+FORGET_TRIES = 30  # a second apart: a store stalled longer than this has dropped the write
+_forgetting: set[asyncio.Task[None]] = set()
+
+
+def _forget(store: Store, keys: list[str]) -> None:
+    """A write that timed out may still land once a stalled store wakes: the response the
+    client was told failed is deleted as soon as the store answers again (a delete sent
+    after the write runs after it)."""
+    async def forget() -> None:
+        for _ in range(FORGET_TRIES):
+            await asyncio.sleep(RETRY_DOWN_AFTER_S)
+            try:
+                await store.delete(*keys)
+                return
+            except StoreDown:
+                continue
+    task = asyncio.get_running_loop().create_task(forget())
+    _forgetting.add(task)
+    task.add_done_callback(_forgetting.discard)
 
 
 def _items(record: dict[str, Any]) -> list[dict[str, Any]]:
@@ -217,12 +270,11 @@ async def fetch(store: Store, owner: ApiKey, response_id: str) -> dict[str, Any]
 
 
 async def delete(store: Store, owner: ApiKey, response_id: str) -> bool:
-    """Whether the key had the response; it is gone, with the items it alone made (its
-    output: its input items may be another stored response's too)."""
+    """Whether the key had the response; it is gone, with every item of it, so that no
+    item_reference brings its words back (a later turn's own record keeps its copy)."""
     if (found := await _read(store, owner, response_id)) is None:
         return False
-    made = [item["id"] for item in found["response"].get("output") or ()
-            if isinstance(item, dict) and isinstance(item.get("id"), str)]
+    made = [item["id"] for item in _items(found)]
     try:
         return await store.delete(_key(owner, response_id),
                                   *(_item_key(owner, item) for item in made))

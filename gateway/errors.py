@@ -190,6 +190,19 @@ def identifier(value: Any) -> str | None:
     return value if isinstance(value, str) and _IDENTIFIER.fullmatch(value) else None
 
 
+REFUSED = "the provider refused the request"
+_QUOTED = re.compile(re.escape(REFUSED) + r"( \([^)]*\))?: .*", re.S)
+
+
+def without_provider_text(message: str | None) -> str | None:
+    """A failure's reason without the provider's own words, which may quote the prompt (a 400
+    naming the invalid value): what the usage log keeps unless settings.log_content."""
+    if message is None:
+        return None
+    quoted = _QUOTED.fullmatch(message)
+    return f"{REFUSED}{quoted.group(1) or ''}" if quoted else message
+
+
 def provider_reason(status: int, kind: ProviderErrorKind, etype: Any = None,
                     code: Any = None, text: Any = None) -> str:
     """What a tenant and the logs are told of a provider's error: a reason of ours, with the
@@ -201,7 +214,7 @@ def provider_reason(status: int, kind: ProviderErrorKind, etype: Any = None,
         told = _CREDENTIAL.sub("[redacted]", " ".join(text.split()))
         if len(told) > CLIENT_TEXT_CHARS:
             told = told[:CLIENT_TEXT_CHARS] + "..."
-        return f"the provider refused the request{tags}: {told}"
+        return f"{REFUSED}{tags}: {told}"
     if kind == "auth":
         return f"the provider refused the gateway's credentials for this model{tags}"
     if kind == "overflow":

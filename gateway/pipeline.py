@@ -79,10 +79,10 @@ async def _generated(ctx: Context) -> Answer | Events:
     chain = _plan(ctx)
     if (hit := await cache.get(ctx.services.store, ctx.lookup)) is not None:
         headers = ctx.hit(hit.model)
+        encoded = ctx.request.form.as_hit(hit.answer, ctx.request.body)
         if ctx.request.stream:
-            return await streaming.begun(headers,
-                                         streaming.replay(orjson.loads(hit.answer), ctx))
-        return Answer.cached(headers, hit.answer)
+            return await streaming.begun(headers, streaming.replay(orjson.loads(encoded), ctx))
+        return Answer.cached(headers, encoded)
     metered = await _reserved(ctx, chain)
     if ctx.request.stream:
         return await _generated_stream(ctx, chain, metered)

@@ -97,7 +97,9 @@ async def _serve(request: Request, surface: Surface, stored: bool = False) -> Re
         await _asked(request, ctx, surface.parse)
         if stored:  # the conversation so far, from the store, before anything is priced
             assert ctx.request is not None
-            ctx.request = await conversations.continued(services.store, ctx.key, ctx.request)
+            limit = int(ctx.config.settings.max_body_mb * 1024 * 1024)
+            ctx.request = await conversations.continued(services.store, ctx.key, ctx.request,
+                                                        limit)
         outcome = await pipeline.serve(ctx)
         assert ctx.request is not None
         if stored:

@@ -106,11 +106,11 @@ class Store:
         values = await self.run(lambda redis: redis.mget(keys))
         return [value if isinstance(value, bytes) else None for value in values]
 
-    async def set_many(self, values: dict[str, bytes], ttl_s: int) -> None:
-        """Every key set, in one round trip."""
+    async def set_many(self, values: list[tuple[str, bytes, int]]) -> None:
+        """Every (key, value, ttl_s) set, in one round trip."""
         async def op(redis: Redis) -> None:
             async with redis.pipeline(transaction=False) as pipe:
-                for key, value in values.items():
+                for key, value, ttl_s in values:
                     pipe.set(key, value, ex=ttl_s)
                 await pipe.execute()
         await self.run(op)

@@ -77,6 +77,11 @@ class Form(Protocol):
         """What the usage log keeps of the answer with settings.log_content."""
         ...
 
+    def as_hit(self, encoded: bytes, body: dict[str, Any]) -> bytes:
+        """A cached answer (as stored) as the answer to `body`: what the form's API makes a
+        response of its own is the asker's, not the first asker's."""
+        ...
+
 
 class StreamForm(Form, Protocol):
     """A Form whose answers may stream, item by item (chunks, or events)."""

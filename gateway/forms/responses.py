@@ -10,8 +10,12 @@ every event the gateway makes or passes on is numbered once, in the order sent.
 from __future__ import annotations
 
 import dataclasses
+import time
+import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from gateway.money import cost, tokens
 from gateway.money.cost import Reported, Usage
@@ -19,6 +23,21 @@ from gateway.money.tokens import Tally
 
 if TYPE_CHECKING:
     from gateway.config import Model
+
+GATEWAY_MARK = "_gw_"  # in every id the gateway makes: resp_gw_..., msg_gw_..., rs_gw_...
+# What a response repeats of the request that asked for it, but that does not change what it
+# says: a cache hit carries the asker's own, never the first asker's.
+BOOKKEEPING = ("metadata", "user", "safety_identifier", "prompt_cache_key", "service_tier")
+
+
+def new_id(prefix: str) -> str:
+    """An id the gateway made: "<prefix>_gw_<32 hex>"."""
+    return f"{prefix}{GATEWAY_MARK}{uuid.uuid4().hex}"
+
+
+def _renamed(item_id: Any) -> Any:
+    return new_id(item_id.split("_", 1)[0]) if isinstance(item_id, str) and item_id else item_id
+
 
 # OpenAI refuses a max_output_tokens below this; a budget's clamp lower than it is sent as
 # this, and the answer is watched and cut at what was paid for (money/watch.py).
@@ -151,6 +170,23 @@ class Responses:
 
     def replay(self, answer: dict[str, Any]) -> Iterator[dict[str, Any]]:
         return replay(answer)
+
+    def as_hit(self, encoded: bytes, body: dict[str, Any]) -> bytes:
+        """A cached response as a response of its own to `body`: new ids (its own to store,
+        continue and delete), made now, with the asker's bookkeeping and `store`."""
+        response = orjson.loads(encoded)
+        response.update({"id": new_id("resp"), "created_at": int(time.time()),
+                         "store": body.get("store", True), "previous_response_id": None})
+        response["metadata"] = body.get("metadata") or {}
+        for name in BOOKKEEPING[1:]:
+            if name in body:
+                response[name] = body[name]
+            else:
+                response.pop(name, None)
+        response["output"] = [{**item, "id": _renamed(item.get("id"))}
+                              if isinstance(item, dict) and "id" in item else item
+                              for item in response.get("output") or ()]
+        return orjson.dumps(response)
 
 
 class ResponseAssembler:

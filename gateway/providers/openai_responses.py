@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from gateway.errors import ProviderError
+from gateway.forms.responses import GATEWAY_MARK
 from gateway.money import tokens
 from gateway.providers import upstream
 
 if TYPE_CHECKING:
     from gateway.providers.openai_compat import OpenAICompat
 
-GATEWAY_MARK = "_gw_"  # in every id the gateway makes: resp_gw_..., msg_gw_..., rs_gw_...
 ENDED = frozenset({"response.completed", "response.incomplete"})
 
 

@@ -21,13 +21,13 @@ path knows a reasoning item it was not given by OpenAI and leaves it out.
 from __future__ import annotations
 
 import time
-import uuid
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from gateway import output_limit
 from gateway.errors import InvalidRequest
+from gateway.forms import responses
 from gateway.providers.messages_translate import reasoning_of, text_of
 
 if TYPE_CHECKING:
@@ -412,9 +412,7 @@ def from_chat(completion: dict[str, Any], model_name: str,
                     choice.get("finish_reason"), completion.get("usage"))
 
 
-def new_id(prefix: str) -> str:
-    """An id the gateway made: "<prefix>_gw_<32 hex>"."""
-    return f"{prefix}_gw_{uuid.uuid4().hex}"
+new_id = responses.new_id  # every id the gateway makes carries its mark
 
 
 def skeleton(body: dict[str, Any], model_name: str, response_id: str,

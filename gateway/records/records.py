@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from gateway import untrusted
+from gateway import errors, untrusted
 from gateway.config import Config
 from gateway.money import cost
 from gateway.records.metrics import Metrics
@@ -146,7 +146,9 @@ def _line(record: Record, status: int, ended: float) -> dict[str, Any]:
         "surface": record.surface,
         "requested": _requested(record),
         "model": record.model,
-        "attempts": [{"model": a.model, "status": a.status, "error": a.error,
+        "attempts": [{"model": a.model, "status": a.status,
+                      "error": a.error if record.config.settings.log_content
+                      else errors.without_provider_text(a.error),
                       "latency_ms": a.latency_ms} for a in attempts],
         "stream": record.stream,
         "cache": record.cache,
