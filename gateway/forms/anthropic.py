@@ -148,6 +148,11 @@ class Messages:
             return [v for v in (block.get("name"), block.get("text")) if isinstance(v, str)]
         return []
 
+    def searches(self, item: dict[str, Any]) -> int:
+        block = item.get("content_block") if item.get("type") == "content_block_start" else None
+        return int(isinstance(block, dict) and block.get("type") == "server_tool_use"
+                   and block.get("name") == "web_search")
+
     def assembler(self) -> MessageAssembler:
         return MessageAssembler()
 

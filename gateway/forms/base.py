@@ -94,6 +94,10 @@ class StreamForm(Form, Protocol):
         """The output text this item adds, for the budget's watch."""
         ...
 
+    def searches(self, item: dict[str, Any]) -> int:
+        """The web searches this item says the model ran (each billed apart)."""
+        ...
+
     def assembler(self) -> Assembles: ...
 
     def ending(self, choices: int) -> Ending:

@@ -87,6 +87,9 @@ class Chat(_Answers):
                     texts.append(value)
         return texts
 
+    def searches(self, item: dict[str, Any]) -> int:
+        return 0  # a chat model's searches (web_search_options) are in its token price
+
     def assembler(self) -> completions.Assembler:
         return completions.Assembler()
 

@@ -39,9 +39,6 @@ def _renamed(item_id: Any) -> Any:
     return new_id(item_id.split("_", 1)[0]) if isinstance(item_id, str) and item_id else item_id
 
 
-# OpenAI refuses a max_output_tokens below this; a budget's clamp lower than it is sent as
-# this, and the answer is watched and cut at what was paid for (money/watch.py).
-MIN_OUTPUT_TOKENS = 16
 MAX_SEARCHES = 10_000  # more web searches than any answer makes: a count not believed
 TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
 # The deltas a client sees as output, and the field of the event holding it.
@@ -49,8 +46,10 @@ OUTPUT_DELTAS = frozenset({
     "response.output_text.delta", "response.refusal.delta",
     "response.function_call_arguments.delta", "response.custom_tool_call_input.delta",
     "response.reasoning_summary_text.delta", "response.reasoning_text.delta"})
-# Items in which the model calls the client's tools: a call begun is output.
+# Items in which the model calls the client's tools: a call begun is output. A web search
+# begun is billed: from it on, the stream is committed to its model (no fallback reruns it).
 CALLS = frozenset({"function_call", "custom_tool_call"})
+BEGUN = CALLS | {"web_search_call"}
 CUT = {"reason": "max_output_tokens"}
 PART_TYPES = {"response.refusal.delta": "refusal",
               "response.reasoning_text.delta": "reasoning_text"}
@@ -82,25 +81,27 @@ class Responses:
                    ) -> dict[str, Any]:
         if limit is None or body.get("max_output_tokens") == limit:
             return body
-        if model.provider.type in ("openai", "azure"):
-            limit = max(limit, MIN_OUTPUT_TOKENS)
-        return {**body, "max_output_tokens": limit}
+        return {**body, "max_output_tokens": limit}  # never below OpenAI's least (worst_case)
 
     def reported(self, answer: dict[str, Any]) -> Reported:
+        searches = min(MAX_SEARCHES, sum(  # made, even in a stream cut before its usage
+            1 for item in answer.get("output") or ()
+            if isinstance(item, dict) and item.get("type") == "web_search_call"))
         usage = answer.get("usage")
         if not isinstance(usage, dict):
-            return Reported(None, None)
+            return Reported(None, None, web_searches=searches)
         details = usage.get("input_tokens_details")
         details = details if isinstance(details, dict) else {}
-        searches = sum(1 for item in answer.get("output") or ()
-                       if isinstance(item, dict) and item.get("type") == "web_search_call")
+        output = usage.get("output_tokens_details")
+        reasoning = output.get("reasoning_tokens") if isinstance(output, dict) else None
         reported = cost.usage_of({"usage": {
             "prompt_tokens": usage.get("input_tokens"),
             "completion_tokens": usage.get("output_tokens"),
+            "completion_tokens_details": {"reasoning_tokens": reasoning},
             "prompt_tokens_details": {"cached_tokens": details.get("cached_tokens"),
                                       "cache_creation_tokens": details.get(
                                           "cache_write_tokens")}}})
-        return dataclasses.replace(reported, web_searches=min(searches, MAX_SEARCHES))
+        return dataclasses.replace(reported, web_searches=searches)
 
     def set_usage(self, answer: dict[str, Any], usage: Usage) -> None:
         answer["usage"] = usage_body(usage, answer.get("usage"))
@@ -145,7 +146,7 @@ class Responses:
     def has_token(self, item: dict[str, Any]) -> bool:
         kind = item.get("type")
         if kind == "response.output_item.added":
-            return (item.get("item") or {}).get("type") in CALLS
+            return (item.get("item") or {}).get("type") in BEGUN
         return kind in OUTPUT_DELTAS and bool(item.get("delta"))
 
     def output_texts(self, item: dict[str, Any]) -> list[str]:
@@ -157,6 +158,10 @@ class Responses:
             name = (item.get("item") or {}).get("name")
             return [name] if isinstance(name, str) else []
         return []
+
+    def searches(self, item: dict[str, Any]) -> int:
+        added = item.get("item") if item.get("type") == "response.output_item.added" else None
+        return int(isinstance(added, dict) and added.get("type") == "web_search_call")
 
     def assembler(self) -> ResponseAssembler:
         return ResponseAssembler()

@@ -117,8 +117,12 @@ def usage_of(reply: dict[str, Any]) -> Reported:
         prompt = None  # parts larger than the whole: not believable, counted instead
     if prompt is None:
         cached = written = written_1h = 0
-    return Reported(prompt, _count(usage.get("completion_tokens")), cached,
-                    written - written_1h, written_1h)
+    completion = _count(usage.get("completion_tokens"))
+    made = usage.get("completion_tokens_details")
+    reasoning = _count(made.get("reasoning_tokens")) if isinstance(made, dict) else None
+    if completion is not None and reasoning is not None and reasoning > completion:
+        completion = None  # a part larger than the whole: not believable, counted instead
+    return Reported(prompt, completion, cached, written - written_1h, written_1h)
 
 
 def of_usage(rates: Rates, usage: Usage) -> int:

@@ -36,7 +36,7 @@ from typing import Any
 from gateway.config import Model
 from gateway.errors import NotReady
 from gateway.fallbacks import OpenStream
-from gateway.money import cost, meter, tokens
+from gateway.money import cost, meter, tokens, worst_case
 from gateway.money.budget import Blocked, Budgets
 from gateway.money.meter import Metered
 from gateway.store import StoreDown
@@ -54,10 +54,20 @@ class Watch:
         priced = worst.priced(model) if worst is not None else None
         assert priced is not None, "a metered request's stream only"
         self.budgets, self.metered, self.model = budgets, metered, model
-        self.input_pico, self.rate = priced.input_pico, priced.output_pico
+        request = metered.request
+        # Web searches the model may run are billed apart: those reserved are in the worst
+        # case; each one past them raises what the answer may cost (and must be paid for).
+        self.reserved_searches = (request.web_searches
+                                  if worst_case.searches_on(model, request) else 0)
+        self.searches = 0
+        self.input_pico = priced.input_pico - self.reserved_searches * cost.WEB_SEARCH_PICO
+        self.rate = priced.output_pico
         self.input_estimate_pico = (metered.input_estimate(model)
                                     * cost.rates(model.price).input)
-        self.cap = cost.microusd(priced.full_pico)  # past it, the provider's limit governs
+        self.full_pico = priced.full_pico  # past it, the provider's limit governs
+        # The most output the provider may make: what it writes past it is not charged
+        # (meter.settle), so an estimate above it is no reason to cut.
+        self.limit_tokens = metered.limits.get(model.name, priced.limit) * priced.choices
         self.slice = max(1, cost.microusd(priced.slice_pico))
         self.ascii = self.other = 0  # the output so far: ASCII characters, other bytes
         self.texts: list[str] = []  # the output, until it is counted (if it may need to be)
@@ -69,6 +79,7 @@ class Watch:
         self.unmetered = False  # the store went down, and on_store_error is allow
         form = metered.request.stream_form
         self.output_texts = form.output_texts
+        self.searches_in = form.searches
         self.ending = form.ending(metered.request.n)
         metered.seen_output = self.output_tokens  # what settles an answer cut short
 
@@ -101,12 +112,14 @@ class Watch:
     async def _admit(self, chunk: dict[str, Any]) -> bool:
         """Count the chunk; whether the reservation pays for the output with it."""
         texts = self.output_texts(chunk)
+        searched = self.searches_in(chunk)
+        self.searches += searched
         self._add(chunk, texts)
         if texts and self.counted is not None:
             self.counted = self.counted + await self._count(texts)
         elif texts and self._granted < self.cap:  # kept only while it may need counting
             self.texts += texts
-        if texts and not self.unmetered and not await self._paid():
+        if (texts or searched) and not self.unmetered and not await self._paid():
             return False
         if self.ascii + self.other - self.tallied_bytes >= TALLY_BYTES:
             self._tally()
@@ -122,16 +135,28 @@ class Watch:
     def used(self) -> int:
         """The most the answer can have cost so far, micro-dollars: a byte per token, or,
         once counted, the count (with the input counted too)."""
-        if self.counted is not None:
-            return cost.microusd(self.input_pico + self.counted.for_model(self.model) * self.rate)
-        return cost.microusd(self.input_pico + (self.ascii + self.other) * self.rate)
+        output = (self.counted.for_model(self.model) if self.counted is not None
+                  else self.ascii + self.other)
+        return cost.microusd(self.input_pico + self._fees_pico
+                             + min(output, self.limit_tokens) * self.rate)
+
+    @property
+    def cap(self) -> int:
+        """All the provider may make, micro-dollars: past it, its own limit governs."""
+        extra = max(0, self.searches - self.reserved_searches) * cost.WEB_SEARCH_PICO
+        return cost.microusd(self.full_pico + extra)
+
+    @property
+    def _fees_pico(self) -> int:
+        return max(self.searches, self.reserved_searches) * cost.WEB_SEARCH_PICO
 
     def _estimate(self) -> int:
         if self.counted is not None:
             output = self.counted.for_model(self.model)
         else:
             output = math.ceil(self.ascii / CHARS_PER_TOKEN) + self.other
-        return min(cost.microusd(self.input_estimate_pico + output * self.rate),
+        return min(cost.microusd(self.input_estimate_pico + self._fees_pico
+                                 + min(output, self.limit_tokens) * self.rate),
                    self._granted)
 
     def _add(self, chunk: dict[str, Any], texts: list[str]) -> None:

@@ -50,6 +50,7 @@ class Priced:
     slice_pico: int  # output reserved up front, and added at a time, otherwise
     one_token: int = 1  # what one output token is counted as, for this model
     input_rate: int = 0  # per input token, as reserved (above the input price: cache writes)
+    least: int = 1  # the lowest output limit the provider takes (OpenAI's Responses API: 16)
 
     @property
     def full_pico(self) -> int:
@@ -66,7 +67,8 @@ class Priced:
     def minimum_pico(self) -> int:
         """The input and one output token, as the gateway counts one (two, for a model
         whose tokens are counted at 1.35x OpenAI's)."""
-        return self.input_pico + self.output_pico * self.choices * self.one_token
+        return self.input_pico + self.output_pico * self.choices * max(self.one_token,
+                                                                        self.least)
 
     def limit_for(self, granted_pico: int) -> int:
         """The output limit to send when `granted` is reserved: a watched model gets its
@@ -74,7 +76,7 @@ class Priced:
         if self.watched or not self.output_pico:
             return self.limit
         paid = (granted_pico - self.input_pico) // (self.output_pico * self.choices)
-        return max(1, min(self.limit, paid))
+        return max(self.least, min(self.limit, paid))
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,11 @@ def thinks_unseen(model: Model, body: dict[str, Any]) -> bool:
 SEARCHES_ON = {"messages": "anthropic", "responses": "openai"}
 
 
+# The lowest output limit a provider's API takes: a budget that cannot pay for it leaves the
+# model out, rather than send a limit it refuses or one above what was paid for.
+LEAST_OUTPUT = {("responses", "openai"): 16}
+
+
 def searches_on(model: Model, request: GatewayRequest) -> bool:
     return SEARCHES_ON.get(request.kind) == model.provider.type
 
@@ -159,10 +166,11 @@ def of_chat(models: tuple[Model, ...], request: GatewayRequest, counted: Counted
         # granted, and a budget with money left would refuse the request.
         slice_pico = max(rates.output * choices * one_token,
                          min(rates.output * slice_tokens, share))
+        limit = min(limits) if limits else DEFAULT_OUTPUT_LIMIT
+        least = min(limit, LEAST_OUTPUT.get((request.kind, model.provider.type), 1))
         per_model.append(Priced(model, counted.for_model(model) * input_rate + fees, rates.output,
-                                choices, min(limits) if limits else DEFAULT_OUTPUT_LIMIT,
-                                not thinks_unseen(model, request.body), share, slice_pico,
-                                one_token, input_rate))
+                                choices, limit, not thinks_unseen(model, request.body), share,
+                                slice_pico, one_token, input_rate, least))
     return WorstCase(tuple(per_model))
 
 
