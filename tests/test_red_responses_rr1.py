@@ -1,0 +1,246 @@
+"""Red team (rr1): the money promises of /v1/responses, attacked as a hostile tenant would.
+
+Each test drives real gateway processes (two replicas on one real Redis) against the mock
+provider with the official `openai` SDK or raw httpx, and asserts what a tenant or the
+operator would see on the bill: a key's spend never above its budget, the whole
+conversation (previous_response_id, item_reference) priced before it is sent, every
+web search and every token made charged, cut streams charged what was made.
+Prices: $1 per million input tokens and $2 per million output tokens, so one input token
+costs one micro-dollar.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from gateway.demo.mockprovider import MockProvider, Step
+from tests.conftest import RedisServer, serving, sha, usage_lines_of
+
+PRICE = "price: {input_per_mtok: 1, output_per_mtok: 2}"
+NOCACHE = {"cache-control": "no-store"}
+# One key per attack, so no test spends another's budget: name -> daily budget in USD.
+BUDGETS = {"rich": 100.0, "chain": 0.002, "chain2": 0.002, "deleted": 0.002,
+           "images": 0.002, "preview": 0.02, "searches": 0.15, "cutsearch": 100.0,
+           "cutsaid": 100.0,
+           "think": 0.0003, "clamp": 0.0002, "replicas": 0.003, "reference": 0.002,
+           "thinkc": 100.0, "usage": 100.0}
+
+
+def key(name: str) -> str:
+    return f"sk-rr1-{name}"
+
+
+def router_yaml(mock_url: str, redis_url: str, tmp: Path, extra: str = "") -> str:
+    keys = [f"  - {{name: rr1-{n}, key_sha256: {sha(key(n))}, daily_budget_usd: {b}}}"
+            for n, b in BUDGETS.items()]
+    return "\n".join([
+        "providers:",
+        f"  anthropic: {{api_key: sk-ant-test, api_base: '{mock_url}'}}",
+        f"  openai: {{api_key: sk-openai-test, api_base: '{mock_url}/v1'}}",
+        "models:",
+        f"  claude: {{provider: anthropic, model: claude-sonnet-4-5, {PRICE}}}",
+        f"  gpt: {{provider: openai, model: gpt-4o-mini, {PRICE}}}",
+        f"  thinker: {{provider: openai, model: gpt-5-mini, {PRICE}}}",
+        "tiers:",
+        "  fast: [gpt, claude]",
+        "  smart: [claude, gpt]",
+        "  only-gpt: [gpt]",
+        "  only-claude: [claude]",
+        "  think: [thinker]",
+        "keys:", *keys,
+        "settings:",
+        f"  redis_url: '{redis_url}'",
+        f"  usage_log: {tmp}/usage.jsonl",
+        "  cache: {enabled: true}",
+        "  retry: {max_retries: 0}",
+        "  cooldown: {after_failures: 1000, for_s: 0}",
+        "  timeouts: {connect_s: 2, first_token_s: 5, total_s: 20}",
+        extra,
+    ]) + "\n"
+
+
+@pytest.fixture(scope="module")
+def replicas(mock: MockProvider, redis_server: RedisServer,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, Path]]:
+    tmp, tmp2 = tmp_path_factory.mktemp("rr1"), tmp_path_factory.mktemp("rr1b")
+    config = router_yaml(mock.base_url, redis_server.url, tmp)  # type: ignore[attr-defined]
+    with serving(tmp, config) as one, serving(tmp2, config) as two:
+        yield one, two, tmp
+
+
+@pytest.fixture
+def gateway(replicas: tuple[str, str, Path]) -> str:
+    return replicas[0]
+
+
+def sdk(url: str, name: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{url}/v1", api_key=key(name), max_retries=0)
+
+
+def budget(url: str, name: str) -> dict[str, Any]:
+    answer = httpx.get(f"{url}/v1/budget", headers={"authorization": f"Bearer {key(name)}"})
+    body: dict[str, Any] = answer.json()
+    return body
+
+
+def line_of(tmp: Path, request_id: str) -> dict[str, Any]:
+    [line] = usage_lines_of(tmp / "usage.jsonl", request_id, 3)
+    return line
+
+
+WORDS = "word " * 1200  # about 1,200 tokens: $0.0012 of input, 60% of a $0.002 budget
+
+
+@pytest.mark.parametrize("tier", ["only-gpt", "only-claude"])
+def test_previous_response_id_conversation_is_priced_before_it_is_sent(
+        gateway: str, mock: MockProvider, tier: str) -> None:
+    """A second turn whose own input is one word, but whose conversation (1,200 tokens) no
+    longer fits what is left, is refused before any provider is called: the README says
+    the budget reserves for all of the conversation."""
+    name = "chain" if tier == "only-gpt" else "chain2"
+    with sdk(gateway, name) as client:
+        first = client.responses.create(model=tier, input=WORDS, extra_headers=NOCACHE,
+                                        max_output_tokens=16)
+        spent = budget(gateway, name)["spent_usd"]
+        assert 0.0011 < spent < 0.0018  # the first turn was priced and paid
+        mock.reset()
+        with pytest.raises(openai.RateLimitError):
+            client.responses.create(model=tier, input="again", previous_response_id=first.id,
+                                    max_output_tokens=16, extra_headers=NOCACHE)
+    assert not mock.calls()
+    assert budget(gateway, name)["spent_usd"] <= BUDGETS[name]
+
+
+def test_an_answer_the_budget_can_pay_is_not_cut_by_the_gateway(gateway: str,
+                                                                mock: MockProvider) -> None:
+    """A translated (Claude) answer with the client's own max_output_tokens of 16, on a key
+    that can pay for it several times over, is the model's answer as it made it: not cut
+    early by the gateway, not marked as cut by the budget, charged from Claude's usage."""
+    with sdk(gateway, "reference") as client:
+        raw = client.responses.with_raw_response.create(
+            model="only-claude", input=WORDS, max_output_tokens=16, extra_headers=NOCACHE)
+    answer = raw.parse()
+    made = mock.last_answer()
+    left = budget(gateway, "reference")
+    assert left["remaining_usd"] > 0.0003  # it could pay for ten times this output
+    assert raw.headers.get("x-gateway-budget-cut") != "true"
+    assert answer.output_text == made.text  # every word Claude wrote reached the client
+    charged = float(raw.headers["x-gateway-cost-usd"])
+    assert charged == pytest.approx((made.input_tokens + 2 * made.output_tokens) / 1e6)
+
+
+def test_a_deleted_response_cannot_be_continued_unpriced(gateway: str,
+                                                        mock: MockProvider) -> None:
+    """DELETE takes a response away: a later previous_response_id naming it is not found,
+    rather than passed to OpenAI as an id the gateway never stored (OpenAI still holds it,
+    and would answer from its whole conversation, which the budget no longer prices)."""
+    with sdk(gateway, "deleted") as client:
+        first = client.responses.create(model="only-gpt", input=WORDS, max_output_tokens=16,
+                                        extra_headers=NOCACHE)
+        client.responses.delete(first.id)
+        mock.reset()
+        with pytest.raises((openai.NotFoundError, openai.BadRequestError)):
+            client.responses.create(model="only-gpt", input="again",
+                                    previous_response_id=first.id, max_output_tokens=16,
+                                    extra_headers=NOCACHE)
+    assert not mock.calls()  # no conversation the key deleted reaches a provider
+
+
+PIXEL = ("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNk"
+         "YAAAAAYAAjCB0C8AAAAASUVORK5CYII=")
+
+
+@pytest.mark.parametrize("tier", ["only-gpt", "only-claude"])
+def test_input_images_are_reserved_at_2000_tokens_each(gateway: str, mock: MockProvider,
+                                                       tier: str) -> None:
+    """Twenty input_image parts are 40,000 tokens by the README's count ($0.04): a key with
+    $0.002 is refused before any provider is called, not served at a few tokens' price."""
+    parts: list[dict[str, Any]] = [{"type": "input_text", "text": "Describe these."}]
+    parts += [{"type": "input_image", "image_url": PIXEL, "detail": "high"}] * 20
+    with sdk(gateway, "images") as client, pytest.raises(openai.RateLimitError):
+        client.responses.create(model=tier, input=[{"role": "user", "content": parts}],
+                                max_output_tokens=16, extra_headers=NOCACHE)
+    assert not mock.calls()
+
+
+@pytest.mark.parametrize("tool", ["web_search", "web_search_preview",
+                                  "web_search_2025_08_26", "web_search_preview_2025_03_11"])
+def test_every_web_search_tool_is_reserved(gateway: str, mock: MockProvider,
+                                           tool: str) -> None:
+    """OpenAI's web search tool goes by several names; each runs searches at $10 per
+    1,000, so each reserves ten searches ($0.10): a key with $0.02 is refused."""
+    with sdk(gateway, "preview") as client, pytest.raises(openai.RateLimitError):
+        client.responses.create(model="only-gpt", input="Weather?", tools=[{"type": tool}],
+                                max_output_tokens=16, extra_headers=NOCACHE)
+    assert not mock.calls()
+
+
+def searched_stream(searches: int, complete: bool = True, said: bool = False) -> bytes:
+    """OpenAI's stream for an answer that ran `searches` web searches, then said a word;
+    complete=False: the connection ends after the searches (and the message, if said),
+    before any response.completed."""
+    from gateway.providers.responses_translate import skeleton
+
+    opened = skeleton({"tools": [{"type": "web_search"}]}, "gpt-4o-mini", "resp_rr1", 1)
+    calls = [{"type": "web_search_call", "id": f"ws_{i}", "status": "completed",
+              "action": {"type": "search", "query": f"weather {i}"}} for i in range(searches)]
+    message = {"type": "message", "id": "msg_rr1", "role": "assistant", "status": "completed",
+            "content": [{"type": "output_text", "text": "Sunny.", "annotations": [],
+                         "logprobs": []}]}
+    events: list[dict[str, Any]] = [{"type": "response.created", "response": opened}]
+    for index, item in enumerate(calls):
+        events += [{"type": "response.output_item.added", "output_index": index, "item": item},
+                   {"type": "response.output_item.done", "output_index": index, "item": item}]
+    if complete or said:
+        at = {"item_id": "msg_rr1", "output_index": searches, "content_index": 0}
+        events += [{"type": "response.output_item.added", "output_index": searches,
+                    "item": {**message, "status": "in_progress", "content": []}},
+                   {"type": "response.output_text.delta", **at, "delta": "Sunny.",
+                    "logprobs": []},
+                   {"type": "response.output_item.done", "output_index": searches,
+                    "item": message}]
+    if complete:
+        events.append({"type": "response.completed", "response": {
+            **opened, "status": "completed", "output": [*calls, message],
+            "usage": {"input_tokens": 100,
+                      "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+                      "output_tokens": 20, "output_tokens_details": {"reasoning_tokens": 0},
+                      "total_tokens": 120}}})
+    return b"".join(b"event: %s\ndata: %s\n\n" % (e["type"].encode(), json.dumps(
+        {**e, "sequence_number": n}).encode()) for n, e in enumerate(events))
+
+
+def test_searches_past_the_ten_reserved_never_take_spend_over_the_budget(
+        gateway: str, mock: MockProvider) -> None:
+    """Ten searches ($0.10) are reserved and a $0.15 key can pay for them; a model that
+    runs twenty ($0.20) must still not take the key's spend past its budget."""
+    mock.script("gpt-4o-mini", Step(raw=searched_stream(20)))
+    # refused or ended early: either keeps the promise
+    with sdk(gateway, "searches") as client, contextlib.suppress(openai.APIError):
+        list(client.responses.create(model="only-gpt", input="Weather?", stream=True,
+                                     tools=[{"type": "web_search"}],
+                                     max_output_tokens=16, extra_headers=NOCACHE))
+    assert budget(gateway, "searches")["spent_usd"] <= BUDGETS["searches"]
+
+
+@pytest.mark.parametrize("name,said", [("cutsearch", False), ("cutsaid", True)])
+def test_a_stream_cut_after_its_searches_is_charged_for_them(
+        gateway: str, mock: MockProvider, name: str, said: bool) -> None:
+    """OpenAI ran three searches (and bills them) before the connection died, before or
+    after its message: the key is charged for the three, as a cut stream is charged what
+    was made."""
+    mock.script("gpt-4o-mini", Step(raw=searched_stream(3, complete=False, said=said)))
+    # a 502 or a response.failed: the stream failed either way
+    with sdk(gateway, name) as client, contextlib.suppress(openai.APIError):
+        list(client.responses.create(model="only-gpt", input="Weather?", stream=True,
+                                     tools=[{"type": "web_search"}], extra_headers=NOCACHE))
+    assert len(mock.calls()) == 1  # one call to OpenAI, which ran three searches
+    assert budget(gateway, name)["spent_usd"] >= 3 * 10 / 1000
