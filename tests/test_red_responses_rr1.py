@@ -22,7 +22,7 @@ import openai
 import pytest
 
 from gateway.demo.mockprovider import MockProvider, Step
-from tests.conftest import RedisServer, serving, sha, usage_lines_of
+from tests.conftest import RedisServer, serving, sha, usage_lines_of, wait_for
 
 PRICE = "price: {input_per_mtok: 1, output_per_mtok: 2}"
 NOCACHE = {"cache-control": "no-store"}
@@ -31,7 +31,7 @@ BUDGETS = {"rich": 100.0, "chain": 0.002, "chain2": 0.002, "deleted": 0.002,
            "images": 0.002, "preview": 0.02, "searches": 0.15, "cutsearch": 100.0,
            "cutsaid": 100.0,
            "think": 0.0003, "clamp": 0.0002, "replicas": 0.003, "reference": 0.002,
-           "thinkc": 100.0, "usage": 100.0}
+           "thinkc": 1.0, "usage": 100.0}
 
 
 def key(name: str) -> str:
@@ -244,3 +244,64 @@ def test_a_stream_cut_after_its_searches_is_charged_for_them(
                                      tools=[{"type": "web_search"}], extra_headers=NOCACHE))
     assert len(mock.calls()) == 1  # one call to OpenAI, which ran three searches
     assert budget(gateway, name)["spent_usd"] >= 3 * 10 / 1000
+
+
+def test_an_unwatchable_answer_is_charged_the_tokens_openai_billed(gateway: str,
+                                                                  mock: MockProvider) -> None:
+    """gpt-5-mini thinks unseen, so the gateway cannot cut it; on a key with five output
+    tokens left it still sends OpenAI's least limit (16). OpenAI bills the 16 it made:
+    the key is charged them (so a key that cannot pay them is refused instead), not the
+    3 the gateway wished it had clamped to."""
+    with sdk(gateway, "clamp") as client:
+        try:
+            raw = client.responses.with_raw_response.create(
+                model="think", input="word " * 185, reasoning={"effort": "low"},
+                extra_headers=NOCACHE)
+        except openai.RateLimitError:
+            assert not mock.calls()  # refused before OpenAI made anything: the promise holds
+            return
+    billed = mock.last_answer().output_tokens  # what OpenAI made, and bills
+    assert raw.parse().usage is not None
+    assert raw.parse().usage.output_tokens == billed  # type: ignore[union-attr]
+    charged = float(raw.headers["x-gateway-cost-usd"])
+    assert charged >= (mock.last_answer().input_tokens + 2 * billed) / 1e6
+    assert budget(gateway, "clamp")["spent_usd"] <= BUDGETS["clamp"]
+
+
+# Redis 6's ACL key patterns only allow: these match every key but gw:resp:*.
+EVERY_KEY_BUT_RESPONSES = ("~[^g]*", "~g[^w]*", "~gw[^:]*", "~gw:[^r]*", "~gw:r[^e]*",
+                           "~gw:re[^s]*", "~gw:res[^p]*", "~gw:resp[^:]*")
+
+
+def test_a_response_the_store_cannot_keep_is_still_charged(mock: MockProvider,
+                                                           tmp_path: Path) -> None:
+    """The store takes budgets but refuses the response (here: an ACL that forbids its
+    keys, as a full or misconfigured store would). The request fails with a 503, as the
+    README says, but OpenAI answered and bills it: the key is charged for it, not served
+    for free as often as it likes."""
+    import redis as redis_py
+
+    redis = RedisServer(tmp_path).start()
+    try:
+        with serving(tmp_path, router_yaml(mock.base_url, redis.url, tmp_path)) as url:  # type: ignore[attr-defined]
+            with sdk(url, "rich") as client:
+                client.responses.create(model="only-gpt", input="warm up", extra_headers=NOCACHE)
+                before = budget(url, "rich")["spent_usd"]
+                with redis_py.Redis.from_url(redis.url) as admin:  # every key but responses'
+                    admin.execute_command("ACL", "SETUSER", "default", "on", "nopass", "resetkeys",
+                                          *EVERY_KEY_BUT_RESPONSES, "+@all")
+                mock.reset()
+                with pytest.raises(openai.InternalServerError) as failed:
+                    client.responses.create(model="only-gpt", input=WORDS,
+                                            max_output_tokens=16, extra_headers=NOCACHE)
+                assert failed.value.status_code == 503
+                assert len(mock.calls()) == 1  # OpenAI was asked, and answered
+                made = mock.last_answer()
+                with redis_py.Redis.from_url(redis.url) as admin:  # the store whole again
+                    admin.execute_command("ACL", "SETUSER", "default", "allkeys")
+                owed = (made.input_tokens + 2 * made.output_tokens) / 1e6
+                wait_for(lambda: budget(url, "rich").get("spent_usd", 0) - before >= owed, 5)
+                spent = budget(url, "rich")["spent_usd"] - before
+            assert spent >= owed
+    finally:
+        redis.kill()
