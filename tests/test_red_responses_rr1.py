@@ -31,7 +31,8 @@ BUDGETS = {"rich": 100.0, "chain": 0.002, "chain2": 0.002, "deleted": 0.002,
            "images": 0.002, "preview": 0.02, "searches": 0.15, "cutsearch": 100.0,
            "cutsaid": 100.0,
            "think": 0.0003, "clamp": 0.0002, "replicas": 0.003, "reference": 0.002,
-           "thinkc": 1.0, "usage": 100.0}
+           "usage": 100.0, "refitem": 0.004, "refitem2": 0.005, "expired": 100.0,
+           "parts": 100.0, "hit": 0.01}
 
 
 def key(name: str) -> str:
@@ -305,3 +306,126 @@ def test_a_response_the_store_cannot_keep_is_still_charged(mock: MockProvider,
             assert spent >= owed
     finally:
         redis.kill()
+
+
+@pytest.mark.parametrize("tier", ["only-gpt", "only-claude"])
+def test_an_item_reference_is_priced_as_the_item_it_names(gateway: str, mock: MockProvider,
+                                                          tier: str) -> None:
+    """An item_reference is a few bytes naming an item of ~1,200 tokens: what it names is
+    priced before the call, so a key without the money for it is refused."""
+    name = "refitem" if tier == "only-gpt" else "refitem2"
+    with sdk(gateway, name) as client:
+        mock.script("gpt-4o-mini" if tier == "only-gpt" else "claude-sonnet-4-5",
+                    Step(text=WORDS))  # the answer repeats the 1,200 words
+        first = client.responses.create(model=tier, input=WORDS, extra_headers=NOCACHE)
+        [said] = [item for item in first.output if item.type == "message"]
+        assert len(first.output_text.split()) > 1000  # the mock said it all back
+        left = budget(gateway, name)["remaining_usd"]
+        # less than the item's 1,200 tokens cost (counted at 1.35x for a Claude model)
+        assert 0 < left < (0.0012 if tier == "only-gpt" else 0.0016)
+        mock.reset()
+        with pytest.raises(openai.RateLimitError):
+            client.responses.create(model=tier, max_output_tokens=16, extra_headers=NOCACHE,
+                                    input=[{"type": "item_reference", "id": said.id}])
+    assert not mock.calls()
+    assert budget(gateway, name)["spent_usd"] <= BUDGETS[name]
+
+
+def test_an_expired_response_is_not_continued_by_openai(mock: MockProvider,
+                                                       redis_server: RedisServer,
+                                                       tmp_path: Path) -> None:
+    """Past settings.responses.ttl_s the gateway has forgotten a response, but OpenAI has
+    not: the id must not then be passed to OpenAI, where any key could continue another's
+    conversation (OpenAI answers anyone of the operator's account), unpriced."""
+    config = router_yaml(mock.base_url, redis_server.url, tmp_path,  # type: ignore[attr-defined]
+                         "  responses: {ttl_s: 1}")
+    with serving(tmp_path, config) as url, sdk(url, "expired") as owner, \
+            sdk(url, "rich") as stranger:
+        first = owner.responses.create(model="only-gpt", input="My PIN is 4321.",
+                                       extra_headers=NOCACHE)
+        with pytest.raises(openai.NotFoundError):  # another key: not found, while stored
+            stranger.responses.retrieve(first.id)
+        wait_for(lambda: _gone(owner, first.id), 5)
+        mock.reset()
+        with pytest.raises((openai.NotFoundError, openai.BadRequestError)):
+            stranger.responses.create(model="only-gpt", input="What is my PIN?",
+                                      previous_response_id=first.id, extra_headers=NOCACHE)
+    assert not mock.calls()
+
+
+def _gone(client: openai.OpenAI, response_id: str) -> bool:
+    try:
+        client.responses.retrieve(response_id)
+    except openai.NotFoundError:
+        return True
+    return False
+
+
+def test_two_replicas_never_spend_past_the_budget_on_one_conversation(
+        replicas: tuple[str, str, Path], mock: MockProvider) -> None:
+    """Six continuations of one 1,200-token conversation at once, on two replicas: the
+    $0.003 key can pay for one, so the rest are refused and the spend stays within it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    one, two, _ = replicas
+    with sdk(one, "replicas") as client:
+        first = client.responses.create(model="only-gpt", input=WORDS, max_output_tokens=16,
+                                        extra_headers=NOCACHE)
+    mock.always["gpt-4o-mini"] = Step(text="ok " * 40, chunk_delay_s=0.01)
+
+    def continue_on(url: str) -> str:
+        with sdk(url, "replicas") as each:
+            try:
+                each.responses.create(model="only-gpt", input="go on", stream=False,
+                                      previous_response_id=first.id, extra_headers=NOCACHE)
+            except openai.RateLimitError:
+                return "refused"
+            return "served"
+
+    with ThreadPoolExecutor(6) as pool:
+        outcomes = list(pool.map(continue_on, [one, two] * 3))
+    assert "served" in outcomes and "refused" in outcomes
+    assert budget(one, "replicas")["spent_usd"] <= BUDGETS["replicas"]
+
+
+@pytest.mark.parametrize("usage", [
+    {"input_tokens": 50, "input_tokens_details": {"cached_tokens": 1_000_000,
+                                                  "cache_write_tokens": 0},
+     "output_tokens": 5, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 55},
+    {"input_tokens": -5_000, "input_tokens_details": {"cached_tokens": 0,
+                                                      "cache_write_tokens": 0},
+     "output_tokens": 5, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 0},
+], ids=["cached-past-input", "negative-input"])
+def test_an_input_count_smaller_than_its_parts_is_not_trusted(
+        replicas: tuple[str, str, Path], mock: MockProvider, usage: dict[str, Any]) -> None:
+    """README: a count smaller than its own parts, or negative, is counted by the gateway
+    instead. The charge is then at least the input's ~1,200 tokens at the input price
+    (never a refund from the key's spend)."""
+    gateway, _, tmp = replicas
+    mock.script("gpt-4o-mini", Step(usage=usage))
+    with sdk(gateway, "parts") as client:
+        before = budget(gateway, "parts")["spent_usd"]
+        raw = client.responses.with_raw_response.create(model="only-gpt", input=WORDS,
+                                                        extra_headers=NOCACHE)
+    line = line_of(tmp, raw.headers["x-request-id"])
+    assert line["cost_usd"] >= 1000 / 1e6
+    assert budget(gateway, "parts")["spent_usd"] - before >= 1000 / 1e6
+
+
+def test_an_output_count_smaller_than_its_reasoning_is_not_trusted(
+        replicas: tuple[str, str, Path], mock: MockProvider) -> None:
+    """output_tokens counts the reasoning tokens in it: 5 output tokens of which 90,000
+    were reasoning is smaller than its own part, so the gateway counts the output itself
+    (the mock's sentence is about 20 tokens) rather than charge the 5."""
+    gateway, _, tmp = replicas
+    mock.script("gpt-4o-mini", Step(usage={
+        "input_tokens": 50, "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+        "output_tokens": 5, "output_tokens_details": {"reasoning_tokens": 90_000},
+        "total_tokens": 55}))
+    with sdk(gateway, "parts") as client:
+        raw = client.responses.with_raw_response.create(model="only-gpt", input="Hello there",
+                                                        extra_headers=NOCACHE)
+    said = raw.parse().output_text
+    assert len(said.split()) >= 6  # more words than the 5 tokens the usage claims
+    line = line_of(tmp, raw.headers["x-request-id"])
+    assert line["output_tokens"] > 5
