@@ -32,7 +32,8 @@ BUDGETS = {"rich": 100.0, "chain": 0.002, "chain2": 0.002, "deleted": 0.002,
            "cutsaid": 100.0,
            "think": 0.0003, "clamp": 0.0002, "replicas": 0.003, "reference": 0.002,
            "usage": 100.0, "refitem": 0.004, "refitem2": 0.005, "expired": 100.0,
-           "parts": 100.0, "hit": 0.01}
+           "parts": 100.0, "hit": 0.01, "fallsearch": 0.02, "newthink": 1.0,
+           "dropped": 100.0, "ignored": 0.0002}
 
 
 def key(name: str) -> str:
@@ -50,12 +51,15 @@ def router_yaml(mock_url: str, redis_url: str, tmp: Path, extra: str = "") -> st
         f"  claude: {{provider: anthropic, model: claude-sonnet-4-5, {PRICE}}}",
         f"  gpt: {{provider: openai, model: gpt-4o-mini, {PRICE}}}",
         f"  thinker: {{provider: openai, model: gpt-5-mini, {PRICE}}}",
+        # a reasoning model newer than litellm's map: only the request's `reasoning` says so
+        f"  thinker-new: {{provider: openai, model: gpt-6-preview, {PRICE}}}",
         "tiers:",
         "  fast: [gpt, claude]",
         "  smart: [claude, gpt]",
         "  only-gpt: [gpt]",
         "  only-claude: [claude]",
         "  think: [thinker]",
+        "  think-new: [thinker-new]",
         "keys:", *keys,
         "settings:",
         f"  redis_url: '{redis_url}'",
@@ -429,3 +433,86 @@ def test_an_output_count_smaller_than_its_reasoning_is_not_trusted(
     assert len(said.split()) >= 6  # more words than the 5 tokens the usage claims
     line = line_of(tmp, raw.headers["x-request-id"])
     assert line["output_tokens"] > 5
+
+
+def test_a_fallback_to_openai_does_not_search_unreserved(gateway: str,
+                                                         mock: MockProvider) -> None:
+    """On `smart` [claude, gpt] a web_search tool reserves nothing (Claude's translation
+    drops it); when Claude fails, gpt runs the searches. A $0.02 key cannot pay for ten
+    searches, so gpt must not run five ($0.05) on its money."""
+    mock.script("claude-sonnet-4-5", Step(status=529))
+    mock.script("gpt-4o-mini", Step(raw=searched_stream(5)))
+    with sdk(gateway, "fallsearch") as client, contextlib.suppress(openai.APIError):
+        list(client.responses.create(model="smart", input="Weather?", stream=True,
+                                     tools=[{"type": "web_search"}], max_output_tokens=16,
+                                     extra_headers=NOCACHE))
+    assert budget(gateway, "fallsearch")["spent_usd"] <= BUDGETS["fallsearch"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_reasoning_an_unlisted_model_bills_unseen_is_charged(
+        replicas: tuple[str, str, Path], mock: MockProvider, stream: bool) -> None:
+    """A request with `reasoning` to an OpenAI model litellm's map does not know yet: the
+    model bills reasoning tokens it never shows. The key is charged what OpenAI's usage
+    says it made, not the visible text's bytes."""
+    gateway, _, tmp = replicas
+    with sdk(gateway, "newthink") as client:
+        raw = client.responses.with_raw_response.create(
+            model="think-new", input="Hello there", reasoning={"effort": "high"},
+            stream=stream, extra_headers=NOCACHE)
+        if stream:
+            list(raw.parse())
+    made = mock.last_answer()
+    assert made.thinking_tokens > 0  # it thought, billed as output
+    line = line_of(tmp, raw.headers["x-request-id"])
+    assert line["output_tokens"] >= made.output_tokens  # reasoning included
+    assert line["cost_usd"] >= (made.input_tokens + 2 * made.output_tokens) / 1e6
+
+
+@pytest.mark.parametrize("tier", ["only-gpt", "only-claude"])
+def test_a_stream_the_provider_drops_is_charged_what_it_made(
+        replicas: tuple[str, str, Path], mock: MockProvider, tier: str) -> None:
+    """The provider's connection dies after some of the text: the key is charged for the
+    text the client received (counted), not nothing."""
+    gateway, _, tmp = replicas
+    model = "gpt-4o-mini" if tier == "only-gpt" else "claude-sonnet-4-5"
+    mock.script(model, Step(text="word " * 300, drop_after=150))
+    with sdk(gateway, "dropped") as client:
+        raw = client.responses.with_raw_response.create(model=tier, input="Talk",
+                                                        stream=True, extra_headers=NOCACHE)
+        got = ""
+        with contextlib.suppress(openai.APIError):
+            for event in raw.parse():
+                if event.type == "response.output_text.delta":
+                    got += event.delta
+    words = len(got.split())
+    assert words > 50
+    line = line_of(tmp, raw.headers["x-request-id"])
+    assert line["output_tokens"] >= words
+    assert line["cost_usd"] >= 2 * words / 1e6
+
+
+def test_a_provider_that_ignores_the_limit_is_cut_at_the_budget(gateway: str,
+                                                               mock: MockProvider) -> None:
+    """A $0.0002 key asks for a long non-streamed answer; OpenAI writes 400 words though it
+    was sent a lower max_output_tokens. The gateway cuts it and the spend stays within."""
+    mock.script("gpt-4o-mini", Step(text="word " * 400, ignore_limit=True))
+    with sdk(gateway, "ignored") as client:
+        raw = client.responses.with_raw_response.create(model="only-gpt", input="Long",
+                                                        extra_headers=NOCACHE)
+    assert raw.headers.get("x-gateway-budget-cut") == "true"
+    assert raw.parse().status == "incomplete"
+    assert budget(gateway, "ignored")["spent_usd"] <= BUDGETS["ignored"]
+
+
+def test_a_cache_hit_is_free(gateway: str, mock: MockProvider) -> None:
+    """The same request twice: the second is the cache's, costs nothing and calls no one."""
+    asked: dict[str, Any] = {"model": "only-gpt", "input": "Cache me, rr1"}
+    with sdk(gateway, "hit") as client:
+        client.responses.create(**asked)
+        spent = budget(gateway, "hit")["spent_usd"]
+        mock.reset()
+        raw = client.responses.with_raw_response.create(**asked, stream=True)
+        list(raw.parse())
+    assert raw.headers["x-gateway-cache"] == "hit" and not mock.calls()
+    assert budget(gateway, "hit")["spent_usd"] == spent
