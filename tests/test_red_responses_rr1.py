@@ -33,7 +33,8 @@ BUDGETS = {"rich": 100.0, "chain": 0.002, "chain2": 0.002, "deleted": 0.002,
            "think": 0.0003, "clamp": 0.0002, "replicas": 0.003, "reference": 0.002,
            "usage": 100.0, "refitem": 0.004, "refitem2": 0.005, "expired": 100.0,
            "parts": 100.0, "hit": 0.01, "fallsearch": 0.02, "newthink": 1.0,
-           "dropped": 100.0, "ignored": 0.0002}
+           "dropped": 100.0, "ignored": 0.0002, "pdf": 0.002, "once": 100.0,
+           "streamcut": 0.0002}
 
 
 def key(name: str) -> str:
@@ -516,3 +517,62 @@ def test_a_cache_hit_is_free(gateway: str, mock: MockProvider) -> None:
         list(raw.parse())
     assert raw.headers["x-gateway-cache"] == "hit" and not mock.calls()
     assert budget(gateway, "hit")["spent_usd"] == spent
+
+
+PDF = (b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj 2 0 obj<</Type/Pages/Kids[3 0 R]"
+       b"/Count 1>>endobj 3 0 obj<</Type/Page/Parent 2 0 R/MediaBox[0 0 3 3]>>endobj\n"
+       b"trailer<</Root 1 0 R>>\n%%EOF")
+
+
+@pytest.mark.parametrize("tier", ["only-gpt", "only-claude"])
+def test_an_input_file_is_reserved_at_3000_tokens_a_page(gateway: str, mock: MockProvider,
+                                                         tier: str) -> None:
+    """A one-page PDF of 200 bytes is 3,000 tokens by the README's count ($0.003): a key
+    with $0.002 is refused before any provider is called."""
+    import base64
+
+    data = "data:application/pdf;base64," + base64.b64encode(PDF).decode()
+    with sdk(gateway, "pdf") as client, pytest.raises(openai.RateLimitError):
+        client.responses.create(model=tier, max_output_tokens=16, extra_headers=NOCACHE,
+                                input=[{"role": "user", "content": [
+                                    {"type": "input_text", "text": "Read it."},
+                                    {"type": "input_file", "filename": "a.pdf",
+                                     "file_data": data}]}])
+    assert not mock.calls()
+
+
+def test_a_continued_conversation_reaches_openai_once(gateway: str,
+                                                      mock: MockProvider) -> None:
+    """The gateway sends OpenAI the stored conversation in the input; it must not also send
+    previous_response_id, or OpenAI would put the conversation in twice and bill it twice."""
+    with sdk(gateway, "once") as client:
+        first = client.responses.create(model="only-gpt", input=WORDS, max_output_tokens=16,
+                                        extra_headers=NOCACHE)
+        mock.reset()
+        second = client.responses.create(model="only-gpt", input="again",
+                                         previous_response_id=first.id,
+                                         max_output_tokens=16, extra_headers=NOCACHE)
+    [received] = mock.calls()
+    assert "previous_response_id" not in received.body
+    assert second.usage is not None and first.usage is not None
+    assert second.usage.input_tokens < 1.2 * first.usage.input_tokens  # not twice
+
+
+def test_a_native_stream_cut_by_the_budget_is_charged_what_its_usage_says(
+        replicas: tuple[str, str, Path], mock: MockProvider) -> None:
+    """A stream the budget ends closes with response.incomplete and "the usage charged":
+    the usage the client reads is what the usage log says the key paid for."""
+    gateway, _, tmp = replicas
+    mock.script("gpt-4o-mini", Step(text="word " * 400, ignore_limit=True))
+    with sdk(gateway, "streamcut") as client:
+        raw = client.responses.with_raw_response.create(model="only-gpt", input="Long",
+                                                        stream=True, extra_headers=NOCACHE)
+        events = list(raw.parse())
+    final = events[-1]
+    assert final.type == "response.incomplete"
+    usage = final.response.usage
+    assert usage is not None
+    line = line_of(tmp, raw.headers["x-request-id"])
+    assert (line["input_tokens"], line["output_tokens"]) == (usage.input_tokens,
+                                                             usage.output_tokens)
+    assert budget(gateway, "streamcut")["spent_usd"] <= BUDGETS["streamcut"]
