@@ -34,7 +34,7 @@ BUDGETS = {"rich": 100.0, "chain": 0.002, "chain2": 0.002, "deleted": 0.002,
            "usage": 100.0, "refitem": 0.004, "refitem2": 0.005, "expired": 100.0,
            "parts": 100.0, "hit": 0.01, "fallsearch": 0.02, "newthink": 1.0,
            "dropped": 100.0, "ignored": 0.0002, "pdf": 0.002, "once": 100.0,
-           "streamcut": 0.0002}
+           "streamcut": 0.0002, "items": 0.001}
 
 
 def key(name: str) -> str:
@@ -576,3 +576,33 @@ def test_a_native_stream_cut_by_the_budget_is_charged_what_its_usage_says(
     assert (line["input_tokens"], line["output_tokens"]) == (usage.input_tokens,
                                                              usage.output_tokens)
     assert budget(gateway, "streamcut")["spent_usd"] <= BUDGETS["streamcut"]
+
+
+CALL = {"type": "function_call", "call_id": "call_rr1", "name": "run", "arguments": "{}"}
+
+
+@pytest.mark.parametrize("items", [
+    [CALL, {"type": "function_call_output", "call_id": "call_rr1", "output": WORDS}],
+    [CALL, {"type": "function_call_output", "call_id": "call_rr1",
+            "output": [{"type": "input_text", "text": WORDS}]}],
+    [{**CALL, "arguments": json.dumps({"text": WORDS})},
+     {"type": "function_call_output", "call_id": "call_rr1", "output": "ok"}],
+    [{"type": "custom_tool_call", "call_id": "call_rr1", "name": "apply_patch", "input": WORDS},
+     {"type": "custom_tool_call_output", "call_id": "call_rr1", "output": "ok"}],
+    [{"type": "custom_tool_call", "call_id": "call_rr1", "name": "apply_patch", "input": "x"},
+     {"type": "custom_tool_call_output", "call_id": "call_rr1", "output": WORDS}],
+    [{"role": "developer", "content": [{"type": "input_text", "text": WORDS}]}],
+    [{"type": "message", "role": "assistant",
+      "content": [{"type": "output_text", "text": WORDS, "annotations": []}]}],
+    [{"type": "reasoning", "id": "rs_rr1", "summary": [{"type": "summary_text", "text": WORDS}]}],
+], ids=["call-output", "call-output-parts", "call-arguments", "custom-input", "custom-output",
+        "developer-parts", "assistant-output-text", "reasoning-summary"])
+def test_every_kind_of_input_item_is_priced(gateway: str, mock: MockProvider,
+                                            items: list[dict[str, Any]]) -> None:
+    """Codex sends its whole history as items: tool calls and their outputs, patches,
+    earlier answers. 1,200 words in any of them is $0.0012 of input: a $0.001 key is
+    refused before OpenAI is called, whatever item the words are in."""
+    with sdk(gateway, "items") as client, pytest.raises(openai.RateLimitError):
+        client.responses.create(model="only-gpt", max_output_tokens=16, extra_headers=NOCACHE,
+                                input=[*items, {"role": "user", "content": "Go on."}])
+    assert not mock.calls()
