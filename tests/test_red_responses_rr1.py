@@ -606,3 +606,42 @@ def test_every_kind_of_input_item_is_priced(gateway: str, mock: MockProvider,
         client.responses.create(model="only-gpt", max_output_tokens=16, extra_headers=NOCACHE,
                                 input=[*items, {"role": "user", "content": "Go on."}])
     assert not mock.calls()
+
+
+def test_a_stream_the_store_could_not_keep_cannot_be_continued_unpriced(
+        mock: MockProvider, tmp_path: Path) -> None:
+    """A stream whose response the store refuses ends with response.failed, but its
+    response.created already told the client OpenAI's id, and OpenAI kept the response.
+    Continuing that id later must not be passed to OpenAI as an id the gateway never
+    stored: OpenAI would answer from the whole conversation, which nothing priced."""
+    import redis as redis_py
+
+    redis = RedisServer(tmp_path).start()
+    try:
+        with serving(tmp_path, router_yaml(mock.base_url, redis.url, tmp_path)) as url, \
+                sdk(url, "rich") as client, redis_py.Redis.from_url(redis.url) as admin:
+            client.responses.create(model="only-gpt", input="warm up", extra_headers=NOCACHE)
+            admin.execute_command("ACL", "SETUSER", "default", "on", "nopass", "resetkeys",
+                                  *EVERY_KEY_BUT_RESPONSES, "+@all")
+            with client.responses.stream(model="only-gpt", input=WORDS, max_output_tokens=16,
+                                         extra_headers=NOCACHE) as stream:
+                events = list(stream)
+            assert events[-1].type == "response.failed"
+            seen = events[0].response.id  # response.created
+            admin.execute_command("ACL", "SETUSER", "default", "allkeys")
+            mock.reset()
+
+            def continued() -> bool:  # once the gateway finds its store whole again
+                try:
+                    client.responses.create(model="only-gpt", input="again",
+                                            previous_response_id=seen, max_output_tokens=16,
+                                            extra_headers=NOCACHE)
+                except openai.APIStatusError as refused:
+                    return refused.status_code != 503
+                return True
+
+            wait_for(continued, 5)
+            sent = [call.body for call in mock.calls()]
+            assert not any(body.get("previous_response_id") == seen for body in sent)
+    finally:
+        redis.kill()
