@@ -34,7 +34,7 @@ BUDGETS = {"rich": 100.0, "chain": 0.002, "chain2": 0.002, "deleted": 0.002,
            "usage": 100.0, "refitem": 0.004, "refitem2": 0.005, "expired": 100.0,
            "parts": 100.0, "hit": 0.01, "fallsearch": 0.02, "newthink": 1.0,
            "dropped": 100.0, "ignored": 0.0002, "pdf": 0.002, "once": 100.0,
-           "streamcut": 0.0002, "items": 0.001}
+           "streamcut": 0.0002, "items": 0.001, "left": 100.0}
 
 
 def key(name: str) -> str:
@@ -645,3 +645,26 @@ def test_a_stream_the_store_could_not_keep_cannot_be_continued_unpriced(
             assert not any(body.get("previous_response_id") == seen for body in sent)
     finally:
         redis.kill()
+
+
+@pytest.mark.parametrize("tier", ["only-gpt", "only-claude"])
+def test_a_stream_its_client_leaves_is_charged_what_was_sent(
+        replicas: tuple[str, str, Path], mock: MockProvider, tier: str) -> None:
+    """The client reads 40 words of a slow stream and hangs up: the key is charged for at
+    least what it was sent, not nothing."""
+    gateway, _, tmp = replicas
+    model = "gpt-4o-mini" if tier == "only-gpt" else "claude-sonnet-4-5"
+    mock.script(model, Step(text="word " * 300, chunk_delay_s=0.005))
+    got = 0
+    with httpx.stream("POST", f"{gateway}/v1/responses", timeout=10, json={
+            "model": tier, "input": "Talk", "stream": True},
+            headers={"authorization": f"Bearer {key('left')}", **NOCACHE}) as answer:
+        request_id = answer.headers["x-request-id"]
+        for line in answer.iter_lines():
+            if '"response.output_text.delta"' in line:
+                got += 1
+            if got >= 40:
+                break
+    line = line_of(tmp, request_id)
+    assert line["output_tokens"] >= 40
+    assert line["cost_usd"] >= 2 * 40 / 1e6
