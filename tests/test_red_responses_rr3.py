@@ -20,6 +20,8 @@ from gateway.demo.mockprovider import MockProvider, Step
 from tests.conftest import RedisServer, serving, sha
 
 KEY = "sk-test-rr3-team"
+OTHER = "sk-test-rr3-other"
+NEARLY = "sk-test-rr3-nearly"
 PRICE = "price: {input_per_mtok: 1, output_per_mtok: 2}"
 NOCACHE = {"cache-control": "no-store"}
 
@@ -41,6 +43,8 @@ def router_yaml(mock_url: str, redis_url: str, tmp: Path) -> str:
         "  claudeonly: [claude]",
         "keys:",
         f"  - {{name: rr3-team, key_sha256: {sha(KEY)}, daily_budget_usd: 100}}",
+        f"  - {{name: rr3-other, key_sha256: {sha(OTHER)}, daily_budget_usd: 100}}",
+        f"  - {{name: rr3-nearly, key_sha256: {sha(NEARLY)}, daily_budget_usd: 0.0002}}",
         "settings:",
         f"  redis_url: '{redis_url}'",
         f"  usage_log: {tmp}/usage.jsonl",
@@ -160,3 +164,41 @@ def test_an_unknown_path_under_responses_lists_the_responses_endpoints(gateway: 
                        headers={"authorization": f"Bearer {KEY}"})
     assert answer.status_code == 404
     assert "/v1/responses" in answer.json()["error"]["message"].split(";", 1)[1]
+
+
+def final_response(answer: httpx.Response, streamed: bool) -> dict[str, Any]:
+    return sse_events(answer.text)[-1]["response"] if streamed else answer.json()  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("tier", ["smart", "fast"])
+@pytest.mark.parametrize("streamed", [False, True], ids=["body", "stream"])
+def test_a_cache_hit_is_a_response_of_its_own(gateway: str, tier: str, streamed: bool) -> None:
+    """Two requests answered from one cache entry are still two responses: each its own id
+    (deleting one must not delete the other) and its own bookkeeping (`store`, `metadata`:
+    fields the cache does not key on, so the replay must not show the first request's)."""
+    headers = {"authorization": f"Bearer {KEY}"}
+    asked = {"model": tier, "input": f"rr3 one entry, two responses {tier} {streamed}",
+             "stream": streamed}
+    first = httpx.post(f"{gateway}/v1/responses", headers=headers, timeout=15,
+                       json={**asked, "store": False, "metadata": {"run": "a"}})
+    second = httpx.post(f"{gateway}/v1/responses", headers=headers, timeout=15,
+                        json={**asked, "metadata": {"run": "b"}})
+    assert second.headers["x-gateway-cache"] == "hit"
+    one, two = final_response(first, streamed), final_response(second, streamed)
+    assert two["store"] is True and two["metadata"] == {"run": "b"}, (two["store"], two["metadata"])
+    assert one["id"] != two["id"]
+    third = httpx.post(f"{gateway}/v1/responses", headers=headers, json=asked, timeout=15)
+    three = final_response(third, streamed)
+    assert httpx.delete(f"{gateway}/v1/responses/{two['id']}", headers=headers).status_code == 200
+    assert httpx.get(f"{gateway}/v1/responses/{three['id']}", headers=headers).status_code == 200
+
+
+def test_reasoning_effort_reaches_claude_as_thinking(gateway: str, mock: MockProvider) -> None:
+    """README: the translation carries `reasoning.effort`. Claude is sent nothing of it
+    (no `thinking`), so a client asking for high effort gets an answer without reasoning."""
+    answer = post(gateway, {"model": "claudeonly", "input": "Think hard: 17 * 23?",
+                            "reasoning": {"effort": "high", "summary": "auto"}})
+    assert answer.status_code == 200
+    [sent] = mock.calls()
+    assert (sent.body.get("thinking") or {}).get("type") in ("enabled", "adaptive"), sent.body
+    assert [item["type"] for item in answer.json()["output"]][0] == "reasoning"
