@@ -202,3 +202,51 @@ def test_reasoning_effort_reaches_claude_as_thinking(gateway: str, mock: MockPro
     [sent] = mock.calls()
     assert (sent.body.get("thinking") or {}).get("type") in ("enabled", "adaptive"), sent.body
     assert [item["type"] for item in answer.json()["output"]][0] == "reasoning"
+
+
+WEATHER = {"type": "function", "name": "get_weather", "description": "The weather in a city",
+           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}
+
+
+@pytest.mark.parametrize("tier", ["smart", "fast"])
+def test_input_items_are_items_the_sdk_types_accept(gateway: str, tier: str) -> None:
+    """GET /v1/responses/{id}/input_items must list items as OpenAI does: an assistant
+    message and a function_call_output each with its `status` (the SDK's ResponseItemList
+    requires it). tests/openai_conformance.py does not look at this path (its OPENAI_PATH
+    stops at /v1/responses), so the SDK's own types check each item here."""
+    headers = {"authorization": f"Bearer {KEY}"}
+    first = post(gateway, {"model": tier, "tools": [WEATHER], "tool_choice": "required", "input": [
+        {"type": "message", "role": "assistant",
+         "content": [{"type": "output_text", "text": "Hello.", "annotations": []}]},
+        {"role": "user", "content": "Weather in Paris?"}]}).json()
+    [call] = [item for item in first["output"] if item["type"] == "function_call"]
+    second = post(gateway, {"model": tier, "tools": [WEATHER], "previous_response_id": first["id"],
+                            "input": [{"type": "function_call_output", "call_id": call["call_id"],
+                                       "output": "sunny"}]}).json()
+    listed = httpx.get(f"{gateway}/v1/responses/{second['id']}/input_items", headers=headers)
+    assert listed.status_code == 200
+    assert [item["type"] for item in listed.json()["data"]] == [
+        "function_call_output", "function_call", "message", "message"]
+    problems = [f"{item['type']}/{item.get('role')}: {error['loc']} {error['msg']}"
+                for item in listed.json()["data"]
+                for error in item_errors(item)]
+    assert problems == []
+
+
+def item_errors(item: dict[str, Any]) -> list[Any]:
+    """What the SDK's type for this item refuses in it (one type per item, so the errors
+    name the item's own fields rather than every member of the union)."""
+    import pydantic
+    from openai.types.responses import (ResponseFunctionToolCallItem,
+                                        ResponseFunctionToolCallOutputItem,
+                                        ResponseInputMessageItem, ResponseOutputMessage)
+    kind: type[pydantic.BaseModel] = {
+        "function_call": ResponseFunctionToolCallItem,
+        "function_call_output": ResponseFunctionToolCallOutputItem,
+    }.get(item["type"]) or (ResponseOutputMessage if item.get("role") == "assistant"
+                            else ResponseInputMessageItem)
+    try:
+        kind.model_validate(item)
+    except pydantic.ValidationError as refused:
+        return refused.errors()
+    return []
