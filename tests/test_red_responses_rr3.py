@@ -8,13 +8,23 @@ raw httpx, as a hostile tenant, Codex, or a client behind a broken provider woul
 from __future__ import annotations
 
 import json
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
+import pydantic
 import pytest
+from openai.types.responses import (
+    ResponseFunctionToolCallItem,
+    ResponseFunctionToolCallOutputItem,
+    ResponseInputMessageItem,
+    ResponseOutputMessage,
+)
 
 from gateway.demo.mockprovider import MockProvider, Step
 from tests.conftest import RedisServer, serving, sha
@@ -22,6 +32,7 @@ from tests.conftest import RedisServer, serving, sha
 KEY = "sk-test-rr3-team"
 OTHER = "sk-test-rr3-other"
 NEARLY = "sk-test-rr3-nearly"
+POOR = "sk-test-rr3-poor"
 PRICE = "price: {input_per_mtok: 1, output_per_mtok: 2}"
 NOCACHE = {"cache-control": "no-store"}
 
@@ -45,6 +56,7 @@ def router_yaml(mock_url: str, redis_url: str, tmp: Path) -> str:
         f"  - {{name: rr3-team, key_sha256: {sha(KEY)}, daily_budget_usd: 100}}",
         f"  - {{name: rr3-other, key_sha256: {sha(OTHER)}, daily_budget_usd: 100}}",
         f"  - {{name: rr3-nearly, key_sha256: {sha(NEARLY)}, daily_budget_usd: 0.0002}}",
+        f"  - {{name: rr3-poor, key_sha256: {sha(POOR)}, daily_budget_usd: 0.002}}",
         "settings:",
         f"  redis_url: '{redis_url}'",
         f"  usage_log: {tmp}/usage.jsonl",
@@ -107,16 +119,14 @@ def test_a_setting_of_a_wrong_value_is_a_400_naming_it_on_a_translated_model(
     assert healthy(gateway)
 
 
-@pytest.mark.parametrize("item", [
-    {"type": "function_call", "name": "get_weather", "arguments": "{}"},
-    {"type": "function_call_output", "output": "sunny"},
-], ids=["function_call", "function_call_output"])
-def test_a_tool_item_without_its_call_id_is_a_400_naming_it(gateway: str, mock: MockProvider,
-                                                            item: dict[str, Any]) -> None:
-    """OpenAI refuses both (missing_required_parameter); through the translation Claude is
-    sent a tool_use with id "" (which Anthropic refuses) or the output as loose user text."""
+def test_a_function_call_item_without_its_call_id_is_a_400_naming_it(
+        gateway: str, mock: MockProvider) -> None:
+    """OpenAI refuses it (missing_required_parameter); through the translation Claude is
+    sent a tool_use with id "", which Anthropic refuses, and a later function_call_output
+    can never be matched to it."""
     answer = post(gateway, {"model": "claudeonly", "input": [
-        {"role": "user", "content": "weather?"}, item]})
+        {"role": "user", "content": "weather?"},
+        {"type": "function_call", "name": "get_weather", "arguments": "{}"}]})
     assert answer.status_code == 400, answer.text[:300]
     assert "call_id" in str(answer.json()["error"]["param"]), answer.json()
     assert mock.calls() == []
@@ -201,7 +211,7 @@ def test_reasoning_effort_reaches_claude_as_thinking(gateway: str, mock: MockPro
     assert answer.status_code == 200
     [sent] = mock.calls()
     assert (sent.body.get("thinking") or {}).get("type") in ("enabled", "adaptive"), sent.body
-    assert [item["type"] for item in answer.json()["output"]][0] == "reasoning"
+    assert answer.json()["output"][0]["type"] == "reasoning"
 
 
 WEATHER = {"type": "function", "name": "get_weather", "description": "The weather in a city",
@@ -236,17 +246,138 @@ def test_input_items_are_items_the_sdk_types_accept(gateway: str, tier: str) -> 
 def item_errors(item: dict[str, Any]) -> list[Any]:
     """What the SDK's type for this item refuses in it (one type per item, so the errors
     name the item's own fields rather than every member of the union)."""
-    import pydantic
-    from openai.types.responses import (ResponseFunctionToolCallItem,
-                                        ResponseFunctionToolCallOutputItem,
-                                        ResponseInputMessageItem, ResponseOutputMessage)
-    kind: type[pydantic.BaseModel] = {
+    types: dict[str, type[pydantic.BaseModel]] = {
         "function_call": ResponseFunctionToolCallItem,
-        "function_call_output": ResponseFunctionToolCallOutputItem,
-    }.get(item["type"]) or (ResponseOutputMessage if item.get("role") == "assistant"
-                            else ResponseInputMessageItem)
+        "function_call_output": ResponseFunctionToolCallOutputItem}
+    kind = types.get(item["type"]) or (ResponseOutputMessage if item.get("role") == "assistant"
+                                       else ResponseInputMessageItem)
     try:
         kind.model_validate(item)
     except pydantic.ValidationError as refused:
         return refused.errors()
     return []
+
+
+# --- a broken native provider (OpenAI's /v1/responses): attacks that held, kept as coverage
+# (no other test scripts a broken Responses upstream).
+
+def event(data: dict[str, Any]) -> bytes:
+    return f"event: {data['type']}\ndata: ".encode() + json.dumps(data).encode() + b"\n\n"
+
+
+UPSTREAM = {"id": "resp_upstream1", "object": "response", "created_at": 1, "status": "in_progress",
+            "model": "gpt-broken", "output": [], "parallel_tool_calls": True,
+            "tool_choice": "auto", "tools": [], "error": None, "incomplete_details": None,
+            "instructions": None, "metadata": {}, "temperature": 1, "top_p": 1}
+OPENED = (event({"type": "response.created", "sequence_number": 0, "response": UPSTREAM})
+          + event({"type": "response.in_progress", "sequence_number": 1, "response": UPSTREAM}))
+FIRST_TOKEN = (
+    event({"type": "response.output_item.added", "sequence_number": 2, "output_index": 0,
+           "item": {"type": "message", "id": "msg_up", "role": "assistant",
+                    "status": "in_progress", "content": []}})
+    + event({"type": "response.content_part.added", "sequence_number": 3, "output_index": 0,
+             "content_index": 0, "item_id": "msg_up",
+             "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []}})
+    + event({"type": "response.output_text.delta", "sequence_number": 4, "output_index": 0,
+             "content_index": 0, "item_id": "msg_up", "delta": "Hel", "logprobs": []}))
+FAILED = event({"type": "response.failed", "sequence_number": 5, "response": {
+    **UPSTREAM, "status": "failed", "error": {"code": "server_error", "message": "broke"}}})
+ERROR = event({"type": "error", "sequence_number": 0, "code": "server_error",
+               "message": "boom", "param": None})
+
+BEFORE_FIRST_TOKEN = {
+    "malformed_sse": b"data: {not json\n\n",
+    "error_event": ERROR,
+    "response_failed": OPENED + FAILED,
+    "no_terminal_event": OPENED,
+    "json_body_on_a_stream": b'{"hello": 1}',
+    "empty": b"",
+}
+
+
+@pytest.mark.parametrize("broken", BEFORE_FIRST_TOKEN)
+def test_a_native_stream_broken_before_its_first_token_falls_back_as_one_stream(
+        gateway: str, mock: MockProvider, broken: str) -> None:
+    mock.script("gpt-broken", Step(raw=BEFORE_FIRST_TOKEN[broken]))
+    with openai.OpenAI(base_url=f"{gateway}/v1", api_key=KEY, max_retries=0) as client, \
+            client.responses.stream(model="native", input="Hello there",
+                                    extra_headers=NOCACHE) as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    kinds = [e.type for e in events]
+    assert kinds.count("response.created") == 1 and kinds[-1] == "response.completed"
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert final.model == "claude" and "Hello there" in final.output_text
+
+
+AFTER_FIRST_TOKEN = {
+    "response_failed": OPENED + FIRST_TOKEN + FAILED,
+    "error_event": OPENED + FIRST_TOKEN + ERROR,
+    "no_terminal_event": OPENED + FIRST_TOKEN,
+}
+
+
+@pytest.mark.parametrize("broken", AFTER_FIRST_TOKEN)
+def test_a_native_stream_broken_after_its_first_token_ends_with_response_failed(
+        gateway: str, mock: MockProvider, broken: str) -> None:
+    mock.script("gpt-broken", Step(raw=AFTER_FIRST_TOKEN[broken]))
+    answer = post(gateway, {"model": "native", "input": "hi", "stream": True})
+    events = sse_events(answer.text)
+    assert [e["type"] for e in events][-2:] == ["response.output_text.delta", "response.failed"]
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    assert events[-1]["response"]["error"]["code"] == "server_error"
+    assert healthy(gateway)
+
+
+@pytest.mark.parametrize("body", [b'{"hello": 1}', b"[]", b"<html>oops</html>", json.dumps(
+    {**UPSTREAM, "status": "failed", "error": {"code": "server_error", "message": "x"}}).encode()],
+    ids=["not_a_response", "a_list", "html", "a_failed_response"])
+def test_a_native_body_that_is_not_a_completed_response_falls_back(
+        gateway: str, mock: MockProvider, body: bytes) -> None:
+    mock.script("gpt-broken", Step(raw=body))
+    answer = post(gateway, {"model": "native", "input": "Hello there"})
+    assert answer.status_code == 200 and answer.headers["x-gateway-model"] == "claude"
+    assert "Hello there" in answer.json()["output"][0]["content"][0]["text"]
+
+
+@pytest.mark.parametrize("tier,model", [("claudeonly", "claude-sonnet-4-5"),
+                                        ("fast", "gpt-4o-mini")])
+def test_a_store_that_stalls_mid_stream_ends_it_with_response_failed(
+        mock: MockProvider, tmp_path: Path, tier: str, model: str) -> None:
+    """The response is written before the last event: a Redis that stops answering while
+    the answer streams must end it with response.failed, in bounded time, not a completed
+    response nobody can continue."""
+    redis = RedisServer(tmp_path, debug=True).start()
+    config = router_yaml(mock.base_url, redis.url, tmp_path).replace(  # type: ignore[attr-defined]
+        "  cache: {enabled: true}", "  cache: {enabled: false}")
+    stall = threading.Thread(target=stall_redis, args=(redis.port, 6))
+    try:
+        with serving(tmp_path, config) as url:
+            mock.script(model, Step(text="one two three four five six seven eight",
+                                    chunk_delay_s=0.15))
+            started = time.monotonic()
+            lines = []
+            with httpx.stream("POST", f"{url}/v1/responses", timeout=30,
+                              json={"model": tier, "input": "slow", "stream": True},
+                              headers={"authorization": f"Bearer {KEY}"}) as answer:
+                for line in answer.iter_lines():
+                    lines.append(line)
+                    if "response.output_text.delta" in line and not stall.is_alive():
+                        stall.start()
+            took = time.monotonic() - started
+        events = sse_events("\n".join(lines))
+        assert events[-1]["type"] == "response.failed"
+        assert "response.completed" not in [e["type"] for e in events]
+        assert "could not be stored" in events[-1]["response"]["error"]["message"]
+        assert took < 10
+    finally:
+        if stall.is_alive():
+            stall.join(10)
+        redis.kill()
+
+
+def stall_redis(port: int, seconds: int) -> None:
+    """DEBUG SLEEP: the server stops answering anyone for `seconds`."""
+    with socket.create_connection(("127.0.0.1", port), timeout=seconds + 5) as connection:
+        connection.sendall(f"DEBUG SLEEP {seconds}\r\n".encode())
+        connection.recv(64)
