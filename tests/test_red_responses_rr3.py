@@ -45,12 +45,12 @@ def router_yaml(mock_url: str, redis_url: str, tmp: Path) -> str:
         "models:",
         f"  claude: {{provider: anthropic, model: claude-sonnet-4-5, {PRICE}}}",
         f"  gpt: {{provider: openai, model: gpt-4o-mini, {PRICE}}}",
-        f"  gpt-broken: {{provider: openai, model: gpt-broken, {PRICE}}}",
+        f"  brokengpt: {{provider: openai, model: gpt-broken, {PRICE}}}",
         "tiers:",
         "  fast: [gpt, claude]",
         "  smart: [claude, gpt]",
-        "  native: [gpt-broken, claude]",
-        "  nativeonly: [gpt-broken]",
+        "  native: [brokengpt, claude]",
+        "  nativeonly: [brokengpt]",
         "  claudeonly: [claude]",
         "keys:",
         f"  - {{name: rr3-team, key_sha256: {sha(KEY)}, daily_budget_usd: 100}}",
@@ -326,6 +326,8 @@ def test_a_native_stream_broken_after_its_first_token_ends_with_response_failed(
     assert [e["type"] for e in events][-2:] == ["response.output_text.delta", "response.failed"]
     assert [e["sequence_number"] for e in events] == list(range(len(events)))
     assert events[-1]["response"]["error"]["code"] == "server_error"
+    # README: OpenAI's events as sent "but for model": the gateway's name, never OpenAI's id
+    assert {e["response"]["model"] for e in events if "response" in e} == {"brokengpt"}
     assert healthy(gateway)
 
 
