@@ -384,3 +384,25 @@ def stall_redis(port: int, seconds: int) -> None:
         connection.sendall(f"DEBUG SLEEP {seconds}\r\n".encode())
         connection.recv(64)
 
+
+
+@pytest.mark.parametrize("code,as_event", [("invalid_prompt", "response.failed"),
+                                           ("rate_limit_exceeded", "error")])
+def test_a_native_failure_after_the_first_token_keeps_openais_error_code(
+        gateway: str, mock: MockProvider, code: str, as_event: str) -> None:
+    """OpenAI's codes say whether trying again can help: `invalid_prompt` (the prompt was
+    refused: retrying fails again) and `rate_limit_exceeded` (retry, later). Both are in the
+    API's ResponseErrorCode enum, so the client's response.failed can carry them as sent;
+    the gateway turns them into `server_error` (an `invalid_prompt` in response.failed, a
+    rate limit in an `error` event), and a client such as Codex retries what will never
+    pass, or retries a rate limit at once."""
+    failure = (event({"type": "response.failed", "sequence_number": 5, "response": {
+        **UPSTREAM, "status": "failed", "error": {"code": code, "message": "refused"}}})
+        if as_event == "response.failed" else
+        event({"type": "error", "sequence_number": 5, "code": code, "message": "refused",
+               "param": None}))
+    mock.script("gpt-broken", Step(raw=OPENED + FIRST_TOKEN + failure))
+    answer = post(gateway, {"model": "nativeonly", "input": "hi", "stream": True})
+    last = sse_events(answer.text)[-1]
+    assert last["type"] == "response.failed"
+    assert last["response"]["error"]["code"] == code, last["response"]["error"]
