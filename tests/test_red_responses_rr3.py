@@ -406,3 +406,29 @@ def test_a_native_failure_after_the_first_token_keeps_openais_error_code(
     last = sse_events(answer.text)[-1]
     assert last["type"] == "response.failed"
     assert last["response"]["error"]["code"] == code, last["response"]["error"]
+
+
+OPERATORS_SECRET = ("Incorrect API key provided: sk-live-abcdefghijklmnopqrstuvwx1234 for "
+                    "account acct_operator_42")
+FAILED_WITH_SECRET = {**UPSTREAM, "status": "failed",
+                      "error": {"code": "server_error", "message": OPERATORS_SECRET}}
+
+
+@pytest.mark.parametrize("streamed,raw", [
+    (True, OPENED + FIRST_TOKEN + event({"type": "response.failed", "sequence_number": 5,
+                                         "response": FAILED_WITH_SECRET})),
+    (True, OPENED + event({"type": "response.failed", "sequence_number": 2,
+                           "response": FAILED_WITH_SECRET})),
+    (False, json.dumps(FAILED_WITH_SECRET).encode()),
+], ids=["stream_after_first_token", "stream_before_first_token", "body"])
+def test_what_a_native_provider_said_in_a_failed_response_stays_with_the_operator(
+        gateway: str, mock: MockProvider, streamed: bool, raw: bytes) -> None:
+    """README, Errors: a provider's own text can quote the operator's key or account, so
+    tenants get a reason of the gateway's (an `error` event already is). A failed response
+    from OpenAI's /v1/responses reaches the tenant word for word instead: in the
+    response.failed it relays, and in the 502 when it came before the first token."""
+    mock.script("gpt-broken", Step(raw=raw))
+    answer = post(gateway, {"model": "nativeonly", "input": "hi", "stream": streamed})
+    assert answer.status_code in (200, 502)
+    assert "sk-live" not in answer.text and "acct_operator_42" not in answer.text, \
+        answer.text[-300:]
