@@ -202,7 +202,8 @@ async def _keep(store: Store, ttl_s: int, owner: ApiKey, request: GatewayRequest
     except StoreDown as exc:  # kept is what store: true promises; unkept is a failure
         made = [item["id"] for item in response.get("output") or ()
                 if isinstance(item, dict) and isinstance(item.get("id"), str)]
-        _forget(store, [_key(owner, response["id"]), *(_item_key(owner, i) for i in made)])
+        _forget(store, [_key(owner, response["id"]), *(_item_key(owner, i) for i in made)],
+                [(_known_key(i), b"1", known_s) for i in (response["id"], *made)])
         raise NotReady(f"{exc}: the response could not be stored, so it was not sent; try "
                        "again, or send store: false") from None
 
@@ -211,15 +212,18 @@ FORGET_TRIES = 30  # a second apart: a store stalled longer than this has droppe
 _forgetting: set[asyncio.Task[None]] = set()
 
 
-def _forget(store: Store, keys: list[str]) -> None:
+def _forget(store: Store, keys: list[str], known: list[tuple[str, bytes, int]]) -> None:
     """A write that timed out may still land once a stalled store wakes: the response the
     client was told failed is deleted as soon as the store answers again (a delete sent
-    after the write runs after it)."""
+    after the write runs after it), and its ids are then marked known: the client saw an
+    OpenAI id in the stream's first events, which must not be passed to OpenAI later as one
+    the gateway never held (OpenAI would answer from a conversation nothing priced)."""
     async def forget() -> None:
         for _ in range(FORGET_TRIES):
             await asyncio.sleep(RETRY_DOWN_AFTER_S)
             try:
                 await store.delete(*keys)
+                await store.set_many(known)
                 return
             except StoreDown:
                 continue

@@ -305,9 +305,20 @@ class ResponseEnding:
                                "name": item.get("name"),
                                "arguments": item.get("arguments", "")})
             events.append({"type": "response.output_item.done", "output_index": index,
-                           "item": {**item, "status": "incomplete"}})
+                           "item": {**item, "status": _ended_status(item)}})
         self.open.clear()
         return events
+
+
+# Items whose status can say they were cut short; a hosted tool's call cannot, and one cut
+# before it finished is failed.
+CUT_SHORT = frozenset({"message", "function_call", "custom_tool_call", "reasoning"})
+
+
+def _ended_status(item: dict[str, Any]) -> Any:
+    if item.get("type") in CUT_SHORT:
+        return "incomplete"
+    return "failed" if item.get("status") in (None, "in_progress", "searching") else item["status"]
 
 
 def replay(response: dict[str, Any]) -> Iterator[dict[str, Any]]:

@@ -162,12 +162,12 @@ def of_chat(models: tuple[Model, ...], request: GatewayRequest, counted: Counted
         fees = searches * cost.WEB_SEARCH_PICO if searches_on(model, request) else 0
         limits = [v for v in (asked, model.max_output_tokens) if v is not None]
         one_token = Counted(1, 4, 0).for_model(model)
-        # At least the minimum's one output token a choice: a smaller slice could never be
-        # granted, and a budget with money left would refuse the request.
-        slice_pico = max(rates.output * choices * one_token,
-                         min(rates.output * slice_tokens, share))
         limit = min(limits) if limits else DEFAULT_OUTPUT_LIMIT
         least = min(limit, LEAST_OUTPUT.get((request.kind, model.provider.type), 1))
+        # At least the minimum's output a choice: a smaller slice could never be granted,
+        # and a budget with money left would refuse the request.
+        slice_pico = max(rates.output * choices * max(one_token, least),
+                         min(rates.output * slice_tokens, share))
         per_model.append(Priced(model, counted.for_model(model) * input_rate + fees, rates.output,
                                 choices, limit, not thinks_unseen(model, request.body), share,
                                 slice_pico, one_token, input_rate, least))
