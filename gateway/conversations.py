@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from gateway import untrusted
 from gateway.answer import Answer, Events
 from gateway.config import ApiKey
 from gateway.errors import InvalidRequest, NotReady, PayloadTooLarge
@@ -81,11 +82,16 @@ def as_items(given: Any) -> list[Any]:
 
 
 def _with_id(item: Any) -> Any:
-    """An input item as OpenAI lists it: typed, with an id (the gateway's, if it had none)."""
-    if not isinstance(item, dict) or item.get("id"):
+    """An input item as OpenAI lists it: typed, with an id (the gateway's, if it had none)
+    and, for the kinds whose listing requires one, a status."""
+    if not isinstance(item, dict):
         return item
     kind = item.get("type") or ("message" if "role" in item else "item")
-    out = {**item, "type": kind, "id": new_id(ID_PREFIXES.get(kind, "item"))}
+    out = {**item, "type": kind}
+    if not out.get("id"):
+        out["id"] = new_id(ID_PREFIXES.get(kind, "item"))
+    if kind in ID_PREFIXES:
+        out.setdefault("status", "completed")
     if kind == "message" and isinstance(out.get("content"), str):
         part = "output_text" if out.get("role") == "assistant" else "input_text"
         out["content"] = [{"type": part, "text": out["content"]}]
@@ -130,7 +136,8 @@ async def continued(store: Store, owner: ApiKey, request: GatewayRequest,
         if (stored := _record(raw)) is None:
             # the gateway's own, which no provider knows, or another key's
             if GATEWAY_MARK in previous or await _anyones(store, [previous]):
-                raise InvalidRequest(f"Previous response with id '{previous}' not found (not "
+                raise InvalidRequest(f"Previous response with id '{untrusted.bounded(previous)}' "
+                                     "not found (not "
                                      "stored for this key: sent with store: false, deleted, "
                                      "or expired); send the whole conversation as input "
                                      "instead", param="previous_response_id",
@@ -170,7 +177,8 @@ async def _referenced(store: Store, owner: ApiKey, request: GatewayRequest,
     unheld = [ref for ref in refs if ref not in items]
     if missing := [ref for ref in unheld if GATEWAY_MARK in ref] or (
             unheld and await _anyones(store, unheld)):
-        raise InvalidRequest(f"item_reference: no item with id '{missing[0]}' is stored for "
+        raise InvalidRequest(f"item_reference: no item with id '{untrusted.bounded(missing[0])}'"
+                             " is stored for "
                              "this key (sent with store: false, deleted, or expired); send the "
                              "item itself instead", param="input")
     assert isinstance(given, list)
@@ -304,7 +312,8 @@ def page(items: list[Any], query: Mapping[str, str]) -> dict[str, Any]:
     if after := query.get("after"):
         ids = [item.get("id") if isinstance(item, dict) else None for item in ordered]
         if after not in ids:
-            raise InvalidRequest(f"after: no input item with id '{after}' in this response",
+            raise InvalidRequest(f"after: no input item with id '{untrusted.bounded(after)}' in "
+                                 "this response",
                                  param="after")
         ordered = ordered[ids.index(after) + 1:]
     data = ordered[:int(limit_given)]

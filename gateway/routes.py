@@ -10,7 +10,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from gateway import admin, auth, conversations, pipeline, routing
+from gateway import admin, auth, conversations, pipeline, routing, untrusted
 from gateway.answer import Events
 from gateway.config import ApiKey
 from gateway.context import Context, status_of
@@ -141,7 +141,8 @@ async def _stored(request: Request) -> tuple[Services, ApiKey, str]:
 
 
 def _not_found(response_id: str) -> ResponseNotFound:
-    return ResponseNotFound(f"Response with id '{response_id}' not found (it was not stored "
+    return ResponseNotFound(f"Response with id '{untrusted.bounded(response_id)}' not found "
+                            "(it was not stored "
                             "for this key, was deleted, or has expired)")
 
 

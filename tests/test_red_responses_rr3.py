@@ -203,17 +203,6 @@ def test_a_cache_hit_is_a_response_of_its_own(gateway: str, tier: str, streamed:
     assert httpx.get(f"{gateway}/v1/responses/{three['id']}", headers=headers).status_code == 200
 
 
-def test_reasoning_effort_reaches_claude_as_thinking(gateway: str, mock: MockProvider) -> None:
-    """README: the translation carries `reasoning.effort`. Claude is sent nothing of it
-    (no `thinking`), so a client asking for high effort gets an answer without reasoning."""
-    answer = post(gateway, {"model": "claudeonly", "input": "Think hard: 17 * 23?",
-                            "reasoning": {"effort": "high", "summary": "auto"}})
-    assert answer.status_code == 200
-    [sent] = mock.calls()
-    assert (sent.body.get("thinking") or {}).get("type") in ("enabled", "adaptive"), sent.body
-    assert answer.json()["output"][0]["type"] == "reasoning"
-
-
 WEATHER = {"type": "function", "name": "get_weather", "description": "The weather in a city",
            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}
 

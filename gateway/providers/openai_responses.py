@@ -61,7 +61,7 @@ class OpenAIResponses:
             raise ProviderError(f"{model.name}'s provider answered 200 without a response",
                                 status=502, kind="transient")
         if reply.get("status") == "failed":
-            raise _failed(model.name, reply)
+            raise _failed(compat, reply)
         reply["model"] = model.name
         return reply
 
@@ -87,7 +87,7 @@ class OpenAIResponses:
                     response = event.get("response")
                     if isinstance(response, dict):
                         if kind == "response.failed":
-                            raise _failed(model.name, response)
+                            raise _failed(compat, response)
                         response["model"] = model.name
                     yield event
                     if kind in ENDED:
@@ -102,13 +102,11 @@ class OpenAIResponses:
         return tokens.responses_tally(body).counted().for_model(self._compat.model)
 
 
-def _failed(name: str, response: dict[str, Any]) -> ProviderError:
-    """A response OpenAI ended as failed: its error, as a failure of this model (the chain
-    may fall back before the first token; after it, the client is told)."""
+def _failed(compat: OpenAICompat, response: dict[str, Any]) -> ProviderError:
+    """A response OpenAI ended as failed: a failure of this model (the chain may fall back
+    before the first token; after it, the client is told), read as any of its errors are,
+    so that its words stay with the operator and its code is kept."""
     given = response.get("error")
     error: dict[str, Any] = given if isinstance(given, dict) else {}
-    code = str(error.get("code") or "server_error")
-    status = 429 if code == "rate_limit_exceeded" else 502
-    return ProviderError(f"{name}'s provider failed the response ({code}): "
-                         f"{str(error.get('message') or '')[:300]}", status=status,
-                         kind="transient")
+    status = 429 if error.get("code") == "rate_limit_exceeded" else 502
+    return compat.read_error(status, {"error": {"type": "api_error", **error}}, {})
