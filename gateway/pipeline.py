@@ -151,9 +151,9 @@ async def _embeddings(ctx: Context) -> Answer:
 
 
 async def count_tokens(ctx: Context) -> int:
-    """The input tokens of a Messages body on its chain's first model that answers: Anthropic's
-    own count for a Claude model, the gateway's tokenizer for any other. Not a model call:
-    nothing is reserved, charged or cached."""
+    """The input tokens of a Messages or Responses body on its chain's first model that
+    answers: Anthropic's own count for a Claude model spoken to natively, the gateway's
+    tokenizer for any other. Not a model call: nothing is reserved, charged or cached."""
     assert ctx.request is not None and ctx.trace is not None
     request = ctx.request
     models = routing.plan(ctx.config, ctx.key, ctx.trace.requested)
@@ -161,7 +161,7 @@ async def count_tokens(ctx: Context) -> int:
     usable = [m for m in models if not m.unusable] or list(models)
     unsupported: list[Unsupported] = []
     for model in usable:
-        counter = build.in_format(adapters[model.name], ANTHROPIC_MESSAGES, request.headers)
+        counter = build.in_format(adapters[model.name], FORMATS[request.kind], request.headers)
         started = time.perf_counter()
         try:
             async with asyncio.timeout(max(ctx.trace.remaining_s(), 0.001)):

@@ -179,20 +179,40 @@ async def responses_socket(request: Request) -> Response:
                           "/v1/responses (streamed with stream: true)")
 
 
-async def count_tokens(request: Request) -> Response:
-    """POST /v1/messages/count_tokens: as the first model of the chain counts the body."""
-    request.state.surface = anthropic_messages.SURFACE
+async def _count(request: Request, surface: Surface, name: str,
+                 parse: Callable[[bytes, Mapping[str, str]], GatewayRequest],
+                 shown: Callable[[int], dict[str, object]]) -> Response:
+    """A count of a body's input tokens, as the first model of the chain counts it."""
+    request.state.surface = surface
     services: Services = request.app.state.services
     ctx = Context(services, records.Record(request.state.request_id, services.config,
-                                           surface="messages.count_tokens"))
+                                           surface=name))
     try:
-        await _asked(request, ctx, anthropic_messages.count_body)
+        await _asked(request, ctx, parse)
+        if surface is openai_responses.SURFACE:  # the conversation it continues counts too
+            assert ctx.request is not None
+            limit = int(ctx.config.settings.max_body_mb * 1024 * 1024)
+            ctx.request = await conversations.continued(services.store, ctx.key, ctx.request,
+                                                        limit)
         counted = await pipeline.count_tokens(ctx)
     except BaseException as exc:
         _ended(ctx, exc)
         raise
     ctx.close(200)
-    return Response(orjson.dumps({"input_tokens": counted}), media_type=JSON)
+    return Response(orjson.dumps(shown(counted)), media_type=JSON)
+
+
+async def count_tokens(request: Request) -> Response:
+    """POST /v1/messages/count_tokens."""
+    return await _count(request, anthropic_messages.SURFACE, "messages.count_tokens",
+                        anthropic_messages.count_body, lambda n: {"input_tokens": n})
+
+
+async def input_tokens(request: Request) -> Response:
+    """POST /v1/responses/input_tokens (the SDKs' responses.input_tokens.count)."""
+    return await _count(request, openai_responses.SURFACE, "responses.input_tokens",
+                        openai_responses.parse,
+                        lambda n: {"object": "response.input_tokens", "input_tokens": n})
 
 
 def _model(name: str) -> dict[str, object]:
@@ -265,6 +285,7 @@ routes = [
     Route("/v1/messages", messages, methods=["POST"]),
     Route("/v1/responses", responses, methods=["POST"]),
     Route("/v1/responses", responses_socket, methods=["GET"]),
+    Route("/v1/responses/input_tokens", input_tokens, methods=["POST"]),
     Route("/v1/responses/{response_id}", retrieve_response, methods=["GET"]),
     Route("/v1/responses/{response_id}", delete_response, methods=["DELETE"]),
     Route("/v1/responses/{response_id}/input_items", input_items, methods=["GET"]),

@@ -439,3 +439,23 @@ def test_a_response_openai_made_outside_the_gateway_is_continued_by_openai(
         assert received.body["previous_response_id"] == made["id"]
         assert answer.usage is not None and alone.usage is not None  # OpenAI had the
         assert answer.usage.input_tokens > alone.usage.input_tokens  # conversation
+
+
+@pytest.mark.parametrize("tier,model", TIERS)
+def test_input_tokens_are_counted_with_the_conversation(
+        replicas: tuple[str, str, Path], client: openai.OpenAI, mock: MockProvider,
+        tier: str, model: str) -> None:
+    """POST /v1/responses/input_tokens (the SDK's responses.input_tokens.count): the gateway's
+    count, which its budgets use, of the input a create would send; no model is called."""
+    alone = client.responses.input_tokens.count(model=tier, input="How long is this?")
+    assert alone.object == "response.input_tokens" and alone.input_tokens > 0
+    first = client.responses.create(model=tier, input="Remember a long sentence. " * 20,
+                                    extra_headers=NOCACHE)
+    mock.reset()
+    raw = client.responses.input_tokens.with_raw_response.count(
+        model=tier, input="How long is this?", previous_response_id=first.id)
+    assert raw.parse().input_tokens > alone.input_tokens + 100  # the conversation counts
+    assert not mock.calls()
+    [line] = usage_lines_of(replicas[2] / "usage.jsonl", raw.headers["x-request-id"], 3)
+    assert line["surface"] == "responses.input_tokens" and line["model"] == model
+    assert line["cost_usd"] in (None, 0)
