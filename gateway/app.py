@@ -124,7 +124,8 @@ def _http_error(scope: Scope, exc: HTTPException) -> GatewayError:
     return NotFound(f"no such endpoint: {method} {path}; the gateway serves "
                     "/v1/chat/completions, /v1/embeddings, /v1/messages, "
                     "/v1/messages/count_tokens, /v1/responses (and /v1/responses/{id}, "
-                    "/v1/responses/{id}/input_items, /v1/responses/input_tokens) and /v1/models", code="not_found")
+                    "/v1/responses/{id}/input_items, /v1/responses/input_tokens) and "
+                    "/v1/models", code="not_found")
 
 
 def _response(error: GatewayError, state: dict[str, Any]) -> Response:
