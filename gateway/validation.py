@@ -43,7 +43,7 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _require_model(body: dict[str, Any]) -> None:
+def require_model(body: dict[str, Any]) -> None:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidRequest("'model' is required: a tier or model name (GET /v1/models lists "
@@ -52,7 +52,7 @@ def _require_model(body: dict[str, Any]) -> None:
 
 def parse_chat(raw: bytes) -> dict[str, Any]:
     body = parse_json_object(raw)
-    _require_model(body)
+    require_model(body)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest("'messages' must be a non-empty array of messages",
@@ -148,7 +148,7 @@ def _is_embedding_input(value: Any) -> bool:
 
 def parse_embeddings(raw: bytes) -> dict[str, Any]:
     body = parse_json_object(raw)
-    _require_model(body)
+    require_model(body)
     if not _is_embedding_input(body.get("input")):
         raise InvalidRequest("'input' must be a non-empty string, an array of non-empty "
                              "strings, or an array of token ids (or of token id arrays)",

@@ -30,7 +30,7 @@ LAYERS: list[tuple[str, set[str]]] = [
         "providers.via_litellm", "providers.messages_translate", "providers.messages_stream",
         "providers.messages_via_chat", "providers.openai_responses", "conversations",
         "providers.responses_translate", "providers.responses_stream",
-        "providers.responses_via_chat",
+        "providers.responses_via_chat", "providers.via_chat",
         "server.overload", "server.logs", "server.accept_loop",
     }),
     ("one request's path: what lives for the process, the chain, the context", {

@@ -293,7 +293,7 @@ def from_chat(completion: dict[str, Any], model_name: str, thinking: bool) -> di
     if thinking and reasoning:
         content.append({"type": "thinking", "thinking": reasoning, "signature": UNSIGNED})
     refusal = text_of(message.get("refusal"))
-    text = _text(message.get("content")) + refusal
+    text = content_text(message.get("content")) + refusal
     if text:
         content.append({"type": "text", "text": text})
     calls = message.get("tool_calls") or ()
@@ -318,7 +318,8 @@ def text_of(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _text(content: Any) -> str:
+def content_text(content: Any) -> str:
+    """A chat message's content as text (a string, or the text of its parts)."""
     if isinstance(content, str):
         return content
     if isinstance(content, list):  # some providers answer with parts

@@ -28,7 +28,7 @@ import orjson
 from gateway import output_limit
 from gateway.errors import InvalidRequest
 from gateway.forms import responses
-from gateway.providers.messages_translate import reasoning_of, text_of
+from gateway.providers.messages_translate import content_text, reasoning_of, text_of
 
 if TYPE_CHECKING:
     from gateway.config import Model
@@ -393,7 +393,7 @@ def from_chat(completion: dict[str, Any], model_name: str,
     if reasoning := reasoning_of(message):
         output.append(reasoning_item(new_id("rs"), reasoning))
     content = []
-    if text := _text(message.get("content")):
+    if text := content_text(message.get("content")):
         content.append(text_part(text))
     if refusal := text_of(message.get("refusal")):
         content.append(refusal_part(refusal))
@@ -484,15 +484,6 @@ def function_call_item(item_id: str, call_id: str, name: str, arguments: str,
     if name in names:
         item["namespace"], item["name"] = names[name]
     return item
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):  # some providers answer with parts
-        return "".join(str(p.get("text") or "") for p in content
-                       if isinstance(p, dict) and p.get("type") == "text")
-    return ""
 
 
 def usage(chat_usage: Any) -> dict[str, Any]:

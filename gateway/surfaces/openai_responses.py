@@ -45,10 +45,7 @@ REFUSED = {
 
 def parse(raw: bytes, headers: Mapping[str, str]) -> GatewayRequest:
     body = validation.parse_json_object(raw)
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise InvalidRequest("model: a string is required (a tier or a model of the gateway)",
-                             param="model")
+    validation.require_model(body)
     for name, why in REFUSED.items():
         if body.get(name) not in (None, False):
             raise InvalidRequest(why, param=name)
