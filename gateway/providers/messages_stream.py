@@ -25,9 +25,10 @@ import orjson
 
 from gateway.forms.anthropic import UNSIGNED
 from gateway.providers import messages_translate as translate
+from gateway.providers.via_chat import ChunkTranslator
 
 
-class EventTranslator:
+class EventTranslator(ChunkTranslator):
     """Feed it each chunk of one chat stream; it returns the events that chunk produces.
     `close` ends the message when the stream ended without a usage chunk."""
 
@@ -46,37 +47,14 @@ class EventTranslator:
         self._after_call = ""  # text that came while the live call was open, sent after it
         self._stop_reason: str | None = None  # the choice finished
         self._refused = False
-        self._usage: dict[str, Any] | None = None
 
-    def feed(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
-        if self.finished:
-            return []
-        events = [] if self._started else self._start(chunk)
-        for choice in chunk.get("choices") or ():
-            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
-                continue  # one choice is asked for
-            if self._stop_reason is None:
-                events += self._delta(choice.get("delta") or {})
-                if choice.get("finish_reason"):
-                    events += self._finish(choice["finish_reason"])
-        if isinstance(chunk.get("usage"), dict):
-            self._usage = chunk["usage"]
-            # Usage sent before the finish (vLLM's running counts) is not yet the final one.
-            if self._stop_reason is not None:
-                events += self._end(self._usage)
-        return events
+    def _begun(self) -> bool:
+        return self._started
 
-    def close(self, estimated_usage: dict[str, Any]) -> list[dict[str, Any]]:
-        """The events that end the message, with `estimated_usage` (OpenAI's shape) unless
-        the provider sent its own: for a stream that ended without a usage chunk."""
-        if self.finished:
-            return []
-        events = [] if self._started else self._start({})
-        if self._stop_reason is None:
-            events += self._finish("stop")
-        return events + self._end(self._usage or estimated_usage)
+    def _choice_ended(self) -> bool:
+        return self._stop_reason is not None
 
-    def _start(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
+    def _begin(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
         self._started = True
         message: dict[str, Any] = {"id": translate.message_id(chunk.get("id")), "type": "message",
                    "role": "assistant", "model": self.model_name, "content": [],
@@ -135,7 +113,7 @@ class EventTranslator:
                                                  "partial_json": fresh}))
         return events
 
-    def _finish(self, finish_reason: Any) -> list[dict[str, Any]]:
+    def _end_choice(self, finish_reason: Any) -> list[dict[str, Any]]:
         events = self._into(None)
         if self._after_call:
             events += self._into("text")

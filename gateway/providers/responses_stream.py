@@ -24,6 +24,7 @@ from typing import Any
 
 from gateway.providers import responses_translate as translate
 from gateway.providers.messages_translate import reasoning_of, text_of
+from gateway.providers.via_chat import ChunkTranslator
 
 
 @dataclass
@@ -38,7 +39,7 @@ class _Call:
     sent: int = 0  # characters of its arguments sent
 
 
-class EventTranslator:
+class EventTranslator(ChunkTranslator):
     """Feed it each chunk of one chat stream; it returns the events that chunk produces.
     `close` ends the response when the stream ended without a usage chunk."""
 
@@ -58,37 +59,14 @@ class EventTranslator:
         self._calls: dict[int, _Call] = {}  # chat's tool_calls index -> the call
         self._held: list[tuple[str, str]] = []  # (kind, text) that came while calls were open
         self._finish: str | None = None  # the choice's finish_reason, once it finished
-        self._usage: dict[str, Any] | None = None
 
-    def feed(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
-        if self.finished:
-            return []
-        events = [] if self._opened is not None else self._start()
-        for choice in chunk.get("choices") or ():
-            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
-                continue  # one choice is asked for
-            if self._finish is None:
-                events += self._delta(choice.get("delta") or {})
-                if choice.get("finish_reason"):
-                    events += self._finished(str(choice["finish_reason"]))
-        if isinstance(chunk.get("usage"), dict):
-            self._usage = chunk["usage"]
-            # Usage sent before the finish (vLLM's running counts) is not yet the final one.
-            if self._finish is not None:
-                events += self._end(self._usage)
-        return events
+    def _begun(self) -> bool:
+        return self._opened is not None
 
-    def close(self, estimated_usage: dict[str, Any]) -> list[dict[str, Any]]:
-        """The events that end the response, with `estimated_usage` (chat's shape) unless
-        the provider sent its own: for a stream that ended without a usage chunk."""
-        if self.finished:
-            return []
-        events = [] if self._opened is not None else self._start()
-        if self._finish is None:
-            events += self._finished("stop")
-        return events + self._end(self._usage or estimated_usage)
+    def _choice_ended(self) -> bool:
+        return self._finish is not None
 
-    def _start(self) -> list[dict[str, Any]]:
+    def _begin(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
         self._opened = translate.skeleton(self.body, self.model_name, translate.new_id("resp"),
                                           int(time.time()))
         # OpenAI's schema has no null usage: an in-progress response leaves it out.
@@ -160,7 +138,8 @@ class EventTranslator:
         return [*events, self._event("response.output_item.added", output_index=call.index,
                                      item=item)]
 
-    def _finished(self, finish_reason: str) -> list[dict[str, Any]]:
+    def _end_choice(self, finish_reason: Any) -> list[dict[str, Any]]:
+        finish_reason = str(finish_reason)
         events: list[dict[str, Any]] = []
         for call in self._calls.values():
             if call.index is None:  # a call that never had a name: its item all the same

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncGenerator
-from typing import Any, Protocol
+from typing import Any
 
 from gateway.completions import Assembler
 from gateway.config import Model
@@ -20,16 +20,60 @@ from gateway.money import meter, tokens
 from gateway.providers.base import Adapter
 
 
-class Translator(Protocol):
-    """Chat chunks in, the API's stream events out."""
+class ChunkTranslator:
+    """One chat stream's chunks in, for its one choice, the API's events out. How chunks
+    are read is the same for every API (`feed`, `close`); a subclass says what its stream
+    opens with (`_begin`), makes of a delta (`_delta`), and ends the choice and the stream
+    with (`_end_choice`, then `_end` with the usage)."""
 
-    finished: bool
+    finished = False  # the stream's last event is made
+    _usage: dict[str, Any] | None = None  # the provider's, once its usage chunk came
 
-    def feed(self, chunk: dict[str, Any]) -> list[dict[str, Any]]: ...
+    def _begun(self) -> bool:
+        raise NotImplementedError
+
+    def _begin(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def _delta(self, delta: dict[str, Any]) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def _choice_ended(self) -> bool:
+        raise NotImplementedError
+
+    def _end_choice(self, finish_reason: Any) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def _end(self, chat_usage: dict[str, Any]) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def feed(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
+        if self.finished:
+            return []
+        events = [] if self._begun() else self._begin(chunk)
+        for choice in chunk.get("choices") or ():
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                continue  # one choice is asked for
+            if not self._choice_ended():
+                events += self._delta(choice.get("delta") or {})
+                if choice.get("finish_reason"):
+                    events += self._end_choice(choice["finish_reason"])
+        if isinstance(chunk.get("usage"), dict):
+            self._usage = chunk["usage"]
+            # Usage sent before the finish (vLLM's running counts) is not yet the final one.
+            if self._choice_ended():
+                events += self._end(self._usage)
+        return events
 
     def close(self, estimated_usage: dict[str, Any]) -> list[dict[str, Any]]:
-        """The end, for a stream the provider ended without a usage chunk."""
-        ...
+        """The events that end the stream, with `estimated_usage` (chat's shape) unless the
+        provider sent its own: for a stream that ended without a usage chunk."""
+        if self.finished:
+            return []
+        events = [] if self._begun() else self._begin({})
+        if not self._choice_ended():
+            events += self._end_choice("stop")
+        return events + self._end(self._usage or estimated_usage)
 
 
 class ViaChat:
@@ -49,7 +93,7 @@ class ViaChat:
         """A chat.completion as the API's answer to `body`."""
         raise NotImplementedError
 
-    def translator(self, input_tokens: int, body: dict[str, Any]) -> Translator:
+    def translator(self, input_tokens: int, body: dict[str, Any]) -> ChunkTranslator:
         """What turns the chat stream into the API's events for `body`."""
         raise NotImplementedError
 
