@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from tests import openai_conformance
+from tests.conftest import usage_lines_of
 
 CLIENTS = Path(__file__).parent / "clients"
 RUN_TIMEOUT_S = 30  # a scenario takes well under a second
@@ -33,6 +34,23 @@ class NodeRun:
 
     def request_ids(self) -> list[str]:
         return [t["requestId"] for t in self.traffic if t.get("requestId")]
+
+
+# tier, the router.yaml model that answers it, its provider's id, the path the mock receives
+TIERS = [pytest.param("fast", "gpt", "gpt-4o-mini", "/v1/responses", id="openai-tier"),
+         pytest.param("smart", "claude", "claude-sonnet-4-5", "/v1/messages",
+                      id="claude-tier")]
+
+
+def assert_logged(gateway_files: Path, node: NodeRun, tier: str, model: str) -> None:
+    """Each request the SDK made is in the usage log, as a Responses request answered by
+    `model` for `tier`."""
+    ids = node.request_ids()
+    assert len(ids) == len(node.traffic), "an answer without x-request-id"
+    for request_id in ids:
+        [line] = usage_lines_of(gateway_files / "usage.jsonl", request_id)
+        assert (line["surface"], line["requested"], line["model"], line["status"]) == (
+            "responses", tier, model, 200), line
 
 
 def token() -> str:

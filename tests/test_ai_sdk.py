@@ -18,13 +18,9 @@ from typing import Any
 import pytest
 
 from gateway.demo.mockprovider import MockProvider
-from tests.conftest import KEY_A, usage_lines_of
-from tests.responses_clients import NodeRun, run_node, token
-
-# tier, the router.yaml model that answers it, its provider's id, the path the mock receives
-TIERS = [pytest.param("fast", "gpt", "gpt-4o-mini", "/v1/responses", id="openai-tier"),
-         pytest.param("smart", "claude", "claude-sonnet-4-5", "/v1/messages",
-                      id="claude-tier")]
+from tests.conftest import KEY_A
+from tests.responses_clients import TIERS, NodeRun, run_node, token
+from tests.responses_clients import assert_logged as logged
 
 
 def run(gateway: str, tier: str, scenario: str, value: str) -> NodeRun:
@@ -36,12 +32,7 @@ def assert_logged(gateway_files: Path, node: NodeRun, tier: str, model: str) -> 
     """Every request the SDK made went to the Responses surface and was answered by `model`."""
     assert [t["url"].rsplit("/v1", 1)[-1] for t in node.traffic] == ["/responses"] * len(
         node.traffic)
-    ids = node.request_ids()
-    assert len(ids) == len(node.traffic), "an answer without x-request-id"
-    for request_id in ids:
-        [line] = usage_lines_of(gateway_files / "usage.jsonl", request_id)
-        assert (line["surface"], line["requested"], line["model"], line["status"]) == (
-            "responses", tier, model, 200), line
+    logged(gateway_files, node, tier, model)
 
 
 def assert_tool_round_trip(result: dict[str, Any], provider_model: str, value: str) -> None:

@@ -17,29 +17,20 @@ from typing import Any
 import pytest
 
 from gateway.demo.mockprovider import MockProvider
-from tests.conftest import KEY_A, usage_lines_of
-from tests.responses_clients import NodeRun, run_node, token, tool_exchanges
-
-# tier, the router.yaml model that answers it, its provider's id, the path the mock receives
-TIERS = [pytest.param("fast", "gpt", "gpt-4o-mini", "/v1/responses", id="openai-tier"),
-         pytest.param("smart", "claude", "claude-sonnet-4-5", "/v1/messages",
-                      id="claude-tier")]
+from tests.conftest import KEY_A
+from tests.responses_clients import (
+    TIERS,
+    NodeRun,
+    assert_logged,
+    run_node,
+    token,
+    tool_exchanges,
+)
 
 
 def run(gateway: str, tier: str, scenario: str, value: str) -> NodeRun:
     return run_node("responses_node.mjs", baseURL=f"{gateway}/v1", apiKey=KEY_A, model=tier,
                     scenario=scenario, token=value)
-
-
-def assert_logged(gateway_files: Path, node: NodeRun, tier: str, model: str) -> None:
-    """Each request the SDK made is in the usage log, as a Responses request answered by
-    `model` for `tier`."""
-    ids = node.request_ids()
-    assert len(ids) == len(node.traffic), "an answer without x-request-id"
-    for request_id in ids:
-        [line] = usage_lines_of(gateway_files / "usage.jsonl", request_id)
-        assert (line["surface"], line["requested"], line["model"], line["status"]) == (
-            "responses", tier, model, 200), line
 
 
 def provider_paths(mock: MockProvider) -> list[str]:

@@ -9,21 +9,7 @@
 // against OpenAI's schema. On an error it prints {"error": {...}, "traffic": [...]} and exits 1.
 import OpenAI from "openai";
 
-const options = JSON.parse(process.argv[2]);
-const traffic = [];
-const pending = [];
-
-// The SDK's fetch, teed: the SDK reads one copy, the other is recorded whole.
-async function recordingFetch(url, init) {
-  const response = await fetch(url, init);
-  const entry = {method: init?.method ?? "GET", url: String(url), status: response.status,
-                 contentType: response.headers.get("content-type") ?? "",
-                 requestId: response.headers.get("x-request-id"),
-                 request: typeof init?.body === "string" ? JSON.parse(init.body) : null};
-  traffic.push(entry);
-  pending.push(response.clone().text().then((text) => { entry.body = text; }));
-  return response;
-}
+import {options, recordingFetch, report} from "./recording.mjs";
 
 const client = new OpenAI({baseURL: options.baseURL, apiKey: options.apiKey, maxRetries: 0,
                            timeout: 20000, fetch: recordingFetch});
@@ -137,14 +123,5 @@ const scenarios = {
   },
 };
 
-try {
-  const result = await scenarios[options.scenario]();
-  await Promise.all(pending);
-  console.log(JSON.stringify({result, traffic}));
-} catch (error) {
-  await Promise.allSettled(pending);
-  console.log(JSON.stringify({error: {name: error?.constructor?.name, message: String(error),
-                                      status: error?.status ?? null, body: error?.error ?? null},
-                              traffic}));
-  process.exitCode = 1;
-}
+await report(scenarios[options.scenario],
+             (error) => ({status: error?.status ?? null, body: error?.error ?? null}));
