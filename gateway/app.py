@@ -21,13 +21,17 @@ from starlette.responses import Response
 from starlette.routing import Router
 from starlette.types import Lifespan, Message, Receive, Scope, Send
 
-from gateway import reload, untrusted
+from gateway import book, reload, untrusted
+from gateway.alerts import Alerts
 from gateway.config import CONFIG_ENV, Config, ConfigError, load_config
 from gateway.cooldown import Cooldowns
 from gateway.embedded_store import EMBEDDED_STORE_ENV
 from gateway.errors import GatewayError, HeadersTooLarge, MethodNotAllowed, NotFound
+from gateway.fleet import Fleet
 from gateway.money import budget
 from gateway.money.budget import Budgets
+from gateway.money.ledger import Ledger
+from gateway.money.quotas import Quotas
 from gateway.providers.adapters import Adapters
 from gateway.records.metrics import Metrics
 from gateway.records.records import Records, open_usage_log
@@ -158,11 +162,17 @@ def create_app(config: Config, store_url: str | None = None) -> Gateway:
         await asyncio.to_thread(reload.prepare, config)
         metrics = Metrics()
         store = Store(url, on_error=metrics.store_errors.inc)
-        budgets = Budgets(store, hold_s=budget.hold_s_for(config.settings.timeouts))
+        ledger = Ledger(store, book.SCRIPT)  # every quota's entries: one command per turn
+        budgets = Budgets(ledger, hold_s=budget.hold_s_for(config.settings.timeouts))
         overload = Overload(lambda reason: metrics.shed.labels(reason).inc())
-        services = Services(config=config, adapters=Adapters(config), cooldowns=Cooldowns(),
-                            store=store, budgets=budgets,
+        cooldowns = Cooldowns()
+        fleet = Fleet(ledger, cooldowns, lambda: list(services.config.models),
+                      busy=dict, others=lambda busy: None)
+        services = Services(config=config, adapters=Adapters(config), cooldowns=cooldowns,
+                            store=store, budgets=budgets, quotas=Quotas(ledger), fleet=fleet,
                             records=Records(metrics, open_usage_log(config)), overload=overload)
+        alerts = Alerts(store, metrics, lambda: services.config.settings.alerts, services.spawn)
+        background = [asyncio.create_task(fleet.run()), asyncio.create_task(alerts.run())]
         overload.start()
         reloader = reload.Reloader(services)
         app.state.services = services
@@ -178,6 +188,8 @@ def create_app(config: Config, store_url: str | None = None) -> Gateway:
             yield {TIMEOUTS_STATE: lambda: services.config.settings.timeouts}
         finally:
             watching.cancel()
+            for task in background:
+                task.cancel()
             await overload.stop()
             if on_hup:  # a SIGHUP while stopping must not cut the settlements written below
                 asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)

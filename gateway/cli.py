@@ -160,12 +160,14 @@ def _usd(micro: int | None) -> str:
 
 
 async def _spend_on(url: str, day: date) -> dict[str, int]:
+    from gateway import book
     from gateway.money.budget import Budgets
+    from gateway.money.ledger import Ledger
     from gateway.store import Store
 
     spend_store = Store(url)
     try:
-        return await Budgets(spend_store, hold_s=0).spend_on(day)
+        return await Budgets(Ledger(spend_store, book.SCRIPT), hold_s=0).spend_on(day)
     finally:
         await spend_store.close()
 

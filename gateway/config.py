@@ -21,7 +21,7 @@ from pydantic_core import ErrorDetails
 
 from gateway import output_limit
 from gateway.providers import litellm_data
-from gateway.schema import ModelSpec, ProviderSpec, RouterFile, Settings
+from gateway.schema import LimitSpec, ModelSpec, ProviderSpec, RouterFile, Settings
 from gateway.yamlpos import PositionIndex
 
 CONFIG_ENV = "GATEWAY_CONFIG"  # where `gateway serve` workers find router.yaml
@@ -74,6 +74,19 @@ class Provider:
 
 
 @dataclass(frozen=True)
+class Limits:
+    rpm: int | None = None
+    tpm: int | None = None
+    max_in_flight: int | None = None
+
+    def __bool__(self) -> bool:
+        return any(v is not None for v in (self.rpm, self.tpm, self.max_in_flight))
+
+
+NO_LIMITS = Limits()
+
+
+@dataclass(frozen=True)
 class Model:
     name: str
     provider: Provider
@@ -81,6 +94,7 @@ class Model:
     price: Price
     max_output_tokens: int | None
     reasoning: bool = False  # it may think before answering, in tokens it may not show
+    limits: Limits = NO_LIMITS  # the provider account's quota: past it, the chain moves on
 
     @property
     def unusable(self) -> str | None:
@@ -94,6 +108,8 @@ class ApiKey:
     daily_budget_usd: float | None
     allow: frozenset[str] | None  # None: every tier and model
     cache_scope: str | None = None  # the group whose keys share cache entries
+    limits: Limits = NO_LIMITS
+    alert_at_percent: tuple[int, ...] = ()  # sorted, distinct
 
     def may_use(self, requested: str) -> bool:
         return self.allow is None or requested in self.allow
@@ -195,6 +211,8 @@ def parse_config(data: bytes, path: Path, environ: dict[str, str] | None = None)
             daily_budget_usd=k.daily_budget_usd,
             allow=frozenset(k.allow) if k.allow is not None else None,
             cache_scope=k.cache_scope,
+            limits=_limits(k.limits),
+            alert_at_percent=tuple(sorted(set(k.alert_at_percent))),
         )
         for k in spec.keys
     )
@@ -250,6 +268,10 @@ def _check_references(raw: dict[str, Any], report: Note) -> None:
     """Cross-field rules, checked on the raw data so they add to schema problems."""
     providers, models, tiers = (_section(raw, s) for s in ("providers", "models", "tiers"))
     for name, model in models.items():
+        limits = model.get("limits") if isinstance(model, dict) else None
+        if isinstance(limits, dict) and limits.get("max_in_flight") is not None:
+            report(("models", name, "limits", "max_in_flight"),
+                   "a model's limits are rpm and tpm; max_in_flight is a key's limit")
         provider = model.get("provider") if isinstance(model, dict) else None
         if isinstance(provider, str) and provider not in providers:
             report(("models", name, "provider"),
@@ -280,6 +302,9 @@ def _check_references(raw: dict[str, Any], report: Note) -> None:
             if digest in seen_digests:
                 report(("keys", i, "key_sha256"), "the same key is listed twice")
             seen_digests.add(digest)
+        if key.get("alert_at_percent") and key.get("daily_budget_usd") is None:
+            report(("keys", i, "alert_at_percent"),
+                   "alerts are shares of daily_budget_usd, which this key does not set")
         allow = key.get("allow")
         for j, entry in enumerate(allow if isinstance(allow, list) else []):
             if isinstance(entry, str) and entry not in tiers and entry not in models:
@@ -368,7 +393,11 @@ def _model(name: str, m: ModelSpec, provider: Provider, report: Note, warn: Note
     reasoning = bool(listed and listed.reasoning) or m.model.lower().startswith(
         output_limit.COMPLETION_TOKENS_ONLY)
     return Model(name=name, provider=provider, provider_model=m.model, price=price,
-                 max_output_tokens=max_output, reasoning=reasoning)
+                 max_output_tokens=max_output, reasoning=reasoning, limits=_limits(m.limits))
+
+
+def _limits(spec: LimitSpec) -> Limits:
+    return Limits(spec.rpm, spec.tpm, spec.max_in_flight)
 
 
 def key_digest(key: str) -> bytes:

@@ -26,6 +26,7 @@ from gateway.errors import GatewayError
 from gateway.forms.base import StreamForm
 from gateway.money import cost, meter
 from gateway.money.meter import Metered
+from gateway.money.quotas import Admission
 from gateway.records.records import Record
 from gateway.request import CLIENT_LEFT, GatewayRequest, Trace
 from gateway.services import Services
@@ -44,6 +45,7 @@ class Context:
     trace: Trace | None = None
     lookup: Lookup = field(default_factory=lambda: Lookup("off"))
     metered: Metered | None = None
+    admission: Admission | None = None  # the key's place under its rate limits
     charged: bool = False  # an answer is charged against the reservation
     _charging: Task[None] | None = None
 
@@ -71,14 +73,17 @@ class Context:
         attempts = len(self.trace.attempts) if self.trace else 0
         money = self.metered.headers if self.metered else {}
         return {"x-gateway-model": model.name, "x-gateway-attempts": str(attempts),
-                "x-gateway-cache": self.lookup.state, **money}
+                "x-gateway-cache": self.lookup.state, **money, **self._limit_headers()}
+
+    def _limit_headers(self) -> dict[str, str]:
+        return self.admission.headers() if self.admission is not None else {}
 
     def hit(self, model_name: str) -> dict[str, str]:
         """A cache hit: nothing called, nothing charged. Its headers."""
         self.record.model, self.record.cache = model_name, "hit"
         self.record.charged(cost.Usage(0, 0), 0)
         return {"x-gateway-model": model_name, "x-gateway-attempts": "0",
-                "x-gateway-cache": "hit", "x-gateway-cost-usd": FREE}
+                "x-gateway-cache": "hit", "x-gateway-cost-usd": FREE, **self._limit_headers()}
 
     async def charge(self, model: Model, reply: dict[str, Any], status: int = 200) -> Answer:
         """Charge an answer, whole or cut short (`status` not 200), record what it was, and
@@ -123,7 +128,21 @@ class Context:
             return
         if self.metered is not None and not self.charged:
             meter.release(self.services.budgets, self.metered)
+        self._count_usage()
         self.services.records.close(self.record, status)
+
+    def _count_usage(self) -> None:
+        """The tokens used count against the key's and the model's tokens per minute, and the
+        key's place in flight is freed."""
+        quotas, usage, rid = self.services.quotas, self.record.usage, self.record.request_id
+        tokens = usage.input_tokens + usage.output_tokens if usage is not None else 0
+        if self.admission is not None:
+            quotas.release(self.admission)
+            if self.key.limits.tpm is not None:
+                quotas.used(self.admission.owner, tokens, rid)
+        model = self.config.models.get(self.record.model or "")
+        if model is not None and model.limits.tpm is not None:
+            quotas.used(f"model:{model.name}", tokens, rid)
 
 
 def status_of(exc: BaseException) -> int:

@@ -13,6 +13,7 @@ Errors are data here; the caller's surface (surfaces/) renders them in its diale
     ├── PayloadTooLarge      413      body over settings.max_body_mb
     ├── HeadersTooLarge      431      request headers over 32 KB
     ├── BudgetExceeded       429      the key's daily budget cannot pay for the request
+    ├── RateLimited          429      the key's rate limit: worth retrying after Retry-After
     ├── NotReady             503      no usable configuration or store
     ├── Overloaded           503      shed: see overload.py
     ├── ClientGone           499      the client left before a provider was called
@@ -29,6 +30,7 @@ to fix the request, and gets it bounded, with anything like a credential masked.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -130,6 +132,25 @@ class BudgetExceeded(GatewayError):
 
     def headers(self) -> dict[str, str]:
         return {"x-should-retry": "false"}
+
+
+class RateLimited(GatewayError):
+    """A key's rate limit (money/quotas.py): the SDKs retry it after Retry-After."""
+
+    status = 429
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, type: str, retry_after_s: float,
+                 limit_headers: dict[str, str]):
+        super().__init__(message)
+        self.type = type  # OpenAI's: "requests" or "tokens"
+        self.retry_after_s = retry_after_s
+        self.limit_headers = limit_headers
+
+    def headers(self) -> dict[str, str]:
+        return {**self.limit_headers, "retry-after": str(max(1, math.ceil(self.retry_after_s))),
+                "retry-after-ms": str(max(1, round(self.retry_after_s * 1000))),
+                "x-should-retry": "true"}
 
 
 class NotReady(GatewayError):
@@ -251,7 +272,8 @@ class Attempt:
 class ChainFailed(GatewayError):
     """Every model of the chain failed or was skipped.
 
-    504 when every call timed out, 429 when every call was rate-limited, else 502.
+    504 when every call timed out, 429 when every call was rate-limited or every model's
+    own quota (models.X.limits) was used up, else 502.
     The gateway has already retried and fallen back, so it tells SDKs not to
     retry on top (`x-should-retry: false`): that stacking is how one request
     becomes (1+N)^2 upstream calls.
@@ -261,23 +283,27 @@ class ChainFailed(GatewayError):
     code = "all_models_failed"
 
     def __init__(self, requested: str, attempts: list[Attempt], skipped: list[str],
-                 failures: list[ProviderError]):
+                 failures: list[ProviderError], quota_waits: list[float] | None = None):
         parts = [a.describe() for a in attempts] + skipped
         detail = "; ".join(parts) if parts else "no model to try"
         super().__init__(f"every model for '{requested}' failed: {detail}")
         self.attempts = attempts
         self.retry_after_s: float | None = None
+        self.quota_only = False  # no model was called: worth a retry once a quota frees
         if failures and all(f.timed_out for f in failures):
             self.status = 504
         elif failures and all(f.status == 429 for f in failures):
             self.status, self.type, self.code = 429, "rate_limit_error", "rate_limited"
             waits = [f.retry_after_s for f in failures if f.retry_after_s is not None]
             self.retry_after_s = min(waits) if waits else None
+        elif not failures and quota_waits:  # no call made: each model's quota was used up
+            self.status, self.type, self.code = 429, "rate_limit_error", "rate_limited"
+            self.retry_after_s, self.quota_only = min(quota_waits), True
         else:
             self.status = 502
 
     def headers(self) -> dict[str, str]:
-        headers = {"x-should-retry": "false"}
+        headers = {"x-should-retry": "true" if self.quota_only else "false"}
         if self.retry_after_s is not None:
             headers["retry-after"] = str(max(1, round(self.retry_after_s)))
         return headers

@@ -6,6 +6,8 @@ ends the request with the provider's status. A stream may fall back until its
 first token (a non-empty text or tool-call delta) exists: the client has seen
 nothing before that. Models in cooldown are skipped, unless every usable model
 is cooling: then they are tried anyway, since a cooldown must not become an outage.
+A model whose own quota (models.X.limits) is used up is skipped without a call:
+the provider would only answer 429.
 """
 
 from __future__ import annotations
@@ -24,10 +26,13 @@ from gateway.cooldown import Cooldowns
 from gateway.errors import ChainFailed, ClientGone, ProviderError, Unsupported
 from gateway.forms import openai
 from gateway.forms.base import StreamForm
+from gateway.money import quotas
+from gateway.money.quotas import Quotas
 from gateway.providers import build
 from gateway.providers.base import Adapter, Speaker
 from gateway.request import Trace
 from gateway.schema import Settings
+from gateway.store import StoreDown
 
 log = logging.getLogger("gateway")
 T = TypeVar("T")
@@ -50,6 +55,8 @@ class Chain:
     # and the client's headers of that format's API, for a native pass-through.
     format: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
+    quotas: Quotas | None = None  # the models' own limits; None: not checked
+    lease_s: float = 60.0  # how long an admission may hold a place (the budget's hold)
 
     def speaker(self, model: Model) -> Speaker:
         return build.speaking(self.adapters[model.name], self.format, self.headers)
@@ -139,9 +146,32 @@ async def _attempt(chain: Chain, model: Model, call: Callable[[], Awaitable[T]])
 ModelCall = Callable[[Model, Turn], Awaitable[T]]
 
 
+class QuotaUsed(Exception):
+    """The model's own quota has no room: it is not called."""
+
+    def __init__(self, reason: str, retry_after_s: float):
+        super().__init__(reason)
+        self.reason, self.retry_after_s = reason, retry_after_s
+
+
+async def _within_quota(chain: Chain, model: Model) -> None:
+    """A place under the model's limits, or QuotaUsed; the store down: the call goes ahead."""
+    if chain.quotas is None or not model.limits:
+        return
+    try:
+        admission = await chain.quotas.admit(f"model:{model.name}", model.limits, chain.lease_s)
+    except StoreDown:
+        return
+    if not admission.admitted:
+        what = quotas.REFUSED_BY[admission.refused_by]
+        raise QuotaUsed(f"its {what} quota is used up; room again in "
+                        f"{admission.retry_after_s:.1f}s", admission.retry_after_s)
+
+
 async def _over_chain(chain: Chain, call: ModelCall[T]) -> tuple[Model, T]:
     models = _candidates(chain)
     unsupported: list[Unsupported] = []
+    quota_waits: list[float] = []
     for position, model in enumerate(models):
         if chain.trace.remaining_s() <= 0:
             chain.trace.skipped += [f"{m.name}: not tried (the request's total_s ran out)"
@@ -152,6 +182,7 @@ async def _over_chain(chain: Chain, call: ModelCall[T]) -> tuple[Model, T]:
         async def attempt(model: Model = model, turn: Turn = turn) -> T:
             if chain.gone():  # a provider is paid for answers nobody would read
                 raise ClientGone(f"the client left before {model.name} was called")
+            await _within_quota(chain, model)  # every call, retries too, takes a place
             return await _attempt(chain, model, lambda: call(model, turn))
 
         try:
@@ -161,6 +192,10 @@ async def _over_chain(chain: Chain, call: ModelCall[T]) -> tuple[Model, T]:
             unsupported.append(refused)
             chain.trace.skipped.append(f"{model.name}: skipped ({refused.message})")
             continue
+        except QuotaUsed as used:
+            quota_waits.append(used.retry_after_s)
+            chain.trace.skipped.append(f"{model.name}: skipped ({used.reason})")
+            continue
         except ProviderError as error:
             if not error.falls_back:
                 raise
@@ -169,7 +204,7 @@ async def _over_chain(chain: Chain, call: ModelCall[T]) -> tuple[Model, T]:
     if unsupported and not chain.trace.failures:
         raise unsupported[0]  # what to change so that a model of the chain can take it
     raise ChainFailed(chain.trace.requested, chain.trace.attempts, chain.trace.skipped,
-                      chain.trace.failures)
+                      chain.trace.failures, quota_waits)
 
 
 async def _one_answer(chain: Chain, ask: Callable[[Model], Awaitable[dict[str, Any]]],

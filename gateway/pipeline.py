@@ -1,6 +1,7 @@
 """The story of one request, top to bottom, with no HTTP framework and no wire format in it.
 
     models = routing.plan(...)                  # tier -> models; 404/403 before any I/O
+    await _admitted(ctx)                        # the key's rate limits; 429 past them
     if hit := await cache.get(...): ...         # a hit calls no provider and costs nothing
     ctx.metered = await meter.reserve(...)      # up front, atomically; 429 if unpayable
     reply = await fallbacks.complete(...)       # or open_stream / embed: retries and fallbacks
@@ -28,14 +29,15 @@ import orjson
 from gateway import cache, fallbacks, routing, streaming
 from gateway.answer import Answer, Events
 from gateway.context import Context, status_of
-from gateway.errors import ChainFailed, ProviderError, Unsupported
+from gateway.errors import ChainFailed, ProviderError, RateLimited, Unsupported
 from gateway.fallbacks import Chain, OpenStream
 from gateway.forms.base import Assembles
-from gateway.money import meter, watch
+from gateway.money import meter, quotas, watch
 from gateway.money.meter import Metered
 from gateway.providers import build
 from gateway.providers.base import ANTHROPIC_MESSAGES, OPENAI_RESPONSES
 from gateway.request import Kind, Trace
+from gateway.store import StoreDown
 
 # The wire format a request's models are spoken to in, where it is not the gateway's own.
 FORMATS: dict[Kind, str] = {"messages": ANTHROPIC_MESSAGES, "responses": OPENAI_RESPONSES}
@@ -58,11 +60,34 @@ def _plan(ctx: Context) -> Chain:
                             trace.requested, models, request.body, request.headers)
     ctx.record.cache = ctx.lookup.state
     chain = Chain(models, services.adapters.of(config), config.settings, services.cooldowns,
-                  trace, ctx.gone)
+                  trace, ctx.gone, quotas=services.quotas, lease_s=services.budgets.hold_s)
     if (format := FORMATS.get(request.kind)) is not None:  # every model speaks it, or is
         chain.form, chain.format, chain.headers = (request.stream_form, format,  # translated
                                                    request.headers)
     return chain
+
+
+async def _admitted(ctx: Context) -> None:
+    """A place under the key's rate limits (keys[].limits), or a 429 the SDKs retry. With the
+    store down the limits are not enforced: a limit must not become an outage."""
+    limits = ctx.key.limits
+    if not limits:
+        return
+    try:
+        admission = await ctx.services.quotas.admit(f"key:{ctx.key.name}", limits,
+                                                    ctx.services.budgets.hold_s)
+    except StoreDown:
+        return
+    if admission.admitted:
+        ctx.admission = admission
+        return
+    what = quotas.REFUSED_BY[admission.refused_by]
+    ctx.services.records.metrics.rate_limited.labels(
+        ctx.key.name, what.rpartition("(")[2].rstrip(")")).inc()
+    wait_s = admission.retry_after_s
+    raise RateLimited(f"rate limit of key {ctx.key.name} reached: {what}; retry in "
+                      f"{max(wait_s, 0.001):.3g}s", type="tokens" if admission.refused_by == 2
+                      else "requests", retry_after_s=wait_s, limit_headers=admission.headers())
 
 
 async def _reserved(ctx: Context, chain: Chain) -> Metered:
@@ -77,6 +102,7 @@ async def _generated(ctx: Context) -> Answer | Events:
     """A chat completion or a message: the model writes it, whole or streamed."""
     assert ctx.request is not None
     chain = _plan(ctx)
+    await _admitted(ctx)
     if (hit := await cache.get(ctx.services.store, ctx.lookup)) is not None:
         headers = ctx.hit(hit.model)
         encoded = ctx.request.form.as_hit(hit.answer, ctx.request.body)
@@ -143,6 +169,7 @@ async def _generated_stream(ctx: Context, chain: Chain, metered: Metered) -> Eve
 
 async def _embeddings(ctx: Context) -> Answer:
     chain = _plan(ctx)
+    await _admitted(ctx)
     if (hit := await cache.get(ctx.services.store, ctx.lookup)) is not None:
         return Answer.cached(ctx.hit(hit.model), hit.answer)
     metered = await _reserved(ctx, chain)

@@ -27,11 +27,20 @@ class ProviderSpec(Frozen):
     headers: dict[str, str] = {}
 
 
+class LimitSpec(Frozen):
+    """Rate limits, held across every process and replica (money/quotas.py)."""
+
+    rpm: PositiveInt | None = None  # requests per minute
+    tpm: PositiveInt | None = None  # tokens per minute, input and output, by real usage
+    max_in_flight: PositiveInt | None = None  # requests being answered at once
+
+
 class ModelSpec(Frozen):
     provider: str
     model: str = Field(min_length=1)
     price: PriceSpec | None = None
     max_output_tokens: PositiveInt | None = None
+    limits: LimitSpec = LimitSpec()  # the provider account's quota for this model
 
 
 class KeySpec(Frozen):
@@ -40,6 +49,9 @@ class KeySpec(Frozen):
     daily_budget_usd: NonNegativeFloat | None = None
     allow: tuple[str, ...] | None = None
     cache_scope: str | None = Field(default=None, min_length=1)  # a group: its keys share entries
+    limits: LimitSpec = LimitSpec()
+    # Shares of daily_budget_usd, in percent, whose crossing sends an alert (settings.alerts).
+    alert_at_percent: tuple[Annotated[int, Field(ge=1, le=100)], ...] = ()
 
 
 class CacheSettings(Frozen):
@@ -86,6 +98,14 @@ class CooldownSettings(Frozen):
     for_s: NonNegativeFloat = 30
 
 
+class AlertSettings(Frozen):
+    """Where budget alerts (keys[].alert_at_percent) go, besides the log and the metrics."""
+
+    webhook_url: str = ""  # empty: a log line and a metric only
+    timeout_s: PositiveFloat = 5  # per delivery attempt
+    attempts: Annotated[int, Field(ge=1, le=20)] = 5  # with backoff 1 s, 2 s, 4 s, ... 30 s
+
+
 class ResponsesSettings(Frozen):
     # How long a stored response (POST /v1/responses without store: false) can be read and
     # continued with previous_response_id; OpenAI keeps its own for 30 days.
@@ -105,6 +125,7 @@ class Settings(Frozen):
     max_response_mb: PositiveFloat = 32
     data_dir: str = "./.gateway"
     cooldown: CooldownSettings = CooldownSettings()
+    alerts: AlertSettings = AlertSettings()
     overload: OverloadSettings = OverloadSettings()
     usage_log: str = "./logs/usage.jsonl"  # empty: no usage log
     usage_log_max_mb: PositiveFloat = 100

@@ -9,7 +9,9 @@ from typing import Any
 
 from gateway.config import Config
 from gateway.cooldown import Cooldowns
+from gateway.fleet import Fleet
 from gateway.money.budget import Budgets
+from gateway.money.quotas import Quotas
 from gateway.providers.adapters import Adapters
 from gateway.records.records import Records
 from gateway.server.overload import Overload
@@ -31,6 +33,8 @@ class Services:
     cooldowns: Cooldowns
     store: Store
     budgets: Budgets
+    quotas: Quotas
+    fleet: Fleet
     records: Records
     overload: Overload
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -50,7 +54,9 @@ class Services:
         # now on; the old ones close once no request can use them.
         self.adapters.reconfigure(new)
         self.budgets.reconfigure(new.settings.timeouts)
-        self.cooldowns.forget(name for name, model in old.models.items()
-                              if new.models.get(name) != model)
+        redefined = [name for name, model in old.models.items()
+                     if new.models.get(name) != model]
+        self.cooldowns.forget(redefined)
+        self.fleet.forget(redefined)
         self.config = new
         await self.records.reconfigure(old, new)

@@ -12,8 +12,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "gateway"
 LAYERS: list[tuple[str, set[str]]] = [
     ("foundations: no gateway imports, or only each other", {
         "errors", "untrusted", "yamlpos", "schema", "completions",
-        "providers.litellm_data", "money.budget_scripts", "records.usage_log",
-        "records.metrics",
+        "providers.litellm_data", "money.budget_scripts", "money.quota_scripts",
+        "fleet_scripts", "book", "records.usage_log", "records.metrics",
     }),
     ("pure: the configuration and the rules read from it", {
         "config", "output_limit", "config_view", "widening", "auth", "routing", "cooldown",
@@ -22,7 +22,8 @@ LAYERS: list[tuple[str, set[str]]] = [
         "forms.responses",
     }),
     ("I/O: the store, money, cache, records, providers, the server's parts", {
-        "store", "embedded_store", "money.ledger", "money.budget", "money.meter", "cache",
+        "store", "embedded_store", "money.ledger", "money.budget", "money.quotas",
+        "money.meter", "fleet", "alerts", "cache",
         "records.records", "providers.base", "providers.build", "providers.sessions",
         "providers.adapters",
         "providers.upstream", "providers.openai_compat", "providers.anthropic_api",

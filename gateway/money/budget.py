@@ -24,16 +24,15 @@ from __future__ import annotations
 import functools
 import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from gateway.config import ApiKey
 from gateway.errors import BudgetExceeded
 from gateway.money import cost
-from gateway.money.budget_scripts import APPLY, BALANCE
-from gateway.money.ledger import Arg, Ask, Book, Ledger, Write
+from gateway.money.budget_scripts import BALANCE
+from gateway.money.ledger import Arg, Ask, Ledger, Write
 from gateway.schema import TimeoutSettings
-from gateway.store import Store
 
 SPEND_KEPT_S = 8 * 86400  # `gateway spend` and /admin/spend look back a week
 RESERVATIONS_KEPT_S = 2 * 86400
@@ -61,9 +60,6 @@ def _keys(name: str, day: date) -> tuple[str, str, str]:
 
 def _new_id() -> str:
     return f"{random.getrandbits(128):032x}"  # unique, not secret: the fast generator will do
-
-
-SETTLED_PREFIX = "gw:settled:v1:"  # + a reservation's id: the marker its settlement leaves
 
 
 def budget_microusd(key: ApiKey) -> int | None:
@@ -143,12 +139,17 @@ def hold_s_for(timeouts: TimeoutSettings) -> int:
 
 def _settlement(reservation: Reservation, charged: int, marker: str) -> Write:
     """Release the reservation (if any) and add `charged`; `marker`: the reservation's id,
-    or one of its own, by which the store applies it once."""
-    name = reservation.key.name
-    return Write(_keys(name, reservation.day), (name, reservation.id, charged, marker))
+    or one of its own, by which the store applies it once. A spend it takes past one of
+    the key's alert thresholds queues that alert (once a day)."""
+    key = reservation.key
+    budget = budget_microusd(key)
+    return Write("settle", _keys(key.name, reservation.day),
+                 (key.name, reservation.id, charged, marker, SPEND_KEPT_S, SETTLED_MARKER_S,
+                  "" if budget is None else budget, f"{reservation.day:%Y-%m-%d}",
+                  *key.alert_at_percent))
 
 
-def _grow(key: ApiKey, day: date, rid: str, args: tuple[Arg, ...]) -> Ask:
+def _grow(key: ApiKey, day: date, rid: str, args: tuple[Arg, ...], hold_s: int) -> Ask:
     """An ask to make or grow reservation `rid`; answered held, spent, reserved, blocked."""
     new = args[1] == 0  # a reservation not yet in the store: one that may exist is freed
 
@@ -157,17 +158,14 @@ def _grow(key: ApiKey, day: date, rid: str, args: tuple[Arg, ...]) -> Ask:
             return None
         return _settlement(Reservation(key, day, rid, 0), 0, rid)
 
-    return Ask(_keys(key.name, day), (key.name, *args), 4, undo)
+    return Ask("grow", _keys(key.name, day),
+               (key.name, *args, hold_s, RESERVATIONS_KEPT_S, SETTLED_MARKER_S), 4, undo)
 
 
 @dataclass
 class Budgets:
-    store: Store
+    ledger: Ledger  # shared with the other quotas: one command per turn of the event loop
     hold_s: int  # how long a reservation outlives a process that died holding it
-    ledger: Ledger = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.ledger = Ledger(self.store, Book("spend settlement", APPLY, self._common))
 
     def reconfigure(self, timeouts: TimeoutSettings) -> None:
         """Reservations made from now on are held as long as the new timeouts need."""
@@ -193,7 +191,8 @@ class Budgets:
         rid = _new_id()
         held, spent, reserved, blocked = await self.ledger.ask(_grow(
             key, day, rid, (budget, 0, worst, minimum, rid,
-                            replaces.id if replaces is not None else "", "", int(patient))))
+                            replaces.id if replaces is not None else "", "", int(patient)),
+            self.hold_s))
         seen = Balance(spent, reserved)
         if not held and blocked and patient:
             raise Blocked(str(refusal(key, day, seen, minimum)))
@@ -213,7 +212,7 @@ class Budgets:
         held, spent, reserved, blocked = await self.ledger.ask(_grow(
             reservation.key, reservation.day, reservation.id,
             (budget, reservation.granted, target, minimum, reservation.id, "", used,
-             int(patient))))
+             int(patient)), self.hold_s))
         return Reservation(reservation.key, reservation.day, reservation.id, held,
                            Balance(spent, reserved)), bool(blocked)
 
@@ -221,16 +220,12 @@ class Budgets:
         """Record what the request has used so far (charged if its process dies), soon."""
         if reservation.id and (budget := budget_microusd(reservation.key)) is not None:
             key, g = reservation.key, reservation.granted
-            self.ledger.post(Ask(_keys(key.name, reservation.day),
-                                 (key.name, budget, g, g, 1, reservation.id, "", used, 0), 4))
+            self.ledger.post(_grow(key, reservation.day, reservation.id,
+                                   (budget, g, g, 1, reservation.id, "", used, 0), self.hold_s))
 
     def settle(self, reservation: Reservation, charged: int) -> None:
         """Release the reservation and add the real cost, soon and off the request's path."""
         self.ledger.write(_settlement(reservation, charged, reservation.id or _new_id()))
-
-    def _common(self, settlements: int, grows: int) -> list[Arg]:
-        return [settlements, grows, self.hold_s, RESERVATIONS_KEPT_S, SPEND_KEPT_S,
-                SETTLED_MARKER_S, SETTLED_PREFIX]
 
     async def flush(self) -> None:
         """Send what is queued now, and wait for every batch on its way (at shutdown)."""
@@ -243,7 +238,7 @@ class Budgets:
         """The key's balance, this process's queued settlements included."""
         day = day or today()
         spent, reserved = await self.ledger.read(
-            BALANCE, _keys(key.name, day), [*self._common(0, 0), key.name])
+            BALANCE, _keys(key.name, day), [key.name, SETTLED_MARKER_S])
         return Balance(spent, reserved)
 
     async def spend_on(self, day: date) -> dict[str, int]:

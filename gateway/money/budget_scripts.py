@@ -1,4 +1,4 @@
-"""The budget's Lua scripts: each runs inside Redis as one atomic step.
+"""The budget's operations in the book (book.py): Lua functions, each applied atomically.
 
 Per key and UTC day the store holds the spend (`gw:spend:v1:{date}`, key name ->
 micro-dollars), the reservations of requests in flight (a hash: reservation id
@@ -16,17 +16,21 @@ nothing the second time:
   <target>"; if the store holds anything else for it, it was applied already
   (or is gone), and the answer is what the store holds.
 
-APPLY takes a batch: the settlements and the reservations that queued in one
-turn of the event loop go to the store in one command, so a busy gateway pays
-one round trip for many requests.
+A settlement that takes a key's spend to one of its alert thresholds (a share
+of its budget) queues one alert on `gw:alerts:v1` (alerts.py sends it), once
+per key, threshold and day: the first to set the threshold's marker queues it.
 """
 
 from __future__ import annotations
 
-# ARGV[1..6] of every script: settlements, grows, hold_s, kept_s, spend_kept_s, marker_s;
-# ARGV[7]: the marker prefix.
-_COMMON = """
-local marker_s, marker_prefix = ARGV[6], ARGV[7]
+SETTLED_PREFIX = "gw:settled:v1:"  # + a reservation's id: the marker its settlement leaves
+ALERTS_KEY = "gw:alerts:v1"  # the alerts to send: a list of JSON objects
+ALERTED_PREFIX = "gw:alerted:v1:"  # + day:percent:key name: the marker of an alert queued
+ALERTED_KEPT_S = 2 * 86400
+
+# Helpers of both the book and the BALANCE read.
+COMMON = f"""
+local settled_prefix = '{SETTLED_PREFIX}'
 
 local function release(held_key, expiry_key, id)
   redis.call('ZREM', expiry_key, id)
@@ -38,81 +42,88 @@ local function release(held_key, expiry_key, id)
   return tonumber(held), used
 end
 
-local function balance(spend_key, held_key, expiry_key, name, now)
+local function balance(spend_key, held_key, expiry_key, name, now, marker_s)
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', expiry_key, '-inf', now)) do
     local held, used = release(held_key, expiry_key, id)
     if used > 0 then
       redis.call('HINCRBY', spend_key, name, string.format('%d', math.min(held, used)))
     end
-    redis.call('SET', marker_prefix .. id, '1', 'EX', marker_s)  -- a late settlement: once
+    redis.call('SET', settled_prefix .. id, '1', 'EX', marker_s)  -- a late settlement: once
   end
   return tonumber(redis.call('HGET', spend_key, name) or '0'),
          tonumber(redis.call('HGET', held_key, '_total') or '0')
 end
 """
 
-# KEYS: per settlement, its spend hash, reservations hash and expiries; then the same per grow.
-# ARGV after the common seven: per settlement: key name, reservation id ('' for none), cost,
-#   marker id (the reservation id, or a settlement id of its own); per grow: key name,
-#   budget, held now (0 for a new reservation), target, least worth adding, reservation id,
-#   id of a reservation it replaces ('' for none: freed whatever the answer), tally used
-#   so far ('' to leave it), patient ('1': when other requests' holds make the grant
-#   smaller than it would be without them, grant nothing, and say so).
-# Returns, per grow: held (0: refused or gone), spent, reserved (this grant included),
-#   blocked (1: other requests' holds made the grant smaller).
-APPLY = _COMMON + """
-local settlements, grows = tonumber(ARGV[1]), tonumber(ARGV[2])
-local hold_s, kept_s, spend_kept_s = tonumber(ARGV[3]), ARGV[4], ARGV[5]
-for i = 0, settlements - 1 do
-  local k, a = i * 3, 7 + i * 4
-  if redis.call('SET', marker_prefix .. ARGV[a + 4], '1', 'NX', 'EX', marker_s) then
-    if ARGV[a + 2] ~= '' then release(KEYS[k + 2], KEYS[k + 3], ARGV[a + 2]) end
-    redis.call('HINCRBY', KEYS[k + 1], ARGV[a + 1], ARGV[a + 3])
-    redis.call('EXPIRE', KEYS[k + 1], spend_kept_s)
+# settle. KEYS: the key's spend hash, reservations hash, expiries. ARGV: key name,
+#   reservation id ('' for none), cost, marker id (the reservation id, or a settlement id
+#   of its own), spend_kept_s, marker_s, budget ('' for none), UTC day, then the alert
+#   thresholds in percent of the budget.
+# grow. KEYS: the same three. ARGV: key name, budget, held now (0 for a new reservation),
+#   target, least worth adding, reservation id, id of a reservation it replaces ('' for
+#   none: freed whatever the answer), tally used so far ('' to leave it), patient ('1': when
+#   other requests' holds make the grant smaller than it would be without them, grant
+#   nothing, and say so), hold_s, kept_s, marker_s.
+#   Answers held (0: refused or gone), spent, reserved (this grant included), blocked (1:
+#   other requests' holds made the grant smaller).
+OPERATIONS = f"""
+local alerts_key, alerted_prefix = '{ALERTS_KEY}', '{ALERTED_PREFIX}'
+
+op.settle = function(k, a)
+  if not redis.call('SET', settled_prefix .. a[4], '1', 'NX', 'EX', a[6]) then return {{}} end
+  if a[2] ~= '' then release(k[2], k[3], a[2]) end
+  local spent = redis.call('HINCRBY', k[1], a[1], a[3])
+  redis.call('EXPIRE', k[1], a[5])
+  if a[7] == '' or tonumber(a[3]) <= 0 then return {{}} end
+  local budget = tonumber(a[7])
+  for i = 9, #a do
+    local percent = tonumber(a[i])
+    if spent * 100 >= budget * percent and redis.call(
+        'SET', alerted_prefix .. a[8] .. ':' .. a[i] .. ':' .. a[1], '1', 'NX', 'EX',
+        {ALERTED_KEPT_S}) then
+      redis.call('RPUSH', alerts_key, cjson.encode({{key = a[1], spent_microusd = spent,
+        budget_microusd = budget, threshold_percent = percent, date = a[8]}}))
+    end
   end
+  return {{}}
 end
-local now = tonumber(redis.call('TIME')[1])
-local answers = {}
-for i = 0, grows - 1 do
-  local k, a = settlements * 3 + i * 3, 7 + settlements * 4 + i * 9
-  local held_key, expiry_key = KEYS[k + 2], KEYS[k + 3]
-  local id, replaces, used = ARGV[a + 6], ARGV[a + 7], ARGV[a + 8]
-  local spent, reserved = balance(KEYS[k + 1], held_key, expiry_key, ARGV[a + 1], now)
+
+op.grow = function(k, a, now_ms)
+  local now = math.floor(now_ms / 1000)  -- reservations expire by the second
+  local held_key, expiry_key = k[2], k[3]
+  local id, replaces, used = a[6], a[7], a[8]
+  local spent, reserved = balance(k[1], held_key, expiry_key, a[1], now, a[12])
   if replaces ~= '' then
     reserved = reserved - release(held_key, expiry_key, replaces)
-    redis.call('SET', marker_prefix .. replaces, '1', 'EX', marker_s)
+    redis.call('SET', settled_prefix .. replaces, '1', 'EX', a[12])
   end
   local held = tonumber(redis.call('HGET', held_key, id) or '0')
-  local from = tonumber(ARGV[a + 3])
+  local from = tonumber(a[3])
   local blocked = 0
-  if held == from and redis.call('EXISTS', marker_prefix .. id) == 0 then
-    local budget, want = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 4]) - held
+  if held == from and redis.call('EXISTS', settled_prefix .. id) == 0 then
+    local budget, want = tonumber(a[2]), tonumber(a[4]) - held
     local add = math.min(want, budget - spent - reserved)
     if math.min(want, budget - spent - held) > add then blocked = 1 end
-    if blocked == 1 and ARGV[a + 9] == '1' then add = 0 end
-    if add >= tonumber(ARGV[a + 5]) and add > 0 then
+    if blocked == 1 and a[9] == '1' then add = 0 end
+    if add >= tonumber(a[5]) and add > 0 then
       held = held + add
       redis.call('HSET', held_key, id, string.format('%d', held))
       redis.call('HINCRBY', held_key, '_total', string.format('%d', add))
-      if from == 0 then redis.call('ZADD', expiry_key, now + hold_s, id) end
-      redis.call('EXPIRE', held_key, kept_s)
-      redis.call('EXPIRE', expiry_key, kept_s)
+      if from == 0 then redis.call('ZADD', expiry_key, now + tonumber(a[10]), id) end
+      redis.call('EXPIRE', held_key, a[11])
+      redis.call('EXPIRE', expiry_key, a[11])
       reserved = reserved + add
     end
   end
   if held > 0 and used ~= '' then redis.call('HSET', held_key, 'u:' .. id, used) end
-  answers[#answers + 1] = held
-  answers[#answers + 1] = spent
-  answers[#answers + 1] = reserved
-  answers[#answers + 1] = blocked
+  return {{held, spent, reserved, blocked}}
 end
-return answers
 """
 
-# KEYS: spend hash, reservations hash, expiries. ARGV: the common seven, then key name.
+# KEYS: spend hash, reservations hash, expiries. ARGV: key name, marker_s.
 # Returns {spent, reserved}.
-BALANCE = _COMMON + """
-local spent, reserved = balance(KEYS[1], KEYS[2], KEYS[3], ARGV[8],
-                                tonumber(redis.call('TIME')[1]))
+BALANCE = COMMON + """
+local spent, reserved = balance(KEYS[1], KEYS[2], KEYS[3], ARGV[1],
+                                tonumber(redis.call('TIME')[1]), ARGV[2])
 return {spent, reserved}
 """

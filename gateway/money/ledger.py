@@ -1,10 +1,12 @@
 """The ledger: a quota's changes to the store, batched per turn of the event loop, and
 kept through an outage.
 
-A quota (today the daily budget, budget.py) keeps its counters in the store and
-changes them with one Lua script, its book, which takes a whole batch of
-entries in one command and applies them atomically. The ledger carries two
-kinds of entry:
+Every quota (the daily budgets, budget.py; the rate limits, quotas.py; the
+cooldowns and loads shared between replicas, fleet.py) keeps its counters in
+the store and changes them through one Lua script, the book (book.py), which
+takes a whole batch of entries in one command and applies them atomically:
+each entry names its operation (`op`), a function of the book. The ledger
+carries two kinds of entry:
 - a write must land once, sooner or later: it is sent off the request's path,
   and when the store cannot take it, it is queued in memory and replayed once
   a second until the store answers again (so the book's script must apply a
@@ -20,7 +22,7 @@ turn, in one command: a busy gateway pays one round trip for many requests.
 Reads see this process's own writes: what is queued is sent first.
 
 A quota with other counters joins this round trip by joining the book: its
-entries become further sections of the script's batch (one command per turn
+operations become further functions of the one script (one command per turn
 must stay one; a second script would cost a second round trip, since redis-py
 checks a pipeline's scripts with a round trip of its own).
 """
@@ -42,18 +44,8 @@ Arg = str | int
 
 
 @dataclass(frozen=True)
-class Book:
-    """How one quota's entries reach the store."""
-
-    name: str  # what a write is, for logs ("spend settlement")
-    # Lua; KEYS: each write's keys, then each ask's; ARGV: the header, then each write's
-    # arguments, then each ask's. Returns the asks' answers one after another.
-    script: str
-    header: Callable[[int, int], list[Arg]]  # ARGV before the entries, given #writes, #asks
-
-
-@dataclass(frozen=True)
 class Write:
+    op: str  # the book's function that applies it
     keys: tuple[str, ...]
     args: tuple[Arg, ...]
 
@@ -64,6 +56,7 @@ def _keep_nothing(answer: list[int] | None) -> Write | None:
 
 @dataclass
 class Ask:
+    op: str
     keys: tuple[str, ...]
     args: tuple[Arg, ...]
     width: int  # numbers in its answer
@@ -77,7 +70,10 @@ class Ask:
 @dataclass
 class Ledger:
     store: Store
-    book: Book
+    # Lua (book.py). KEYS: every entry's keys, in order; ARGV: per entry, its op, its number
+    # of keys and of arguments, then its arguments. Returns the asks' answers one after
+    # another (a write answers nothing).
+    book: str
     _writes: list[Write] = field(default_factory=list)  # not yet sent
     _asks: list[Ask] = field(default_factory=list)  # not yet sent
     _next: asyncio.Task[None] | None = None  # the batch that takes what is queued
@@ -182,12 +178,12 @@ class Ledger:
 
     async def _apply(self, writes: list[Write], asks: list[Ask]) -> list[int]:
         keys: list[str] = []
-        args = self.book.header(len(writes), len(asks))
+        args: list[Arg] = []
         entries: list[Write | Ask] = [*writes, *asks]
         for entry in entries:
             keys += entry.keys
-            args += entry.args
-        run = self._script(self.book.script)
+            args += (entry.op, len(entry.keys), len(entry.args), *entry.args)
+        run = self._script(self.book)
         raw = await self.store.run(lambda _: run(keys=keys, args=args))
         return [int(n) for n in raw]
 
@@ -200,7 +196,7 @@ class Ledger:
             await asyncio.wait(set(self._sending))
 
     async def _flush(self) -> None:
-        log.warning("%d %s(s) wait for the store", len(self._pending), self.book.name)
+        log.warning("%d write(s) (settlements, usage) wait for the store", len(self._pending))
         while self._pending:
             await asyncio.sleep(1)
             while self._pending:
@@ -209,12 +205,12 @@ class Ledger:
                 except StoreDown:
                     break
                 self._pending.pop(0)
-        log.warning("queued %ss written to the store", self.book.name)
+        log.warning("queued writes written to the store")
 
     def close(self) -> None:
         if unwritten := len(self._pending) + len(self._writes):
-            log.error("%d %s(s) could not be written: the store did not answer before "
-                      "shutdown", unwritten, self.book.name)
+            log.error("%d write(s) (settlements, usage) could not be written: the store did "
+                      "not answer before shutdown", unwritten)
         if self._flusher is not None:
             self._flusher.cancel()
 

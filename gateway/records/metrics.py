@@ -52,6 +52,12 @@ class Metrics:
         self.cooldowns = Counter("gateway_cooldowns", "Cooldowns started", ["model"], registry=r)
         self.budget_refusals = Counter("gateway_budget_refusals", "Requests refused by a daily "
                                        "budget", ["key"], registry=r)
+        self.budget_alerts = Counter("gateway_budget_alerts", "Budget alerts sent, by key and "
+                                     "threshold (percent of the daily budget)",
+                                     ["key", "threshold"], registry=r)
+        self.rate_limited = Counter("gateway_rate_limited", "Requests refused by a key's rate "
+                                    "limit, by key and limit (rpm, tpm, max_in_flight)",
+                                    ["key", "limit"], registry=r)
         self.shed = Counter("gateway_requests_shed", "Requests not served because the worker "
                             "was overloaded (in_flight, delay: a 503) or their client had "
                             "left before they started (gone)", ["reason"], registry=r)
