@@ -21,7 +21,7 @@ from pydantic_core import ErrorDetails
 
 from gateway import output_limit
 from gateway.providers import litellm_data
-from gateway.schema import LimitSpec, ModelSpec, ProviderSpec, RouterFile, Settings
+from gateway.schema import ModelLimitSpec, ModelSpec, ProviderSpec, RouterFile, Settings
 from gateway.yamlpos import PositionIndex
 
 CONFIG_ENV = "GATEWAY_CONFIG"  # where `gateway serve` workers find router.yaml
@@ -268,10 +268,6 @@ def _check_references(raw: dict[str, Any], report: Note) -> None:
     """Cross-field rules, checked on the raw data so they add to schema problems."""
     providers, models, tiers = (_section(raw, s) for s in ("providers", "models", "tiers"))
     for name, model in models.items():
-        limits = model.get("limits") if isinstance(model, dict) else None
-        if isinstance(limits, dict) and limits.get("max_in_flight") is not None:
-            report(("models", name, "limits", "max_in_flight"),
-                   "a model's limits are rpm and tpm; max_in_flight is a key's limit")
         provider = model.get("provider") if isinstance(model, dict) else None
         if isinstance(provider, str) and provider not in providers:
             report(("models", name, "provider"),
@@ -396,8 +392,8 @@ def _model(name: str, m: ModelSpec, provider: Provider, report: Note, warn: Note
                  max_output_tokens=max_output, reasoning=reasoning, limits=_limits(m.limits))
 
 
-def _limits(spec: LimitSpec) -> Limits:
-    return Limits(spec.rpm, spec.tpm, spec.max_in_flight)
+def _limits(spec: ModelLimitSpec) -> Limits:
+    return Limits(spec.rpm, spec.tpm, getattr(spec, "max_in_flight", None))
 
 
 def key_digest(key: str) -> bytes:

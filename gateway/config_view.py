@@ -20,6 +20,8 @@ def effective(config: Config) -> dict[str, Any]:
     settings = config.settings.model_dump()
     settings["redis_url"] = redact_url(settings["redis_url"])
     settings["master_key"] = REDACTED if settings["master_key"] else ""
+    alerts = settings["alerts"]  # a webhook's URL is often its own token
+    alerts["webhook_url"] = REDACTED if alerts["webhook_url"] else ""
     return {
         "providers": {
             p.name: {"type": p.type, "api_base": redact_url(p.api_base),
@@ -31,13 +33,15 @@ def effective(config: Config) -> dict[str, Any]:
         "models": {
             m.name: {"provider": m.provider.name, "model": m.provider_model,
                      "price": dataclasses.asdict(m.price),
-                     "max_output_tokens": m.max_output_tokens, "reasoning": m.reasoning}
+                     "max_output_tokens": m.max_output_tokens, "reasoning": m.reasoning,
+                     "limits": dataclasses.asdict(m.limits)}
             for m in config.models.values()
         },
         "tiers": {name: list(chain) for name, chain in config.tiers.items()},
         "keys": [{"name": k.name, "daily_budget_usd": k.daily_budget_usd,
                   "allow": sorted(k.allow) if k.allow is not None else None,
-                  "cache_scope": k.cache_scope}
+                  "cache_scope": k.cache_scope, "limits": dataclasses.asdict(k.limits),
+                  "alert_at_percent": list(k.alert_at_percent)}
                  for k in config.keys],
         "settings": settings,
     }

@@ -27,11 +27,16 @@ class ProviderSpec(Frozen):
     headers: dict[str, str] = {}
 
 
-class LimitSpec(Frozen):
-    """Rate limits, held across every process and replica (money/quotas.py)."""
+class ModelLimitSpec(Frozen):
+    """A model's (a provider account's) quota, held across every process and replica."""
 
     rpm: PositiveInt | None = None  # requests per minute
     tpm: PositiveInt | None = None  # tokens per minute, input and output, by real usage
+
+
+class LimitSpec(ModelLimitSpec):
+    """A key's rate limits (money/quotas.py)."""
+
     max_in_flight: PositiveInt | None = None  # requests being answered at once
 
 
@@ -40,7 +45,7 @@ class ModelSpec(Frozen):
     model: str = Field(min_length=1)
     price: PriceSpec | None = None
     max_output_tokens: PositiveInt | None = None
-    limits: LimitSpec = LimitSpec()  # the provider account's quota for this model
+    limits: ModelLimitSpec = ModelLimitSpec()  # the provider account's quota for this model
 
 
 class KeySpec(Frozen):

@@ -30,7 +30,7 @@ NEUTRAL_SETTINGS = frozenset({
     "log_content", "watch_config", "cache.ttl_s", "budgets.output_slice_tokens",
     "budgets.wait_s", "max_response_mb",
 })
-NEUTRAL_SECTIONS = ("retry.", "timeouts.", "cooldown.", "overload.")
+NEUTRAL_SECTIONS = ("retry.", "timeouts.", "cooldown.", "overload.", "alerts.")
 # Settings that widen one way only: (trusted value, new value) -> widens.
 ONE_WAY: dict[str, Callable[[Any, Any], bool]] = {
     # replaced, a new secret opens /admin; removed, /metrics (every key's spend) opens
@@ -72,6 +72,10 @@ def _keys(trusted: Config, new: Config) -> list[str]:
         elif old.daily_budget_usd is not None and key.daily_budget_usd is not None \
                 and key.daily_budget_usd > old.daily_budget_usd:
             out.append(f"key {key.name}: daily budget raised")
+        for limit in ("rpm", "tpm", "max_in_flight"):
+            then, now = getattr(old.limits, limit), getattr(key.limits, limit)
+            if then is not None and (now is None or now > then):
+                out.append(f"key {key.name}: limits.{limit} raised or removed")
         (names, models), (names_before, models_before) = reach(new, key), reach(trusted, old)
         if gained := (names - names_before) | (models - models_before):
             out.append(f"key {key.name} may use more tiers or models: "

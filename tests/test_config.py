@@ -148,6 +148,20 @@ BROKEN = [
     ("duplicate key", VALID.replace("tiers:", "tiers:\n  fast: [gpt]"),
      "tiers.fast: duplicate key"),
     ("not yaml", "providers: [unclosed", "not valid YAML"),
+    ("alerts without a budget", VALID.replace("settings:", f"keys:\n  - {{name: a, key_sha256: "
+                                              f"{'a' * 64}, alert_at_percent: [50]}}\nsettings:"),
+     "keys[0].alert_at_percent: alerts are shares of daily_budget_usd, which this key does "
+     "not set"),
+    ("alert past the budget", VALID.replace("settings:", f"keys:\n  - {{name: a, key_sha256: "
+                                            f"{'a' * 64}, daily_budget_usd: 1, "
+                                            "alert_at_percent: [150]}\nsettings:"),
+     "keys[0].alert_at_percent[0]: should be less than or equal to 100"),
+    ("a zero rate limit", VALID.replace("settings:", f"keys:\n  - {{name: a, key_sha256: "
+                                        f"{'a' * 64}, limits: {{rpm: 0}}}}\nsettings:"),
+     "keys[0].limits.rpm: should be greater than 0"),
+    ("a model's limit in flight", VALID.replace("model: gpt-4o-mini}", "model: gpt-4o-mini, "
+                                                "limits: {max_in_flight: 3}}"),
+     "router.yaml:5: models.gpt.limits.max_in_flight: unknown field"),
 ]
 
 

@@ -27,7 +27,7 @@ models:
 tiers:
   fast: [cheap, dear]
 keys:
-  - {{name: team-a, key_sha256: {DIGEST_A}, daily_budget_usd: 5}}
+  - {{name: team-a, key_sha256: {DIGEST_A}, daily_budget_usd: 5, limits: {{rpm: 60}}}}
   - {{name: team-b, key_sha256: {DIGEST_B}, allow: [fast]}}
 settings:
   master_key: sk-master
@@ -62,6 +62,11 @@ NOTHING_WIDENED = {
                               "timeouts: {total_s: 30}\n  retry: {max_retries: 5}")],
     "the cache turned off": [("cache: {enabled: false}", "cache: {enabled: false, ttl_s: 60}")],
     "the cache per key again": [("cache: {enabled: false}", "cache: {enabled: false, scope: key}")],
+    "a lowered rate limit": [("limits: {rpm: 60}", "limits: {rpm: 30, tpm: 1000}")],
+    "alerts and where they go": [("daily_budget_usd: 5,", "daily_budget_usd: 5, "
+                                  "alert_at_percent: [50],"),
+                                 ("  master_key:", "  alerts: {webhook_url: 'http://h/x'}\n"
+                                  "  master_key:")],
     "load shedding and the response bound": [
         ("timeouts: {total_s: 60}", "timeouts: {total_s: 60}\n  max_response_mb: 64\n"
                                     "  overload: {max_in_flight: 10, max_delay_ms: 0}")],
@@ -105,6 +110,10 @@ WIDENED = {
                             ["settings.cache.enabled changed"]),
     "the cache shared": ([("cache: {enabled: false}", "cache: {enabled: false, scope: shared}")],
                          ["settings.cache.scope changed"]),
+    "a raised rate limit": ([("limits: {rpm: 60}", "limits: {rpm: 61}")],
+                            ["key team-a: limits.rpm raised or removed"]),
+    "a rate limit removed": ([(", limits: {rpm: 60}", "")],
+                             ["key team-a: limits.rpm raised or removed"]),
     "a key joining a cache group": ([("allow: [fast]}", "allow: [fast], cache_scope: lab}")],
                                     ["key team-b: shares cache entries with cache_scope lab"]),
 }
