@@ -5,7 +5,9 @@
 Starts the mock upstream (`gateway.demo.mockprovider`), then each proxy in turn pinned to
 the last core (the mock and the load generators get the other cores, where the
 machine has them): `gateway serve` with one worker, budgets on (the key has a
-budget, so every request reserves and settles) and the cache bypassed, and, when
+budget, so every request reserves and settles) and the cache bypassed, then the same
+with rate limits on (the key's rpm, tpm and max_in_flight, the model's rpm and tpm,
+none reached), and, when
 it is installed in its own virtualenv, LiteLLM Proxy with one worker. Plain
 requests are driven by `wrk` with bench/post.lua; streams by a small aiohttp
 client that times the first token. Every scenario is bounded in time and count.
@@ -185,16 +187,25 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.wait(10)
 
 
-def gateway_config(tmp: Path, mock_url: str) -> Path:
-    config = tmp / "router.yaml"
+# The "limits on" run: every request is admitted under the key's three limits and the
+# model's two, none of which it reaches (what admitting costs, not refusals).
+KEY_LIMITS = ", limits: {rpm: 100000000, tpm: 1000000000000, max_in_flight: 100000}"
+MODEL_LIMITS = ", limits: {rpm: 100000000, tpm: 1000000000000}"
+
+
+def gateway_config(tmp: Path, mock_url: str, limits: bool = False) -> Path:
+    config = tmp / ("router-limits.yaml" if limits else "router.yaml")
     digest = hashlib.sha256(KEY.encode()).hexdigest()
+    key_limits, model_limits = (KEY_LIMITS, MODEL_LIMITS) if limits else ("", "")
     config.write_text(
         f"providers:\n  openai: {{api_key: x, api_base: '{mock_url}/v1'}}\n"
-        "models:\n  bench: {provider: openai, model: gpt-4o-mini}\n"
+        f"models:\n  bench: {{provider: openai, model: gpt-4o-mini{model_limits}}}\n"
         "  bench-slow: {provider: openai, model: slow-upstream,"
-        " price: {input_per_mtok: 0.15, output_per_mtok: 0.6}}\n"
-        f"keys:\n  - {{name: bench, key_sha256: {digest}, daily_budget_usd: 1000000}}\n"
-        f"settings:\n  data_dir: {tmp}/data\n  usage_log: {tmp}/usage.jsonl\n")
+        f" price: {{input_per_mtok: 0.15, output_per_mtok: 0.6}}{model_limits}}}\n"
+        f"keys:\n  - {{name: bench, key_sha256: {digest}, daily_budget_usd: 1000000"
+        f"{key_limits}}}\n"
+        f"settings:\n  data_dir: {tmp}/data{'-limits' if limits else ''}\n"
+        f"  usage_log: {tmp}/usage.jsonl\n")
     return config
 
 
@@ -288,19 +299,20 @@ def main() -> None:
                                    "authorization": "Bearer x"}, "gpt-4o-mini",
                                   "slow-upstream"), args.seconds, others)
         with tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmp:
-            port = free_port()
-            process, start_s, rss = start(
-                "gateway", [sys.executable, "-m", "gateway", "serve", "--config",
-                            str(gateway_config(Path(tmp), mock_url)), "--port", str(port)],
-                f"http://127.0.0.1:{port}/health", proxy_core)
-            try:
-                headers = {"content-type": "application/json", "authorization": f"Bearer {KEY}",
-                           "cache-control": "no-store"}
-                proxies["gateway"] = {"start": start_s, "rss": rss, **scenarios(Target(
-                    "gateway", f"http://127.0.0.1:{port}/v1/chat/completions", headers, "bench",
-                    "bench-slow"), args.seconds, others)}
-            finally:
-                stop(process)
+            for name, limits in (("gateway", False), ("gateway, limits on", True)):
+                port = free_port()
+                process, start_s, rss = start(
+                    name, [sys.executable, "-m", "gateway", "serve", "--config",
+                           str(gateway_config(Path(tmp), mock_url, limits)), "--port",
+                           str(port)], f"http://127.0.0.1:{port}/health", proxy_core)
+                try:
+                    headers = {"content-type": "application/json",
+                               "authorization": f"Bearer {KEY}", "cache-control": "no-store"}
+                    proxies[name] = {"start": start_s, "rss": rss, **scenarios(Target(
+                        name, f"http://127.0.0.1:{port}/v1/chat/completions", headers,
+                        "bench", "bench-slow"), args.seconds, others)}
+                finally:
+                    stop(process)
             proxies["LiteLLM Proxy"] = None
             if Path(args.litellm).exists():
                 port = free_port()

@@ -268,3 +268,34 @@ def test_each_alert_threshold_fires_once_with_both_replicas_crossing_it(
         assert alert["spent_usd"] >= ALERT_BUDGET_USD * alert["threshold_percent"] / 100
         text = json.dumps(alert)
         assert "sk-" not in text and "spend" not in text  # no key, no prompt
+
+
+def test_with_the_store_down_limits_give_way_and_cooldowns_go_by_each_process(
+        mock: MockProvider, webhook: Webhook, tmp_path: Path) -> None:
+    """A dead Redis is neither an outage nor a free-for-all of failing calls: a limited key is
+    served, and a failing model still cools on the process that saw it fail."""
+    server = RedisServer(tmp_path).start()
+    config = tmp_path / "router.yaml"
+    config.write_text(router_yaml(mock.base_url, server.url, webhook.url,  # type: ignore[attr-defined]
+                                  tmp_path))
+    try:
+        with gateway_running(config, tmp_path / "gateway.log") as base_url:
+            assert [post(base_url, "rpm").status_code for _ in range(11)] == [200] * 10 + [429]
+            server.kill()
+            for _ in range(3):  # past rpm's count nobody can read: served, not refused
+                answer = post(base_url, "rpm")
+                assert answer.status_code == 200, answer.text
+                assert "x-ratelimit-limit-requests" not in answer.headers
+            mock.script("gpt-flaky", Step(status=500), Step(status=500))
+            for _ in range(2):
+                assert post(base_url, "open", tier="cooling").headers["x-gateway-model"] == \
+                    "steady"
+            calls = len(mock.calls("gpt-flaky"))
+            assert calls == 2
+            for _ in range(3):  # its own two failures cooled it: skipped without the store
+                answer = post(base_url, "open", tier="cooling")
+                assert answer.headers["x-gateway-attempts"] == "1"
+            assert len(mock.calls("gpt-flaky")) == calls
+            assert httpx.get(f"{base_url}/health").status_code == 200
+    finally:
+        server.kill()
