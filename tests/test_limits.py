@@ -299,3 +299,38 @@ def test_with_the_store_down_limits_give_way_and_cooldowns_go_by_each_process(
             assert httpx.get(f"{base_url}/health").status_code == 200
     finally:
         server.kill()
+
+
+def _script_calls(url: str) -> int:
+    import redis
+
+    with redis.Redis.from_url(url) as client:
+        stats = client.info("commandstats")
+    return sum(int(stats.get(f"cmdstat_{name}", {}).get("calls", 0))
+               for name in ("evalsha", "eval"))
+
+
+def test_limits_budgets_and_the_fleet_share_the_ledgers_commands(
+        mock: MockProvider, webhook: Webhook, tmp_path: Path) -> None:
+    """A limited, budgeted request makes five ledger entries (admission, reservation,
+    settlement, its usage, its place in flight freed); concurrent requests' entries go
+    to the store together, one command per turn of the event loop, not one each."""
+    server = RedisServer(tmp_path).start()
+    config = tmp_path / "router.yaml"
+    text = router_yaml(mock.base_url, server.url, webhook.url, tmp_path)  # type: ignore[attr-defined]
+    config.write_text(text.replace("alert_at_percent: [10, 30, 50]",
+                                   "limits: {rpm: 1000, tpm: 10000000, max_in_flight: 100}"))
+    mock.always["gpt-plain"] = Step(delay_s=0.2)  # so that the requests overlap
+    try:
+        with gateway_running(config, tmp_path / "gateway.log") as base_url:
+            before = _script_calls(server.url)
+            with ThreadPoolExecutor(40) as pool:
+                answers = list(pool.map(lambda _: post(base_url, "alerted"), range(40)))
+            assert {a.status_code for a in answers} == {200}
+            assert answers[0].headers["x-ratelimit-limit-requests"] == "1000"
+            time.sleep(0.5)  # the last settlements
+            calls = _script_calls(server.url) - before
+    finally:
+        server.kill()
+    entries = 40 * 5
+    assert calls < entries / 3, calls  # the fleet's own syncs (twice a second) included
