@@ -245,6 +245,15 @@ def gateway_running(config: Path, log: Path, env: dict[str, str] | None = None,
 
 
 @contextlib.contextmanager
+def replicas_running(config: Path, tmp: Path, count: int = 2) -> Iterator[list[str]]:
+    """`count` gateway processes on one configuration (so one Redis): as replicas would run.
+    Yields their base URLs; each logs to gateway-N.log in `tmp`."""
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(gateway_running(config, tmp / f"gateway-{i}.log"))
+               for i in range(count)]
+
+
+@contextlib.contextmanager
 def serving(tmp: Path, router_yaml: str) -> Iterator[str]:
     """`gateway serve` on `router_yaml`, written into `tmp` (its log beside it); yields its
     base URL and stops it afterwards."""

@@ -18,7 +18,7 @@ import openai
 import pytest
 
 from gateway.demo.mockprovider import MockProvider, Step
-from tests.conftest import RedisServer, gateway_running, keys_yaml, start_gateway
+from tests.conftest import RedisServer, keys_yaml, replicas_running, start_gateway
 
 # USD per million tokens: $0.001 per input token, $0.002 per output token.
 PRICE = "price: {input_per_mtok: 1000, output_per_mtok: 2000}"
@@ -68,9 +68,8 @@ def gateways(mock: MockProvider, redis_server: RedisServer,
     tmp = tmp_path_factory.mktemp("budgets")
     config = tmp / "router.yaml"
     config.write_text(router_yaml(mock.base_url, redis_server.url))  # type: ignore[attr-defined]
-    with contextlib.ExitStack() as stack:
-        yield [stack.enter_context(gateway_running(config, tmp / f"gateway-{i}.log"))
-               for i in range(2)]
+    with replicas_running(config, tmp) as urls:
+        yield urls
 
 
 def client_for(base_url: str, name: str, **options: Any) -> openai.OpenAI:

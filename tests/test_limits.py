@@ -7,7 +7,6 @@ key, threshold and day to a webhook on loopback.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import threading
 import time
@@ -23,7 +22,7 @@ import openai
 import pytest
 
 from gateway.demo.mockprovider import MockProvider, Step
-from tests.conftest import RedisServer, gateway_running, sha
+from tests.conftest import RedisServer, gateway_running, replicas_running, sha
 
 PRICE = "price: {input_per_mtok: 1000, output_per_mtok: 2000}"  # $0.001 / $0.002 a token
 ALERT_BUDGET_USD = 1.0
@@ -127,9 +126,8 @@ def replicas(mock: MockProvider, redis_server: RedisServer, webhook: Webhook,
     config = tmp / "router.yaml"
     config.write_text(router_yaml(mock.base_url, redis_server.url,  # type: ignore[attr-defined]
                                   webhook.url, tmp))
-    with contextlib.ExitStack() as stack:
-        yield [stack.enter_context(gateway_running(config, tmp / f"gateway-{i}.log"))
-               for i in range(2)]
+    with replicas_running(config, tmp) as urls:
+        yield urls
 
 
 def client_for(base_url: str, name: str, **options: Any) -> openai.OpenAI:
