@@ -247,7 +247,7 @@ def _spent(base_url: str, name: str) -> float:
 
 
 def test_each_alert_threshold_fires_once_with_both_replicas_crossing_it(
-        replicas: list[str], webhook: Webhook) -> None:
+        replicas: list[str], webhook: Webhook, tmp: Path) -> None:
     with ThreadPoolExecutor(8) as pool:
         while _spent(replicas[0], "alerted") < 0.55 * ALERT_BUDGET_USD:
             answers = list(pool.map(lambda i: post(replicas[i % 2], "alerted",
@@ -266,6 +266,16 @@ def test_each_alert_threshold_fires_once_with_both_replicas_crossing_it(
         assert alert["spent_usd"] >= ALERT_BUDGET_USD * alert["threshold_percent"] / 100
         text = json.dumps(alert)
         assert "sk-" not in text and "spend" not in text  # no key, no prompt
+    # One log line per alert, from whichever replica took it; the webhook's token in none.
+    logs = "".join((tmp / f"gateway-{i}.log").read_text() for i in range(2))
+    assert logs.count("budget alert: key limits-alerted reached") == 3
+    assert "hook-secret" not in logs
+    counted = 0.0
+    for base_url in replicas:
+        for line in httpx.get(f"{base_url}/metrics").text.splitlines():
+            if line.startswith('gateway_budget_alerts_total{key="limits-alerted"'):
+                counted += float(line.split()[-1])
+    assert counted == 3
 
 
 def test_with_the_store_down_limits_give_way_and_cooldowns_go_by_each_process(
