@@ -51,6 +51,12 @@ KEYS = {
     "red-cut": f"daily_budget_usd: {CUT_BUDGET_USD}, alert_at_percent: [100]",
     "red-slow-store": "limits: {rpm: 1000, max_in_flight: 50}",
     "red-outage": "limits: {rpm: 3}",
+    "red-early-gone": "limits: {max_in_flight: 1}",
+    "red-drop": "limits: {max_in_flight: 1}",
+    "red-resp-stream": "limits: {max_in_flight: 1}",
+    "red-msg-stream": "limits: {max_in_flight: 1}",
+    "red-broke": "daily_budget_usd: 0.000001, limits: {max_in_flight: 1}",
+    "red-flushed": "limits: {rpm: 2}",
     "red-open": "",
 }
 
@@ -172,16 +178,14 @@ def test_a_stream_whose_client_leaves_frees_its_place_in_flight_at_once(
     stream is closed upstream at once, so its place must be free within moments, not when
     the provider would have finished (6 s)."""
     mock.script("gpt-red-slow", Step(text="word " * 30, chunk_delay_s=0.2))
-    with httpx.Client(timeout=20) as client:
-        with client.stream("POST", f"{replicas[0]}/v1/chat/completions",
-                           headers=headers("red-stream"),
-                           json={"model": "slowly", "stream": True,
-                                 "messages": [{"role": "user", "content": "tell me"}]}) as s:
-            assert s.status_code == 200
-            next(s.iter_bytes())
-            busy = chat(replicas[1], "red-stream")
-            assert_limit_refusal(busy)  # the stream holds the key's one place
-        # the client has hung up
+    with httpx.Client(timeout=20) as client, client.stream(
+            "POST", f"{replicas[0]}/v1/chat/completions", headers=headers("red-stream"),
+            json={"model": "slowly", "stream": True,
+                  "messages": [{"role": "user", "content": "tell me"}]}) as s:
+        assert s.status_code == 200
+        next(s.iter_bytes())
+        assert_limit_refusal(chat(replicas[1], "red-stream"))  # the stream holds its place
+    # the client has hung up
     waited = wait_for(lambda: chat(replicas[1], "red-stream").status_code == 200, within_s=3)
     assert waited < 3
 
@@ -207,6 +211,58 @@ def test_a_cache_hit_counts_as_a_request_and_carries_the_limit_headers(
     third = chat(replicas[0], "red-cache", text=text)
     assert_limit_refusal(third)
     assert len(mock.calls("gpt-red-plain")) == 1
+
+
+def test_a_stream_whose_client_leaves_before_its_first_token_frees_its_place(
+        replicas: list[str], mock: MockProvider) -> None:
+    """The client gives up while the provider has not yet answered (1 s): the stream opens
+    to nobody. Its place must come back when it ends, not when its lease does (25 s)."""
+    mock.script("gpt-red-slow", Step(delay_s=1.0, text="late " * 5))
+    with pytest.raises(httpx.ReadTimeout):
+        chat(replicas[0], "red-early-gone", tier="slowly", timeout=0.3, stream=True)
+    wait_for(lambda: chat(replicas[1], "red-early-gone").status_code == 200, within_s=4)
+
+
+def test_a_stream_its_provider_drops_frees_its_place(replicas: list[str],
+                                                     mock: MockProvider) -> None:
+    mock.script("gpt-red-slow", Step(text="word " * 30, drop_after=3))
+    with openai_client(replicas[0], "red-drop") as client:
+        stream = client.chat.completions.create(
+            model="slowly", stream=True, messages=[{"role": "user", "content": "go"}])
+        with pytest.raises(openai.APIError):
+            list(stream)
+    wait_for(lambda: chat(replicas[1], "red-drop").status_code == 200, within_s=2)
+
+
+def test_a_stream_left_mid_way_on_messages_and_responses_frees_its_place(
+        replicas: list[str], mock: MockProvider) -> None:
+    for surface in ("responses", "messages"):
+        mock.reset()
+        if surface == "responses":
+            name = "red-resp-stream"
+            mock.script("gpt-red-slow", Step(text="word " * 30, chunk_delay_s=0.2))
+            path, body = "/v1/responses", {"model": "slowly", "stream": True,
+                                           "input": "tell me"}
+        else:
+            name = "red-msg-stream"
+            mock.script("claude-red", Step(text="word " * 30, chunk_delay_s=0.2))
+            path, body = "/v1/messages", {"model": "sonnet", "stream": True, "max_tokens": 100,
+                                          "messages": [{"role": "user", "content": "tell me"}]}
+        with httpx.Client(timeout=20) as client, client.stream(
+                "POST", replicas[0] + path, headers=headers(name), json=body) as s:
+            assert s.status_code == 200
+            chunks = s.iter_bytes()
+            next(chunks)
+            assert_limit_refusal(chat(replicas[1], name))
+        wait_for(lambda name=name: chat(replicas[1], name).status_code == 200, within_s=3)
+
+
+def test_budget_refusals_give_their_place_in_flight_back(replicas: list[str]) -> None:
+    for i in range(6):
+        refused = chat(replicas[i % 2], "red-broke")
+        assert refused.status_code == 429
+        assert refused.json()["error"]["code"] == "budget_exceeded"  # never rate_limit
+        assert refused.headers["x-should-retry"] == "false"
 
 
 # --- the other surfaces: /v1/messages, /v1/responses, embeddings --------------------------------
@@ -430,6 +486,16 @@ def test_a_stalled_store_neither_refuses_nor_stalls_limited_requests(
         stalled.join()
     assert [a.status_code for a in answers] == [200] * 20
     assert elapsed < 3.5  # the store's own timeouts, not its 4 s stall
+
+
+def test_a_store_that_forgot_its_scripts_and_data_still_counts(
+        replicas: list[str], store: RedisServer) -> None:
+    """A Redis restarted empty (or flushed) forgets the book's script: the next batch
+    loads it again, and the limits count afresh."""
+    with redis.Redis.from_url(store.url) as direct:
+        direct.script_flush()
+    answers = [chat(replicas[i % 2], "red-flushed") for i in range(3)]
+    assert [a.status_code for a in answers] == [200, 200, 429]
 
 
 def test_redis_killed_and_started_again_under_load_never_becomes_an_outage(
