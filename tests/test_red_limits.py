@@ -346,6 +346,10 @@ def test_a_burst_of_120_on_two_replicas_of_two_workers_gets_exactly_the_rpm(
     remaining = sorted(int(a.headers["x-ratelimit-remaining-requests"])
                        for a in answers if a.status_code == 200)
     assert remaining == list(range(25))
+    # Retry-After says when the minute's oldest admission leaves the window: about 60 s now.
+    refused = next(a for a in answers if a.status_code == 429)
+    assert 50_000 <= int(refused.headers["retry-after-ms"]) <= 60_000
+    assert refused.headers["x-ratelimit-reset-requests"] in {"59s", "1m0s", "58s", "57s"}
 
 
 def test_max_in_flight_one_holds_across_workers_and_replicas(replicas: list[str],
