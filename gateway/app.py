@@ -22,6 +22,7 @@ from starlette.routing import Router
 from starlette.types import Lifespan, Message, Receive, Scope, Send
 
 from gateway import reload, untrusted
+from gateway.balance import Balancer
 from gateway.config import CONFIG_ENV, Config, ConfigError, load_config
 from gateway.cooldown import Cooldowns
 from gateway.embedded_store import EMBEDDED_STORE_ENV
@@ -162,7 +163,8 @@ def create_app(config: Config, store_url: str | None = None) -> Gateway:
         overload = Overload(lambda reason: metrics.shed.labels(reason).inc())
         services = Services(config=config, adapters=Adapters(config), cooldowns=Cooldowns(),
                             store=store, budgets=budgets,
-                            records=Records(metrics, open_usage_log(config)), overload=overload)
+                            records=Records(metrics, open_usage_log(config)), overload=overload,
+                            balancer=Balancer())
         overload.start()
         reloader = reload.Reloader(services)
         app.state.services = services

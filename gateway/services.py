@@ -7,6 +7,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.balance import Balancer
 from gateway.config import Config
 from gateway.cooldown import Cooldowns
 from gateway.money.budget import Budgets
@@ -33,6 +34,7 @@ class Services:
     budgets: Budgets
     records: Records
     overload: Overload
+    balancer: Balancer = field(default_factory=Balancer)  # groups' in-flight counts, latencies
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:

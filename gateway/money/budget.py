@@ -165,6 +165,9 @@ class Budgets:
     store: Store
     hold_s: int  # how long a reservation outlives a process that died holding it
     ledger: Ledger = field(init=False)
+    # Each key's spend today as this process last saw it (micro-dollars), from the store's
+    # answers to reservations and from this process's settlements; what a downgrade reads.
+    _spent: dict[str, tuple[date, int]] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.ledger = Ledger(self.store, Book("spend settlement", APPLY, self._common))
@@ -195,6 +198,7 @@ class Budgets:
             key, day, rid, (budget, 0, worst, minimum, rid,
                             replaces.id if replaces is not None else "", "", int(patient))))
         seen = Balance(spent, reserved)
+        self._saw(key, day, spent)
         if not held and blocked and patient:
             raise Blocked(str(refusal(key, day, seen, minimum)))
         if not held:
@@ -214,6 +218,7 @@ class Budgets:
             reservation.key, reservation.day, reservation.id,
             (budget, reservation.granted, target, minimum, reservation.id, "", used,
              int(patient))))
+        self._saw(reservation.key, reservation.day, spent)
         return Reservation(reservation.key, reservation.day, reservation.id, held,
                            Balance(spent, reserved)), bool(blocked)
 
@@ -227,6 +232,18 @@ class Budgets:
     def settle(self, reservation: Reservation, charged: int) -> None:
         """Release the reservation and add the real cost, soon and off the request's path."""
         self.ledger.write(_settlement(reservation, charged, reservation.id or _new_id()))
+        if reservation.seen is not None:
+            self._saw(reservation.key, reservation.day, reservation.seen.spent + charged)
+
+    def _saw(self, key: ApiKey, day: date, spent: int) -> None:
+        last = self._spent.get(key.name)
+        if last is None or last[0] < day or (last[0] == day and last[1] < spent):
+            self._spent[key.name] = (day, spent)  # spend only grows within a day
+
+    def spent_seen(self, key: ApiKey) -> int | None:
+        """The key's spend today as this process last saw it; None: not seen today."""
+        last = self._spent.get(key.name)
+        return last[1] if last is not None and last[0] == today() else None
 
     def _common(self, settlements: int, grows: int) -> list[Arg]:
         return [settlements, grows, self.hold_s, RESERVATIONS_KEPT_S, SPEND_KEPT_S,
