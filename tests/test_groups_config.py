@@ -108,8 +108,8 @@ def test_admin_config_and_gateway_check_show_the_group(tmp_path: Path) -> None:
 
 
 def _group(text: str) -> str:
-    return GROUPED.replace("    - group: [us, eu]\n      balance: weighted\n      weights: {us: 3}\n",
-                           text)
+    step = "    - group: [us, eu]\n      balance: weighted\n      weights: {us: 3}\n"
+    return GROUPED.replace(step, text)
 
 
 BROKEN = [
