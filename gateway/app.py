@@ -23,6 +23,7 @@ from starlette.types import Lifespan, Message, Receive, Scope, Send
 
 from gateway import book, reload, untrusted
 from gateway.alerts import Alerts
+from gateway.balance import Balancer
 from gateway.config import CONFIG_ENV, Config, ConfigError, load_config
 from gateway.cooldown import Cooldowns
 from gateway.embedded_store import EMBEDDED_STORE_ENV
@@ -166,11 +167,13 @@ def create_app(config: Config, store_url: str | None = None) -> Gateway:
         budgets = Budgets(ledger, hold_s=budget.hold_s_for(config.settings.timeouts))
         overload = Overload(lambda reason: metrics.shed.labels(reason).inc())
         cooldowns = Cooldowns()
+        balancer = Balancer()
         fleet = Fleet(ledger, cooldowns, lambda: list(services.config.models),
-                      busy=dict, others=lambda busy: None)
+                      busy=lambda: dict(balancer.busy), others=balancer.others)
         services = Services(config=config, adapters=Adapters(config), cooldowns=cooldowns,
                             store=store, budgets=budgets, quotas=Quotas(ledger), fleet=fleet,
-                            records=Records(metrics, open_usage_log(config)), overload=overload)
+                            records=Records(metrics, open_usage_log(config)), overload=overload,
+                            balancer=balancer)
         alerts = Alerts(store, metrics, lambda: services.config.settings.alerts, services.spawn)
         background = [asyncio.create_task(fleet.run()), asyncio.create_task(alerts.run())]
         overload.start()

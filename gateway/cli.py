@@ -12,7 +12,7 @@ from datetime import date
 from pathlib import Path
 
 from gateway import embedded_store
-from gateway.config import CONFIG_ENV, Config, ConfigError, load_config
+from gateway.config import CONFIG_ENV, Config, ConfigError, Step, load_config
 from gateway.embedded_store import EMBEDDED_STORE_ENV, EmbeddedStoreError
 from gateway.server.logs import log_config
 
@@ -65,11 +65,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     config = _load_or_exit(path)
     print(f"{path}: valid")
     print("tiers:")
-    for tier in config.tiers:
+    for tier, names in config.tiers.items():
         chain = config.chain(tier) or ()
-        shown = [m.name if not m.unusable else f"{m.name} (unusable)" for m in chain]
         usable = [m for m in chain if not m.unusable]
         note = "" if usable else "   <- no usable model: this tier fails every request"
+        shown = [_shown_step(config, step) for step in config.groups.get(tier, names)]
         print(f"  {tier}: {' -> '.join(shown)}{note}")
     unusable = [m for m in config.models.values() if m.unusable]
     if unusable:
@@ -83,6 +83,19 @@ def cmd_check(args: argparse.Namespace) -> int:
         for note in config.notes:
             print(f"  {note}")
     return 0
+
+
+def _shown_step(config: Config, step: Step) -> str:
+    """`claude-us`, or a group: `[claude-us | claude-eu] (weighted 3:1)`."""
+    def name(model: str) -> str:
+        return f"{model} (unusable)" if config.models[model].unusable else model
+
+    if isinstance(step, str):
+        return name(step)
+    how = step.balance
+    if step.balance == "weighted":
+        how += " " + ":".join(f"{step.weight(m):g}" for m in step.members)
+    return f"[{' | '.join(name(m) for m in step.members)}] ({how})"
 
 
 def _cache_scopes(config: Config) -> str:

@@ -102,6 +102,30 @@ class Model:
 
 
 @dataclass(frozen=True)
+class Group:
+    """A step of a tier whose models are ordered per request (balance.py), then tried in turn."""
+
+    members: tuple[str, ...]
+    balance: str  # weighted | least-busy | latency
+    weights: dict[str, float] = field(default_factory=dict)  # as configured; others weigh 1
+
+    def weight(self, member: str) -> float:
+        return self.weights.get(member, 1.0)
+
+
+Step = str | Group  # a model's name, or a group of models
+
+
+@dataclass(frozen=True)
+class Downgrade:
+    """Past `after_percent` of the key's daily budget, `tier` is served as `to`."""
+
+    tier: str
+    to: str
+    after_percent: float
+
+
+@dataclass(frozen=True)
 class ApiKey:
     name: str
     digest: bytes = field(repr=False)
@@ -110,6 +134,7 @@ class ApiKey:
     cache_scope: str | None = None  # the group whose keys share cache entries
     limits: Limits = NO_LIMITS
     alert_at_percent: tuple[int, ...] = ()  # sorted, distinct
+    downgrade: tuple[Downgrade, ...] = ()
 
     def may_use(self, requested: str) -> bool:
         return self.allow is None or requested in self.allow
@@ -121,10 +146,12 @@ class Config:
     sha256: str  # of the file's bytes: a reload of the same bytes changes nothing
     providers: dict[str, Provider]
     models: dict[str, Model]
-    tiers: dict[str, tuple[str, ...]]
+    tiers: dict[str, tuple[str, ...]]  # each tier's models as configured, groups flattened
     keys: tuple[ApiKey, ...]
     settings: Settings
     notes: tuple[str, ...] = field(default=())  # located warnings of the file, e.g. a default taken
+    # Each tier's steps as configured (a model, or a group); a tier of plain models is absent.
+    groups: dict[str, tuple[Step, ...]] = field(default_factory=dict)
 
     @property
     def warnings(self) -> tuple[str, ...]:
@@ -198,7 +225,7 @@ def parse_config(data: bytes, path: Path, environ: dict[str, str] | None = None)
         spec = RouterFile.model_validate(resolved)
     except ValidationError as exc:
         for err in exc.errors():
-            report(tuple(err["loc"]), _explain(err))
+            report(_untagged(tuple(err["loc"])), _explain(err))
     _check_references(resolved, report)
     settings = spec.settings if spec is not None else Settings()
     providers, models = _compile_models(resolved, missing_secrets, settings, report, warn)
@@ -213,12 +240,19 @@ def parse_config(data: bytes, path: Path, environ: dict[str, str] | None = None)
             cache_scope=k.cache_scope,
             limits=_limits(k.limits),
             alert_at_percent=tuple(sorted(set(k.alert_at_percent))),
+            downgrade=tuple(Downgrade(d.tier, d.to, d.after_percent) for d in k.downgrade),
         )
         for k in spec.keys
     )
+    steps = {tier: tuple(s if isinstance(s, str) else Group(s.group, s.balance, dict(s.weights))
+                         for s in chain) for tier, chain in spec.tiers.items()}
+    tiers = {tier: tuple(m for s in chain for m in ((s,) if isinstance(s, str) else s.members))
+             for tier, chain in steps.items()}
+    groups = {tier: chain for tier, chain in steps.items()
+              if any(isinstance(s, Group) for s in chain)}
     return Config(path=path.resolve(), sha256=hashlib.sha256(data).hexdigest(),
-                  providers=providers, models=models, tiers=dict(spec.tiers), keys=keys,
-                  settings=spec.settings, notes=tuple(notes))
+                  providers=providers, models=models, tiers=tiers, keys=keys,
+                  settings=spec.settings, notes=tuple(notes), groups=groups)
 
 
 def dotted(loc: tuple[Any, ...]) -> str:
@@ -226,6 +260,13 @@ def dotted(loc: tuple[Any, ...]) -> str:
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
+
+
+def _untagged(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A tier step's path without the schema's tag for its kind (`model` or `group`)."""
+    if len(loc) >= 4 and loc[0] == "tiers" and isinstance(loc[2], int):
+        return (*loc[:3], *loc[4:])
+    return loc
 
 
 def _explain(err: ErrorDetails) -> str:
@@ -275,11 +316,7 @@ def _check_references(raw: dict[str, Any], report: Note) -> None:
     for tier, chain in tiers.items():
         if tier in models:
             report(("tiers", tier), f"'{tier}' is also a model name; rename the tier or the model")
-        for i, entry in enumerate(chain if isinstance(chain, list) else []):
-            if isinstance(entry, str) and entry not in models:
-                hint = ("tiers list models, not other tiers" if entry in tiers
-                        else "add it under models:")
-                report(("tiers", tier, i), f"unknown model '{entry}'; {hint}")
+        _check_steps(tier, chain if isinstance(chain, list) else [], models, tiers, report)
     listed = raw.get("keys")
     keys = listed if isinstance(listed, list) else []
     seen_names: set[str] = set()
@@ -305,10 +342,82 @@ def _check_references(raw: dict[str, Any], report: Note) -> None:
         for j, entry in enumerate(allow if isinstance(allow, list) else []):
             if isinstance(entry, str) and entry not in tiers and entry not in models:
                 report(("keys", i, "allow", j), f"unknown tier or model '{entry}'")
+        _check_downgrades(i, key, tiers, models, report)
     settings = _section(raw, "settings")
     if not keys and settings.get("allow_anonymous") is not True:
         report(("keys",), "no keys are configured: add one (`gateway keys new --name NAME` prints "
                           "it), or set settings.allow_anonymous: true to serve without keys")
+
+
+def _unknown_model(name: str, tiers: dict[str, Any]) -> str:
+    hint = "tiers list models, not other tiers" if name in tiers else "add it under models:"
+    return f"unknown model '{name}'; {hint}"
+
+
+def _check_steps(tier: str, chain: list[Any], models: dict[str, Any], tiers: dict[str, Any],
+                 report: Note) -> None:
+    """A tier's steps: known models; a group's members once in the tier, its weights theirs.
+    A model listed twice as plain steps is allowed, as it always was (tried twice); a group
+    member named anywhere else in its tier is not: the group's order would be undone."""
+    plain = [e for e in chain if isinstance(e, str)]
+    placed: dict[str, int] = {}  # group member -> the step that holds it
+    for i, entry in enumerate(chain):
+        if isinstance(entry, str) and entry not in models:
+            report(("tiers", tier, i), _unknown_model(entry, tiers))
+        if not isinstance(entry, dict) or not isinstance(entry.get("group"), list):
+            continue
+        members = entry["group"]
+        for j, member in enumerate(members):
+            if not isinstance(member, str):
+                continue
+            if member not in models:
+                report(("tiers", tier, i, "group", j), _unknown_model(member, tiers))
+            elif member in members[:j]:
+                report(("tiers", tier, i, "group", j), f"'{member}' is listed twice in the group")
+            elif member in placed or member in plain:
+                where = f"step {placed[member]}" if member in placed else "a step of its own"
+                report(("tiers", tier, i, "group", j),
+                       f"'{member}' is also in {where} of tier {tier}; a model is in one step")
+            placed.setdefault(member, i)
+        weights = entry.get("weights")
+        if isinstance(weights, dict) and weights:
+            if entry.get("balance", "weighted") != "weighted":
+                report(("tiers", tier, i, "weights"),
+                       "weights are for balance: weighted only; remove them or the balance")
+            for name in weights:
+                if name not in members:
+                    report(("tiers", tier, i, "weights", name),
+                           f"'{name}' is not a member of this group")
+
+
+def _check_downgrades(i: int, key: dict[str, Any], tiers: dict[str, Any],
+                      models: dict[str, Any], report: Note) -> None:
+    """A downgrade needs a budget to be a share of, a tier the key may use, and a target
+    that exists (which the key need not be allowed: the operator chose it)."""
+    listed = key.get("downgrade")
+    rules = listed if isinstance(listed, list) else []
+    if rules and key.get("daily_budget_usd") is None:
+        report(("keys", i, "downgrade"), "a downgrade is a share of the daily budget: set "
+                                         "daily_budget_usd")
+    allow = key.get("allow")
+    seen: set[str] = set()
+    for j, rule in enumerate(rules):
+        if not isinstance(rule, dict):
+            continue
+        tier, to = rule.get("tier"), rule.get("to")
+        for field_name, name in (("tier", tier), ("to", to)):
+            if isinstance(name, str) and name not in tiers and name not in models:
+                report(("keys", i, "downgrade", j, field_name), f"unknown tier or model '{name}'")
+        if not isinstance(tier, str):
+            continue
+        if isinstance(allow, list) and tier not in allow:
+            report(("keys", i, "downgrade", j, "tier"),
+                   f"the key may not use '{tier}' (it is not in its allow list)")
+        if tier == to:
+            report(("keys", i, "downgrade", j, "to"), "is the tier itself")
+        if tier in seen:
+            report(("keys", i, "downgrade", j, "tier"), f"'{tier}' is downgraded twice")
+        seen.add(tier)
 
 
 def _compile_models(raw: dict[str, Any], missing: dict[str, str], settings: Settings,

@@ -10,7 +10,7 @@ import dataclasses
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from gateway.config import Config
+from gateway.config import Config, Step
 
 REDACTED = "<redacted>"
 SECRET_QUERY_WORDS = ("pass", "secret", "token", "key", "auth")
@@ -37,14 +37,26 @@ def effective(config: Config) -> dict[str, Any]:
                      "limits": dataclasses.asdict(m.limits)}
             for m in config.models.values()
         },
-        "tiers": {name: list(chain) for name, chain in config.tiers.items()},
+        "tiers": {name: [shown_step(s) for s in config.groups.get(name, chain)]
+                  for name, chain in config.tiers.items()},
         "keys": [{"name": k.name, "daily_budget_usd": k.daily_budget_usd,
                   "allow": sorted(k.allow) if k.allow is not None else None,
                   "cache_scope": k.cache_scope, "limits": dataclasses.asdict(k.limits),
-                  "alert_at_percent": list(k.alert_at_percent)}
+                  "alert_at_percent": list(k.alert_at_percent),
+                  "downgrade": [dataclasses.asdict(d) for d in k.downgrade]}
                  for k in config.keys],
         "settings": settings,
     }
+
+
+def shown_step(step: Step) -> Any:
+    """A tier's step as router.yaml writes it: a model's name, or its group."""
+    if isinstance(step, str):
+        return step
+    shown: dict[str, Any] = {"group": list(step.members), "balance": step.balance}
+    if step.weights:
+        shown["weights"] = dict(step.weights)
+    return shown
 
 
 def redact_url(url: str | None) -> str | None:

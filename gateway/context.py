@@ -47,6 +47,8 @@ class Context:
     metered: Metered | None = None
     admission: Admission | None = None  # the key's place under its rate limits
     charged: bool = False  # an answer is charged against the reservation
+    # What ends with the request: the in-flight count of the model that answered.
+    ends: list[Callable[[], None]] = field(default_factory=list)
     _charging: Task[None] | None = None
 
     @property
@@ -73,17 +75,23 @@ class Context:
         attempts = len(self.trace.attempts) if self.trace else 0
         money = self.metered.headers if self.metered else {}
         return {"x-gateway-model": model.name, "x-gateway-attempts": str(attempts),
-                "x-gateway-cache": self.lookup.state, **money, **self._limit_headers()}
+                "x-gateway-cache": self.lookup.state, **money, **self._limit_headers(),
+                **self._downgraded()}
 
     def _limit_headers(self) -> dict[str, str]:
         return self.admission.headers() if self.admission is not None else {}
+
+    def _downgraded(self) -> dict[str, str]:
+        shown = self.record.downgraded
+        return {"x-gateway-downgraded": shown} if shown else {}
 
     def hit(self, model_name: str) -> dict[str, str]:
         """A cache hit: nothing called, nothing charged. Its headers."""
         self.record.model, self.record.cache = model_name, "hit"
         self.record.charged(cost.Usage(0, 0), 0)
         return {"x-gateway-model": model_name, "x-gateway-attempts": "0",
-                "x-gateway-cache": "hit", "x-gateway-cost-usd": FREE, **self._limit_headers()}
+                "x-gateway-cache": "hit", "x-gateway-cost-usd": FREE, **self._limit_headers(),
+                **self._downgraded()}
 
     async def charge(self, model: Model, reply: dict[str, Any], status: int = 200) -> Answer:
         """Charge an answer, whole or cut short (`status` not 200), record what it was, and
@@ -126,6 +134,8 @@ class Context:
             return
         if self.record.closed:
             return
+        for end in self.ends:
+            end()
         if self.metered is not None and not self.charged:
             meter.release(self.services.budgets, self.metered)
         self._count_usage()

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from gateway import retries
+from gateway.balance import Balancer
 from gateway.config import Model
 from gateway.cooldown import Cooldowns
 from gateway.errors import ChainFailed, ClientGone, ProviderError, Unsupported
@@ -57,6 +58,10 @@ class Chain:
     headers: Mapping[str, str] = field(default_factory=dict)
     quotas: Quotas | None = None  # the models' own limits; None: not checked
     lease_s: float = 60.0  # how long an admission may hold a place (the budget's hold)
+    # Who counts each model's calls in flight and times its answers (balance.py); the
+    # call that answered stays counted until the request ends: `ends` gets its end.
+    balancer: Balancer = field(default_factory=Balancer)
+    ends: list[Callable[[], None]] = field(default_factory=list)
 
     def speaker(self, model: Model) -> Speaker:
         return build.speaking(self.adapters[model.name], self.format, self.headers)
@@ -123,11 +128,15 @@ def _timed_out(chain: Chain, turn: Turn, what: str) -> ProviderError:
 
 
 async def _attempt(chain: Chain, model: Model, call: Callable[[], Awaitable[T]]) -> T:
-    """One provider call: recorded, and counted toward the model's cooldown if it failed."""
+    """One provider call: recorded, and counted toward the model's cooldown if it failed.
+    It is in flight from its start (balance.py): a call that failed ends at once, one that
+    answered when its request does (a stream at its end)."""
     started = time.perf_counter()
+    end = chain.balancer.started(model.name)
     try:
         result = await call()
     except ProviderError as error:
+        end()
         chain.trace.record(model, started, error)
         if error.kind in ("transient", "auth"):
             starts = chain.cooldowns.failed(model.name, chain.settings.cooldown,
@@ -138,6 +147,11 @@ async def _attempt(chain: Chain, model: Model, call: Callable[[], Awaitable[T]])
                             chain.trace.request_id, model.name, chain.settings.cooldown.for_s,
                             error.status, error.message[:200])
         raise
+    except BaseException:
+        end()
+        raise
+    chain.ends.append(end)
+    chain.balancer.answered(model.name, time.perf_counter() - started)
     chain.trace.record(model, started, None)
     return result
 

@@ -56,11 +56,19 @@ def _plan(ctx: Context) -> Chain:
     services, config, trace = ctx.services, ctx.config, ctx.trace
     request = ctx.request
     models = routing.plan(config, ctx.key, trace.requested)
+    served = trace.requested
+    to = routing.downgraded(ctx.key, served, services.budgets.spent_seen(ctx.key))
+    if to is not None:  # its chain, cache key and prices are those of `to` from here on
+        ctx.record.downgraded = f"{served} -> {to}"
+        served, models = to, config.chain(to) or models
+    # The cache key follows the chain as configured, whichever member of a group serves.
     ctx.lookup = cache.plan(config.settings.cache, ctx.cache_control, ctx.key, request.kind,
-                            trace.requested, models, request.body, request.headers)
+                            served, models, request.body, request.headers)
     ctx.record.cache = ctx.lookup.state
-    chain = Chain(models, services.adapters.of(config), config.settings, services.cooldowns,
-                  trace, ctx.gone, quotas=services.quotas, lease_s=services.budgets.hold_s)
+    chain = Chain(services.balancer.order(config, served), services.adapters.of(config),
+                  config.settings, services.cooldowns, trace, ctx.gone,
+                  quotas=services.quotas, lease_s=services.budgets.hold_s,
+                  balancer=services.balancer, ends=ctx.ends)
     if (format := FORMATS.get(request.kind)) is not None:  # every model speaks it, or is
         chain.form, chain.format, chain.headers = (request.stream_form, format,  # translated
                                                    request.headers)

@@ -214,7 +214,9 @@ def describe_changes(old: Config, new: Config) -> list[str]:
     sections: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
         ("providers", old.providers, new.providers),
         ("models", old.models, new.models),
-        ("tiers", old.tiers, new.tiers),
+        # a group's balance or weights are a change of its tier, though its models are not
+        ("tiers", {n: (c, old.groups.get(n)) for n, c in old.tiers.items()},
+         {n: (c, new.groups.get(n)) for n, c in new.tiers.items()}),
         ("keys", {k.name: k for k in old.keys}, {k.name: k for k in new.keys}),
         ("settings", widening.flat(old.settings.model_dump()),
          widening.flat(new.settings.model_dump())),

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    Tag,
+)
 
 
 class Frozen(BaseModel):
@@ -48,6 +57,14 @@ class ModelSpec(Frozen):
     limits: ModelLimitSpec = ModelLimitSpec()  # the provider account's quota for this model
 
 
+class DowngradeSpec(Frozen):
+    """Past `after_percent` of its daily budget, a key's requests for `tier` are served by `to`."""
+
+    tier: str = Field(min_length=1)
+    to: str = Field(min_length=1)
+    after_percent: Annotated[float, Field(gt=0, le=100)]
+
+
 class KeySpec(Frozen):
     name: str = Field(min_length=1)
     key_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
@@ -57,6 +74,7 @@ class KeySpec(Frozen):
     limits: LimitSpec = LimitSpec()
     # Shares of daily_budget_usd, in percent, whose crossing sends an alert (settings.alerts).
     alert_at_percent: tuple[Annotated[int, Field(ge=1, le=100)], ...] = ()
+    downgrade: tuple[DowngradeSpec, ...] = ()
 
 
 class CacheSettings(Frozen):
@@ -141,9 +159,30 @@ class Settings(Frozen):
     watch_config: bool = True  # false: edits apply on SIGHUP or POST /admin/reload only
 
 
+Balance = Literal["weighted", "least-busy", "latency"]
+
+
+class GroupSpec(Frozen):
+    """One step of a tier's chain: models taken in an order drawn per request."""
+
+    group: Annotated[tuple[str, ...], Field(min_length=1)]
+    balance: Balance = "weighted"
+    weights: dict[str, PositiveFloat] = {}  # weighted only; a member not named weighs 1
+
+
+def _step_kind(value: object) -> str:
+    return "group" if isinstance(value, dict) else "model"
+
+
+# A step of a tier: a model's name, or a group. Tagged, so that a group's problems are
+# reported at its own fields (config.py drops the tag from the dotted path).
+Step = Annotated[Annotated[str, Tag("model")] | Annotated[GroupSpec, Tag("group")],
+                 Discriminator(_step_kind)]
+
+
 class RouterFile(Frozen):
     providers: dict[str, ProviderSpec]
     models: dict[str, ModelSpec]
-    tiers: dict[str, Annotated[tuple[str, ...], Field(min_length=1)]] = {}
+    tiers: dict[str, Annotated[tuple[Step, ...], Field(min_length=1)]] = {}
     keys: tuple[KeySpec, ...] = ()
     settings: Settings = Settings()

@@ -7,6 +7,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.balance import Balancer
 from gateway.config import Config
 from gateway.cooldown import Cooldowns
 from gateway.fleet import Fleet
@@ -37,6 +38,7 @@ class Services:
     fleet: Fleet
     records: Records
     overload: Overload
+    balancer: Balancer = field(default_factory=Balancer)  # groups' in-flight counts, latencies
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:

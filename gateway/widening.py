@@ -50,7 +50,9 @@ def widenings(trusted: Config, new: Config) -> list[str]:
 def reach(config: Config, key: ApiKey) -> tuple[frozenset[str], frozenset[str]]:
     """The tier and model names `key` may ask for, and the models that may then serve it."""
     names = frozenset(name for name in config.names() if key.may_use(name))
-    return names, frozenset(model.name for name in names for model in config.chain(name) or ())
+    # a downgrade's target serves the key, allowed or not
+    served = names | {rule.to for rule in key.downgrade if rule.tier in names}
+    return names, frozenset(model.name for name in served for model in config.chain(name) or ())
 
 
 def _keys(trusted: Config, new: Config) -> list[str]:

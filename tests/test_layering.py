@@ -17,6 +17,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     }),
     ("pure: the configuration and the rules read from it", {
         "config", "output_limit", "config_view", "widening", "auth", "routing", "cooldown",
+        "balance",
         "retries", "request", "answer", "validation", "money.cost", "money.tokens",
         "money.worst_case", "forms.base", "forms.openai", "forms.anthropic",
         "forms.responses",

@@ -24,7 +24,8 @@ from tests.conftest import RedisServer, sha, start_gateway, wait_for
 PRICE = "price: {input_per_mtok: 1000, output_per_mtok: 2000}"  # micro-USD a token: 1000, 2000
 FIELDS = {"ts", "request_id", "key", "surface", "requested", "model", "attempts", "stream", "cache",
           "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
-          "cache_write_1h_tokens", "cost_usd", "budget_limited", "latency_ms", "ttft_ms", "status"}
+          "cache_write_1h_tokens", "cost_usd", "budget_limited", "downgraded", "latency_ms",
+          "ttft_ms", "status"}
 MASTER_KEY = "sk-master-records"
 ADMIN = {"authorization": f"Bearer {MASTER_KEY}"}
 

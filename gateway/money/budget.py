@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
 from gateway.config import ApiKey
@@ -166,6 +166,9 @@ def _grow(key: ApiKey, day: date, rid: str, args: tuple[Arg, ...], hold_s: int) 
 class Budgets:
     ledger: Ledger  # shared with the other quotas: one command per turn of the event loop
     hold_s: int  # how long a reservation outlives a process that died holding it
+    # Each key's spend today as this process last saw it (micro-dollars), from the store's
+    # answers to reservations and from this process's settlements; what a downgrade reads.
+    _spent: dict[str, tuple[date, int]] = field(init=False, default_factory=dict)
 
     def reconfigure(self, timeouts: TimeoutSettings) -> None:
         """Reservations made from now on are held as long as the new timeouts need."""
@@ -194,6 +197,7 @@ class Budgets:
                             replaces.id if replaces is not None else "", "", int(patient)),
             self.hold_s))
         seen = Balance(spent, reserved)
+        self._saw(key, day, spent)
         if not held and blocked and patient:
             raise Blocked(str(refusal(key, day, seen, minimum)))
         if not held:
@@ -213,6 +217,7 @@ class Budgets:
             reservation.key, reservation.day, reservation.id,
             (budget, reservation.granted, target, minimum, reservation.id, "", used,
              int(patient)), self.hold_s))
+        self._saw(reservation.key, reservation.day, spent)
         return Reservation(reservation.key, reservation.day, reservation.id, held,
                            Balance(spent, reserved)), bool(blocked)
 
@@ -226,6 +231,18 @@ class Budgets:
     def settle(self, reservation: Reservation, charged: int) -> None:
         """Release the reservation and add the real cost, soon and off the request's path."""
         self.ledger.write(_settlement(reservation, charged, reservation.id or _new_id()))
+        if reservation.seen is not None:
+            self._saw(reservation.key, reservation.day, reservation.seen.spent + charged)
+
+    def _saw(self, key: ApiKey, day: date, spent: int) -> None:
+        last = self._spent.get(key.name)
+        if last is None or last[0] < day or (last[0] == day and last[1] < spent):
+            self._spent[key.name] = (day, spent)  # spend only grows within a day
+
+    def spent_seen(self, key: ApiKey) -> int | None:
+        """The key's spend today as this process last saw it; None: not seen today."""
+        last = self._spent.get(key.name)
+        return last[1] if last is not None and last[0] == today() else None
 
     async def flush(self) -> None:
         """Send what is queued now, and wait for every batch on its way (at shutdown)."""

@@ -42,6 +42,7 @@ class Record:
     cost_microusd: int | None = None
     budget_limited: str | None = None  # "clamped" or "cut": the budget shortened the answer
     first_token_at: float | None = None  # perf_counter when the first token was sent
+    downgraded: str | None = None  # "smart -> fast": the key's budget share routed it
     trace: Trace | None = None
     error_code: str | None = None
     prompt: Any = None  # kept only with settings.log_content
@@ -160,6 +161,7 @@ def _line(record: Record, status: int, ended: float) -> dict[str, Any]:
         "cache_write_1h_tokens": usage.cache_write_1h_tokens if usage else None,
         "cost_usd": cost.dollars(record.cost_microusd),
         "budget_limited": record.budget_limited,
+        "downgraded": record.downgraded,
         "latency_ms": _ms(ended - record.started),
         "ttft_ms": (None if record.first_token_at is None
                     else _ms(record.first_token_at - record.started)),
