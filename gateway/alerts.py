@@ -100,3 +100,5 @@ async def _post(session: aiohttp.ClientSession, settings: AlertSettings,
                 raise Undelivered(f"the webhook answered {sent.status}")
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise Undelivered(f"the webhook did not answer ({type(exc).__name__})") from exc
+    except RuntimeError as exc:  # the session closed under it: the gateway is stopping
+        raise Undelivered("the gateway stopped before it was delivered") from exc
