@@ -1,9 +1,10 @@
 """The story of one request, top to bottom, with no HTTP framework and no wire format in it.
 
     models = routing.plan(...)                  # tier -> models; 404/403 before any I/O
-    await _admitted(ctx)                        # the key's rate limits; 429 past them
     if hit := await cache.get(...): ...         # a hit calls no provider and costs nothing
-    ctx.metered = await meter.reserve(...)      # up front, atomically; 429 if unpayable
+    await _admitted_and_reserved(...)           # the key's rate limits and, in the same
+                                                # store command, the budget's reservation:
+                                                # up front, atomically; 429 past either
     reply = await fallbacks.complete(...)       # or open_stream / embed: retries and fallbacks
     watch.watched(...)                          # a stream's output against its reservation
     await ctx.charge(...)                       # settle and cache; a stream: at its end, or cut
@@ -110,20 +111,32 @@ async def _generated(ctx: Context) -> Answer | Events:
     """A chat completion or a message: the model writes it, whole or streamed."""
     assert ctx.request is not None
     chain = _plan(ctx)
-    await _admitted(ctx)
     if (hit := await cache.get(ctx.services.store, ctx.lookup)) is not None:
+        await _admitted(ctx)
         headers = ctx.hit(hit.model)
         encoded = ctx.request.form.as_hit(hit.answer, ctx.request.body)
         if ctx.request.stream:
             return await streaming.begun(headers, streaming.replay(orjson.loads(encoded), ctx))
         return Answer.cached(headers, encoded)
-    metered = await _reserved(ctx, chain)
+    metered = await _admitted_and_reserved(ctx, chain)
     if ctx.request.stream:
         return await _generated_stream(ctx, chain, metered)
     if metered.needs_watching:  # the answer may outgrow its reservation: watch it come
         return await _assembled(ctx, chain, metered)
     model, reply = await fallbacks.complete(chain, metered.body_for)
     return await ctx.charge(model, reply)
+
+
+async def _admitted_and_reserved(ctx: Context, chain: Chain) -> Metered:
+    """The key's admission and the budget's reservation, asked together: they travel in one
+    ledger command. Whichever refuses, the other's hold is freed when the context closes."""
+    admitted, reserved = await asyncio.gather(_admitted(ctx), _reserved(ctx, chain),
+                                              return_exceptions=True)
+    for outcome in (admitted, reserved):
+        if isinstance(outcome, BaseException):
+            raise outcome
+    assert isinstance(reserved, Metered)
+    return reserved
 
 
 def _affordable(chain: Chain, metered: Metered) -> None:
@@ -177,10 +190,10 @@ async def _generated_stream(ctx: Context, chain: Chain, metered: Metered) -> Eve
 
 async def _embeddings(ctx: Context) -> Answer:
     chain = _plan(ctx)
-    await _admitted(ctx)
     if (hit := await cache.get(ctx.services.store, ctx.lookup)) is not None:
+        await _admitted(ctx)
         return Answer.cached(ctx.hit(hit.model), hit.answer)
-    metered = await _reserved(ctx, chain)
+    metered = await _admitted_and_reserved(ctx, chain)
     model, reply = await fallbacks.embed(chain, metered.body_for)
     return await ctx.charge(model, reply)
 
