@@ -70,7 +70,8 @@ async def _anyones(store: Store, made_ids: list[str]) -> list[str]:
         found = await store.many([_known_key(made_id) for made_id in made_ids])
     except StoreDown as exc:
         raise NotReady(f"{exc}: stored responses cannot be read now; try again") from None
-    return [made_id for made_id, mark in zip(made_ids, found, strict=True) if mark]
+    return [made_id for made_id, mark in zip(made_ids, found, strict=True)
+            if mark or _known_key(made_id) in _unmarked]
 
 
 def as_items(given: Any) -> list[Any]:
@@ -218,6 +219,10 @@ async def _keep(store: Store, ttl_s: int, owner: ApiKey, request: GatewayRequest
 
 FORGET_TRIES = 30  # a second apart: a store stalled longer than this has dropped the write
 _forgetting: set[asyncio.Task[None]] = set()
+# Known-markers this process has yet to write (the store refused them): until they land, the
+# process itself treats those ids as known, so the second after the store returns is no
+# window in which one reaches OpenAI.
+_unmarked: set[str] = set()
 
 
 def _forget(store: Store, keys: list[str], known: list[tuple[str, bytes, int]]) -> None:
@@ -226,15 +231,18 @@ def _forget(store: Store, keys: list[str], known: list[tuple[str, bytes, int]]) 
     after the write runs after it), and its ids are then marked known: the client saw an
     OpenAI id in the stream's first events, which must not be passed to OpenAI later as one
     the gateway never held (OpenAI would answer from a conversation nothing priced)."""
+    _unmarked.update(key for key, _, _ in known)
+
     async def forget() -> None:
         for _ in range(FORGET_TRIES):
             await asyncio.sleep(RETRY_DOWN_AFTER_S)
             try:
                 await store.delete(*keys)
                 await store.set_many(known)
-                return
             except StoreDown:
                 continue
+            _unmarked.difference_update(key for key, _, _ in known)
+            return
     task = asyncio.get_running_loop().create_task(forget())
     _forgetting.add(task)
     task.add_done_callback(_forgetting.discard)
