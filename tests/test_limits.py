@@ -120,14 +120,19 @@ def tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def replicas(mock: MockProvider, redis_server: RedisServer, webhook: Webhook,
-             tmp: Path) -> Iterator[list[str]]:
-    """Two gateway processes, one configuration, one Redis: as two replicas would run."""
+def replicas(mock: MockProvider, webhook: Webhook, tmp: Path) -> Iterator[list[str]]:
+    """Two gateway processes, one configuration, one Redis: as two replicas would run. The
+    Redis is theirs alone: every gateway on a Redis takes its queued alerts, and the other
+    tests' gateways (another configuration, no webhook) would take these."""
+    server = RedisServer(tmp).start()
     config = tmp / "router.yaml"
-    config.write_text(router_yaml(mock.base_url, redis_server.url,  # type: ignore[attr-defined]
+    config.write_text(router_yaml(mock.base_url, server.url,  # type: ignore[attr-defined]
                                   webhook.url, tmp))
-    with replicas_running(config, tmp) as urls:
-        yield urls
+    try:
+        with replicas_running(config, tmp) as urls:
+            yield urls
+    finally:
+        server.kill()
 
 
 def client_for(base_url: str, name: str, **options: Any) -> openai.OpenAI:
