@@ -7,9 +7,12 @@ replicas share of the models' health and load (fleet_scripts.py). One script
 for all of them keeps one command per turn of the event loop: a second script
 would cost a second round trip.
 
-ARGV holds, per entry, its op, its number of keys and of arguments, then its
-arguments; KEYS holds every entry's keys in order. `now` is the store's clock,
-in milliseconds, read once per batch.
+The batch is one argument, a JSON array of entries `[op, [keys], [args]]`, the
+arguments as strings (as ARGV would hold them): decoded by the store's C JSON
+library, it costs the gateway one serialisation where arguments one by one cost
+redis-py a packing step each (the ledger's busiest cost in a profile). `now` is
+the store's clock, in milliseconds, read once per batch. (No cluster: the keys
+of a batch span owners and slots anyway.)
 """
 
 from __future__ import annotations
@@ -20,14 +23,11 @@ from gateway.money import budget_scripts, quota_scripts
 _DISPATCH = """
 local now = redis.call('TIME')
 now = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-local answers, at_key, at = {}, 1, 1
-while at <= #ARGV do
-  local name, nkeys, nargs = ARGV[at], tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2])
-  local k, a = {}, {}
-  for i = 1, nkeys do k[i] = KEYS[at_key + i - 1] end
-  for i = 1, nargs do a[i] = ARGV[at + 2 + i] end
-  for _, value in ipairs(op[name](k, a, now)) do answers[#answers + 1] = value end
-  at_key, at = at_key + nkeys, at + 3 + nargs
+local answers = {}
+for _, entry in ipairs(cjson.decode(ARGV[1])) do
+  for _, value in ipairs(op[entry[1]](entry[2], entry[3], now)) do
+    answers[#answers + 1] = value
+  end
 end
 return answers
 """

@@ -49,6 +49,8 @@ class Context:
     charged: bool = False  # an answer is charged against the reservation
     # What ends with the request: the in-flight count of the model that answered.
     ends: list[Callable[[], None]] = field(default_factory=list)
+    # Models' places asked ahead of their calls (fallbacks.Chain.ahead): what no call took.
+    ahead: dict[str, Admission] = field(default_factory=dict)
     _charging: Task[None] | None = None
 
     @property
@@ -143,16 +145,18 @@ class Context:
 
     def _count_usage(self) -> None:
         """The tokens used count against the key's and the model's tokens per minute, and the
-        key's place in flight is freed."""
+        key's place in flight is freed; a model's place no call took is given back."""
         quotas, usage, rid = self.services.quotas, self.record.usage, self.record.request_id
         tokens = usage.input_tokens + usage.output_tokens if usage is not None else 0
-        if self.admission is not None:
-            quotas.release(self.admission)
-            if self.key.limits.tpm is not None:
-                quotas.used(self.admission.owner, tokens, rid)
+        for unused in self.ahead.values():
+            if unused.admitted:
+                quotas.release(unused)
+        counted = [self.admission.owner] if (
+            self.admission is not None and self.key.limits.tpm is not None) else []
         model = self.config.models.get(self.record.model or "")
         if model is not None and model.limits.tpm is not None:
-            quotas.used(f"model:{model.name}", tokens, rid)
+            counted.append(f"model:{model.name}")
+        quotas.ended(self.admission, counted, tokens, rid)
 
 
 def status_of(exc: BaseException) -> int:

@@ -28,7 +28,7 @@ from gateway.errors import ChainFailed, ClientGone, ProviderError, Unsupported
 from gateway.forms import openai
 from gateway.forms.base import StreamForm
 from gateway.money import quotas
-from gateway.money.quotas import Quotas
+from gateway.money.quotas import Admission, Quotas
 from gateway.providers import build
 from gateway.providers.base import Adapter, Speaker
 from gateway.request import Trace
@@ -62,6 +62,10 @@ class Chain:
     # call that answered stays counted until the request ends: `ends` gets its end.
     balancer: Balancer = field(default_factory=Balancer)
     ends: list[Callable[[], None]] = field(default_factory=list)
+    # Places under a model's own limits asked ahead, with the reservation (admit_ahead): the
+    # model's first call takes its place from here instead of asking the store on the
+    # call's path. What is left here when the request ends was never used (context.py).
+    ahead: dict[str, Admission] = field(default_factory=dict)
 
     def speaker(self, model: Model) -> Speaker:
         return build.speaking(self.adapters[model.name], self.format, self.headers)
@@ -168,14 +172,35 @@ class QuotaUsed(Exception):
         self.reason, self.retry_after_s = reason, retry_after_s
 
 
+def _first_choice(chain: Chain) -> Model | None:
+    """The model the chain will call first, as far as can be told before the call."""
+    usable = [m for m in chain.models if not m.unusable]
+    return next((m for m in usable if not chain.cooldowns.cooling(m.name)),
+                usable[0] if usable else None)
+
+
+async def admit_ahead(chain: Chain) -> None:
+    """The first model's place under its own limits, asked now: a caller that asks it with
+    the reservation sends both in one ledger command, and the call waits for no store."""
+    model = _first_choice(chain)
+    if chain.quotas is None or model is None or not model.limits:
+        return
+    with contextlib.suppress(StoreDown):  # the call asks again, and goes ahead if still down
+        chain.ahead[model.name] = await chain.quotas.admit(f"model:{model.name}",
+                                                           model.limits, chain.lease_s)
+
+
 async def _within_quota(chain: Chain, model: Model) -> None:
     """A place under the model's limits, or QuotaUsed; the store down: the call goes ahead."""
     if chain.quotas is None or not model.limits:
         return
-    try:
-        admission = await chain.quotas.admit(f"model:{model.name}", model.limits, chain.lease_s)
-    except StoreDown:
-        return
+    admission = chain.ahead.pop(model.name, None)
+    if admission is None:
+        try:
+            admission = await chain.quotas.admit(f"model:{model.name}", model.limits,
+                                                 chain.lease_s)
+        except StoreDown:
+            return
     if not admission.admitted:
         what = quotas.REFUSED_BY[admission.refused_by]
         raise QuotaUsed(f"its {what} quota is used up; room again in "

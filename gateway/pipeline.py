@@ -2,9 +2,10 @@
 
     models = routing.plan(...)                  # tier -> models; 404/403 before any I/O
     if hit := await cache.get(...): ...         # a hit calls no provider and costs nothing
-    await _admitted_and_reserved(...)           # the key's rate limits and, in the same
-                                                # store command, the budget's reservation:
-                                                # up front, atomically; 429 past either
+    await _admitted_and_reserved(...)           # the key's rate limits, the budget's
+                                                # reservation and the first model's quota,
+                                                # in one store command: up front,
+                                                # atomically; 429 past either
     reply = await fallbacks.complete(...)       # or open_stream / embed: retries and fallbacks
     watch.watched(...)                          # a stream's output against its reservation
     await ctx.charge(...)                       # settle and cache; a stream: at its end, or cut
@@ -69,7 +70,7 @@ def _plan(ctx: Context) -> Chain:
     chain = Chain(services.balancer.order(config, served), services.adapters.of(config),
                   config.settings, services.cooldowns, trace, ctx.gone,
                   quotas=services.quotas, lease_s=services.budgets.hold_s,
-                  balancer=services.balancer, ends=ctx.ends)
+                  balancer=services.balancer, ends=ctx.ends, ahead=ctx.ahead)
     if (format := FORMATS.get(request.kind)) is not None:  # every model speaks it, or is
         chain.form, chain.format, chain.headers = (request.stream_form, format,  # translated
                                                    request.headers)
@@ -128,13 +129,15 @@ async def _generated(ctx: Context) -> Answer | Events:
 
 
 async def _admitted_and_reserved(ctx: Context, chain: Chain) -> Metered:
-    """The key's admission and the budget's reservation, asked together: they travel in one
-    ledger command. Whichever refuses, the other's hold is freed when the context closes."""
-    admitted, reserved = await asyncio.gather(_admitted(ctx), _reserved(ctx, chain),
-                                              return_exceptions=True)
-    for outcome in (admitted, reserved):
+    """The key's admission, the budget's reservation and the first model's admission under
+    its own limits, asked together: they travel in one ledger command. Whichever refuses,
+    the others' holds are freed when the context closes."""
+    outcomes = await asyncio.gather(_admitted(ctx), _reserved(ctx, chain),
+                                    fallbacks.admit_ahead(chain), return_exceptions=True)
+    for outcome in outcomes:
         if isinstance(outcome, BaseException):
             raise outcome
+    reserved = outcomes[1]
     assert isinstance(reserved, Metered)
     return reserved
 

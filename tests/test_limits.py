@@ -40,6 +40,7 @@ KEYS = {
     "open": "",
     "alerted": f"daily_budget_usd: {ALERT_BUDGET_USD}, alert_at_percent: [10, 30, 50]",
     "budgeted": "daily_budget_usd: 0.000001",
+    "single": "limits: {rpm: 1}",
 }
 
 
@@ -95,12 +96,14 @@ def router_yaml(mock_url: str, redis_url: str, webhook_url: str, tmp: Path) -> s
         f"  quota-a: {{provider: openai, model: gpt-quota-a, {PRICE}, limits: {{rpm: 3}}}}",
         f"  quota-b: {{provider: openai, model: gpt-quota-b, {PRICE}}}",
         f"  quota-c: {{provider: openai, model: gpt-quota-c, {PRICE}, limits: {{rpm: 1}}}}",
+        f"  quota-d: {{provider: openai, model: gpt-quota-d, {PRICE}, limits: {{rpm: 2}}}}",
         f"  flaky: {{provider: openai, model: gpt-flaky, {PRICE}}}",
         f"  steady: {{provider: openai, model: gpt-steady, {PRICE}}}",
         "tiers:",
         "  basic: [plain]",
         "  quota: [quota-a, quota-b]",
         "  scarce: [quota-c]",
+        "  ahead: [quota-d]",
         "  cooling: [flaky, steady]",
         "keys:", *keys,
         "settings:",
@@ -226,6 +229,24 @@ def test_a_model_past_its_own_quota_is_skipped_without_calling_it(replicas: list
     assert "quota is used up" in second.json()["error"]["message"]
     assert int(second.headers["retry-after"]) >= 1
     assert second.headers["x-should-retry"] == "true"
+
+
+def test_a_models_place_asked_with_a_refused_reservation_or_admission_is_given_back(
+        replicas: list[str], mock: MockProvider) -> None:
+    """The first model's place is asked with the key's admission and the budget's
+    reservation, in one command; when either refuses, no call takes it, and it must not
+    count against the model's rpm (2 here)."""
+    for i in range(3):  # the budget refuses
+        assert post(replicas[i % 2], "budgeted", tier="ahead").status_code == 429
+    assert post(replicas[0], "single", tier="ahead").status_code == 200
+    for i in range(2):  # the key's own rpm (1) refuses
+        refused = post(replicas[i % 2], "single", tier="ahead")
+        assert refused.status_code == 429 and "limits-single" in refused.json()["error"]["message"]
+    time.sleep(0.2)  # the places given back are written off the request's path
+    assert post(replicas[1], "open", tier="ahead").status_code == 200  # the model's 2nd place
+    used_up = post(replicas[0], "open", tier="ahead")
+    assert used_up.status_code == 429 and "quota is used up" in used_up.json()["error"]["message"]
+    assert len(mock.calls("gpt-quota-d")) == 2
 
 
 def test_failures_on_two_replicas_add_up_to_one_cooldown_for_both(replicas: list[str],

@@ -34,6 +34,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import orjson
 from redis.commands.core import AsyncScript
 
 from gateway.store import Store, StoreDown
@@ -70,9 +71,8 @@ class Ask:
 @dataclass
 class Ledger:
     store: Store
-    # Lua (book.py). KEYS: every entry's keys, in order; ARGV: per entry, its op, its number
-    # of keys and of arguments, then its arguments. Returns the asks' answers one after
-    # another (a write answers nothing).
+    # Lua (book.py). ARGV[1]: the entries, a JSON array of [op, keys, args as strings].
+    # Returns the asks' answers one after another (a write answers nothing).
     book: str
     _writes: list[Write] = field(default_factory=list)  # not yet sent
     _asks: list[Ask] = field(default_factory=list)  # not yet sent
@@ -177,14 +177,10 @@ class Ledger:
             self._flusher = asyncio.create_task(self._flush())
 
     async def _apply(self, writes: list[Write], asks: list[Ask]) -> list[int]:
-        keys: list[str] = []
-        args: list[Arg] = []
         entries: list[Write | Ask] = [*writes, *asks]
-        for entry in entries:
-            keys += entry.keys
-            args += (entry.op, len(entry.keys), len(entry.args), *entry.args)
+        batch = orjson.dumps([(e.op, e.keys, [str(a) for a in e.args]) for e in entries])
         run = self._script(self.book)
-        raw = await self.store.run(lambda _: run(keys=keys, args=args))
+        raw = await self.store.run(lambda _: run(keys=(), args=(batch,)))
         return [int(n) for n in raw]
 
     async def flush(self) -> None:

@@ -27,9 +27,11 @@ USED_PREFIX = "gw:used:v1:"  # + a request's id: the marker its usage leaves
 #   Answers admitted (1/0), refused by (0 none, 1 requests, 2 tokens, 3 in flight),
 #   retry after (ms), requests left, requests reset (ms), tokens left, tokens reset (ms)
 #   (-1 for a limit the owner has not).
-# release. KEYS: the owner's requests, flight. ARGV: request id, '1' to forget its
-#   admission too (it was never served).
-# used. KEYS: the owner's tokens. ARGV: request id, tokens.
+# release. KEYS: the owner's requests, flight. ARGV: request id. Its admission is forgotten
+#   (never used) and its place in flight freed.
+# ended. KEYS: the flights to leave (the key's, when it has max_in_flight), then the tokens
+#   hashes to count in (the key's and the model's that have a tpm). ARGV: the admission's
+#   id in the flight, the number of flights, tokens, the request's id (its marker).
 OPERATIONS = f"""
 local window_ms, slot_ms, used_prefix = {WINDOW_MS}, {SLOT_MS}, '{USED_PREFIX}'
 local slots = window_ms / slot_ms
@@ -93,14 +95,20 @@ end
 
 op.release = function(k, a)
   redis.call('ZREM', k[2], a[1])
-  if a[2] == '1' then redis.call('ZREM', k[1], a[1]) end
+  redis.call('ZREM', k[1], a[1])
   return {{}}
 end
 
-op.used = function(k, a, now)
-  if redis.call('SET', used_prefix .. a[1], '1', 'NX', 'PX', window_ms * 2) then
-    redis.call('HINCRBY', k[1], tostring(math.floor(now / slot_ms)), a[2])
-    redis.call('PEXPIRE', k[1], window_ms + slot_ms)
+op.ended = function(k, a, now)
+  local flights, tokens = tonumber(a[2]), tonumber(a[3])
+  for i = 1, flights do redis.call('ZREM', k[i], a[1]) end
+  if #k > flights and tokens > 0 and
+      redis.call('SET', used_prefix .. a[4], '1', 'NX', 'PX', window_ms * 2) then
+    local slot = tostring(math.floor(now / slot_ms))
+    for i = flights + 1, #k do
+      redis.call('HINCRBY', k[i], slot, tokens)
+      redis.call('PEXPIRE', k[i], window_ms + slot_ms)
+    end
   end
   return {{}}
 end

@@ -87,24 +87,28 @@ class Quotas:
         def undo(answer: list[int] | None) -> Write | None:
             if answer is not None and not answer[0]:
                 return None  # refused: it took no place
-            return Write("release", _keys(owner)[::2], (rid, "1"))
+            return Write("release", _keys(owner)[::2], (rid,))
 
         args = (rid, _limit(limits.rpm), _limit(limits.tpm), _limit(limits.max_in_flight),
                 math.ceil(lease_s * 1000))
         answer = await self.ledger.ask(Ask("admit", _keys(owner), args, 7, undo))
         return Admission(owner, rid, limits, bool(answer[0]), *answer[1:])
 
-    def release(self, admission: Admission, served: bool = True) -> None:
-        """The request is over: its place in flight is freed (and, never served, its
-        admission forgotten)."""
-        if admission.limits.max_in_flight is not None or not served:
-            self.ledger.write(Write("release", _keys(admission.owner)[::2],
-                                    (admission.id, "" if served else "1")))
+    def release(self, admission: Admission) -> None:
+        """A place never used: its admission is forgotten (and its place in flight freed)."""
+        self.ledger.write(Write("release", _keys(admission.owner)[::2], (admission.id,)))
 
-    def used(self, owner: str, tokens: int, marker: str) -> None:
-        """Count `tokens` (input and output) against `owner`'s tokens per minute."""
-        if tokens > 0:
-            self.ledger.write(Write("used", (_keys(owner)[1],), (f"{owner}:{marker}", tokens)))
+    def ended(self, admission: Admission | None, counted: list[str], tokens: int,
+              marker: str) -> None:
+        """A request is over, in one write: the place in flight its `admission` holds, if
+        any, is freed, and its `tokens` (input and output) count against the tokens per
+        minute of each owner in `counted`, once (by `marker`, the request's id)."""
+        flights = (_keys(admission.owner)[2],) if (
+            admission is not None and admission.limits.max_in_flight is not None) else ()
+        tokens_keys = tuple(_keys(owner)[1] for owner in counted) if tokens > 0 else ()
+        if flights or tokens_keys:
+            self.ledger.write(Write("ended", flights + tokens_keys, (
+                admission.id if admission is not None else "", len(flights), tokens, marker)))
 
 
 def _limit(value: int | None) -> int | str:
