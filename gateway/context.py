@@ -52,6 +52,7 @@ class Context:
     # Models' places asked ahead of their calls (fallbacks.Chain.ahead): what no call took.
     ahead: dict[str, Admission] = field(default_factory=dict)
     _charging: Task[None] | None = None
+    _counted: bool = False  # its usage counted against the rate limits
 
     @property
     def config(self) -> Config:
@@ -106,6 +107,7 @@ class Context:
         self.record.model = model.name
         self.record.budget_limited = self.metered.limited
         self.record.charged(usage, charged)
+        self._count_usage()  # now, with the settlement: both go in one ledger command
         form = self.request.form
         if self.config.settings.log_content:
             self.record.answer = form.shown(reply)
@@ -145,7 +147,11 @@ class Context:
 
     def _count_usage(self) -> None:
         """The tokens used count against the key's and the model's tokens per minute, and the
-        key's place in flight is freed; a model's place no call took is given back."""
+        key's place in flight is freed; a model's place no call took is given back. Once:
+        when the answer is charged, or else when the request closes."""
+        if self._counted:
+            return
+        self._counted = True
         quotas, usage, rid = self.services.quotas, self.record.usage, self.record.request_id
         tokens = usage.input_tokens + usage.output_tokens if usage is not None else 0
         for unused in self.ahead.values():
