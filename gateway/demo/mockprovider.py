@@ -828,11 +828,19 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=9100)
     parser.add_argument("--delay", action="append", default=[], metavar="MODEL=SECONDS",
                         help="answer this provider model id after a delay (repeatable)")
+    parser.add_argument("--words", action="append", default=[], metavar="MODEL=N",
+                        help="this provider model id answers N words, one stream delta "
+                             "each (repeatable)")
     args = parser.parse_args()
     mock = MockProvider(keep_history=False)
     for delay in args.delay:
         model, _, seconds = delay.partition("=")
         mock.always[model] = Step(delay_s=float(seconds))
+    for words in args.words:
+        model, _, count = words.partition("=")
+        mock.always[model] = dataclasses.replace(
+            mock.always.get(model, Step()),
+            text=" ".join(f"word{i}" for i in range(int(count))))
     web.run_app(mock.app(), host="127.0.0.1", port=args.port, access_log=None, print=None,
                 handler_cancellation=True)
 
