@@ -814,6 +814,9 @@ async def _stream(request: web.Request, step: Step, events: list[bytes],
     for i, event in enumerate(events):
         if step.drop_after is not None and i >= step.drop_after:
             assert request.transport is not None
+            # What was sent is read first: aiohttp drops a reader's unread bytes when the
+            # connection dies, so a drop in the same instant would take them along.
+            await asyncio.sleep(0.05)
             request.transport.abort()  # the connection dies mid-answer, as real ones do
             return response
         await response.write(event)
