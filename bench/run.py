@@ -235,8 +235,11 @@ def scenarios(target: Target, seconds: float, cores: set[int]) -> dict[str, Any]
         "slow64": wrk(target, "slow", 64, seconds, cores),
     }
     for label, (api, model) in STREAM_ROWS.items():
-        if model in target.models:
+        try:
             results[label] = asyncio.run(streams(target, api, model, 8, seconds))
+        except (RuntimeError, aiohttp.ClientError) as exc:  # a proxy that cannot serve it
+            print(f"{target.name}: {label}: {exc}", file=sys.stderr)
+            results[label] = None
     if target.caches:  # the cache's own figures: the same request, all hits but one
         cached = {k: v for k, v in target.headers.items() if k != "cache-control"}
         results["hit"] = wrk(target, "chat", 1, seconds, cores, headers=cached)
@@ -352,13 +355,16 @@ def table(direct: dict[str, Any], proxies: dict[str, dict[str, Any] | None]) -> 
         d = direct[label]
         row(f"{label} ({d.events} data lines direct), 8 at a time: streams/s, first token "
             "p50 (added), CPU per stream", f"{d.per_s:,.0f}, {d.first_token_ms:.2f} ms",
-            lambda r, label=label, d=d: f"{r[label].per_s:,.0f}, "
-            f"+{r[label].first_token_ms - d.first_token_ms:.2f} ms, {us(r[label].cpu_us)}")
+            lambda r, label=label, d=d: "does not serve it" if r[label] is None else
+            f"{r[label].per_s:,.0f}, +{r[label].first_token_ms - d.first_token_ms:.2f} ms, "
+            f"{us(r[label].cpu_us)}")
     short, long = "chat, 20 events", "chat, 500 events"
 
     def per_chunk(r: dict[str, Any]) -> str:
+        if r[long] is None or r[short] is None or r[long].cpu_us is None:
+            return ""
         extra = r[long].events - r[short].events
-        if r[long].cpu_us is None or extra <= 0:
+        if extra <= 0:
             return ""
         return us((r[long].cpu_us - r[short].cpu_us) / extra)
 
