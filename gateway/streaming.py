@@ -26,17 +26,21 @@ log = logging.getLogger("gateway")
 
 
 _END = object()  # the pump's last item: the stream ended as it should
+# Chunks read ahead of a client that reads slowly: past this the pump waits, so the
+# provider's stream is held back by the client's pace, as when the relay read it itself.
+AHEAD_CHUNKS = 256
 
 
 async def _pump(rest: AsyncIterator[dict[str, Any]], queue: asyncio.Queue[Any]) -> None:
-    """The provider's chunks into `queue` as they arrive, then _END, or the error."""
+    """The provider's chunks into `queue` as they arrive, then _END, or the error; it waits
+    while the queue is full."""
     try:
         async for chunk in rest:
-            queue.put_nowait(chunk)
+            await queue.put(chunk)
     except Exception as exc:  # the relay raises it, after the chunks that came before it
-        queue.put_nowait(exc)
+        await queue.put(exc)
     else:
-        queue.put_nowait(_END)
+        await queue.put(_END)
 
 
 async def relay(opened: OpenStream, ctx: Context) -> Batches:
@@ -51,7 +55,7 @@ async def relay(opened: OpenStream, ctx: Context) -> Batches:
     trace = ctx.trace
     assembler = ctx.request_form().assembler()
     status = CLIENT_LEFT
-    queue: asyncio.Queue[Any] = asyncio.Queue()
+    queue: asyncio.Queue[Any] = asyncio.Queue(AHEAD_CHUNKS)
     pump: asyncio.Task[None] | None = None
     try:
         for chunk in opened.head:

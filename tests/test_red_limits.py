@@ -354,7 +354,8 @@ def test_a_burst_of_120_on_two_replicas_of_two_workers_gets_exactly_the_rpm(
 
 def test_max_in_flight_one_holds_across_workers_and_replicas(replicas: list[str],
                                                              mock: MockProvider) -> None:
-    mock.always["gpt-red-slow"] = Step(delay_s=1.0)
+    # Held 2 s: all 40 arrive while the one served holds its place, even on a loaded machine.
+    mock.always["gpt-red-slow"] = Step(delay_s=2.0)
     with ThreadPoolExecutor(40) as pool:
         answers = list(pool.map(lambda i: chat(replicas[i % 2], "red-flight", tier="slowly"),
                                 range(40)))
