@@ -26,7 +26,7 @@ from gateway.errors import GatewayError
 from gateway.forms.base import StreamForm
 from gateway.money import cost, meter
 from gateway.money.meter import Metered
-from gateway.money.quotas import Admission
+from gateway.money.quotas import Admission, model_owner
 from gateway.records.records import Record
 from gateway.request import CLIENT_LEFT, GatewayRequest, Trace
 from gateway.services import Services
@@ -161,7 +161,7 @@ class Context:
             self.admission is not None and self.key.limits.tpm is not None) else []
         model = self.config.models.get(self.record.model or "")
         if model is not None and model.limits.tpm is not None:
-            counted.append(f"model:{model.name}")
+            counted.append(model_owner(model.name))
         quotas.ended(self.admission, counted, tokens, rid)
 
 

@@ -80,17 +80,19 @@ class OpenStream:
     rest: AsyncGenerator[dict[str, Any], None]
 
 
+def _callable(chain: Chain) -> tuple[list[Model], list[Model]]:
+    """The chain's usable models, and those of them not cooling down, in order."""
+    usable = [m for m in chain.models if not m.unusable]
+    return usable, [m for m in usable if not chain.cooldowns.cooling(m.name)]
+
+
 def _candidates(chain: Chain) -> list[Model]:
-    usable = []
-    for model in chain.models:
-        if model.unusable:
-            chain.trace.skipped.append(f"{model.name}: skipped ({model.unusable})")
-        else:
-            usable.append(model)
-    warm = [m for m in usable if not chain.cooldowns.cooling(m.name)]
-    for model in usable:
-        if model not in warm and warm:
-            chain.trace.skipped.append(f"{model.name}: skipped (cooling down)")
+    usable, warm = _callable(chain)
+    chain.trace.skipped += [f"{m.name}: skipped ({m.unusable})" for m in chain.models
+                            if m.unusable]
+    if warm:
+        chain.trace.skipped += [f"{m.name}: skipped (cooling down)" for m in usable
+                                if m not in warm]
     return warm or usable
 
 
@@ -172,22 +174,27 @@ class QuotaUsed(Exception):
         self.reason, self.retry_after_s = reason, retry_after_s
 
 
-def _first_choice(chain: Chain) -> Model | None:
-    """The model the chain will call first, as far as can be told before the call."""
-    usable = [m for m in chain.models if not m.unusable]
-    return next((m for m in usable if not chain.cooldowns.cooling(m.name)),
-                usable[0] if usable else None)
+def first_limited(chain: Chain) -> Model | None:
+    """The model the chain will call first (as far as can be told before the call), when
+    it has limits of its own whose place can be asked ahead (admit_ahead)."""
+    if chain.quotas is None or not any(m.limits for m in chain.models):
+        return None
+    usable, warm = _callable(chain)
+    first = next(iter(warm or usable), None)
+    return first if first is not None and first.limits else None
 
 
-async def admit_ahead(chain: Chain) -> None:
-    """The first model's place under its own limits, asked now: a caller that asks it with
-    the reservation sends both in one ledger command, and the call waits for no store."""
-    model = _first_choice(chain)
-    if chain.quotas is None or model is None or not model.limits:
-        return
+async def admit_ahead(chain: Chain, model: Model) -> None:
+    """`model`'s place under its own limits, asked now: a caller that asks it with the
+    reservation sends both in one ledger command, and the call waits for no store."""
     with contextlib.suppress(StoreDown):  # the call asks again, and goes ahead if still down
-        chain.ahead[model.name] = await chain.quotas.admit(f"model:{model.name}",
-                                                           model.limits, chain.lease_s)
+        chain.ahead[model.name] = await _admit(chain, model)
+
+
+async def _admit(chain: Chain, model: Model) -> Admission:
+    assert chain.quotas is not None
+    return await chain.quotas.admit(quotas.model_owner(model.name), model.limits,
+                                    chain.lease_s)
 
 
 async def _within_quota(chain: Chain, model: Model) -> None:
@@ -197,8 +204,7 @@ async def _within_quota(chain: Chain, model: Model) -> None:
     admission = chain.ahead.pop(model.name, None)
     if admission is None:
         try:
-            admission = await chain.quotas.admit(f"model:{model.name}", model.limits,
-                                                 chain.lease_s)
+            admission = await _admit(chain, model)
         except StoreDown:
             return
     if not admission.admitted:

@@ -25,6 +25,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Coroutine
+from typing import Any
 
 import orjson
 
@@ -84,7 +86,7 @@ async def _admitted(ctx: Context) -> None:
     if not limits:
         return
     try:
-        admission = await ctx.services.quotas.admit(f"key:{ctx.key.name}", limits,
+        admission = await ctx.services.quotas.admit(quotas.key_owner(ctx.key.name), limits,
                                                     ctx.services.budgets.hold_s)
     except StoreDown:
         return
@@ -130,14 +132,21 @@ async def _generated(ctx: Context) -> Answer | Events:
 
 async def _admitted_and_reserved(ctx: Context, chain: Chain) -> Metered:
     """The key's admission, the budget's reservation and the first model's admission under
-    its own limits, asked together: they travel in one ledger command. Whichever refuses,
-    the others' holds are freed when the context closes."""
-    outcomes = await asyncio.gather(_admitted(ctx), _reserved(ctx, chain),
-                                    fallbacks.admit_ahead(chain), return_exceptions=True)
+    its own limits, those of them there are, asked together: they travel in one ledger
+    command. Whichever refuses, the others' holds are freed when the context closes."""
+    reserving = _reserved(ctx, chain)
+    admitting: list[Coroutine[Any, Any, None]] = []
+    if ctx.key.limits:
+        admitting.append(_admitted(ctx))
+    if (first := fallbacks.first_limited(chain)) is not None:
+        admitting.append(fallbacks.admit_ahead(chain, first))
+    if not admitting:  # the reservation alone: no tasks to gather
+        return await reserving
+    outcomes = await asyncio.gather(reserving, *admitting, return_exceptions=True)
     for outcome in outcomes:
         if isinstance(outcome, BaseException):
             raise outcome
-    reserved = outcomes[1]
+    reserved = outcomes[0]
     assert isinstance(reserved, Metered)
     return reserved
 

@@ -85,12 +85,11 @@ async def relay(opened: OpenStream, ctx: Context) -> Batches:
                     batch.append(item)
             if batch:
                 yield batch
-            if isinstance(failed, GatewayError):  # the provider's, or the budget's store's
-                status = failed.status
-                log.warning("request %s: %s failed mid-stream: %s", trace.request_id,
-                            opened.model.name, failed.status)
-                raise failed
             if failed is not None:
+                if isinstance(failed, GatewayError):  # the provider's, or the budget's store's
+                    status = failed.status
+                    log.warning("request %s: %s failed mid-stream: %s", trace.request_id,
+                                opened.model.name, failed.status)
                 raise failed
         status = 200
         # Cached, and its settlement on its way to the store, before the stream's end: the

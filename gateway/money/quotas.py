@@ -31,8 +31,18 @@ def new_id() -> str:
     return f"{random.getrandbits(128):032x}"
 
 
+def key_owner(name: str) -> str:
+    """Whose counters a key's limits (keys[].limits) keep."""
+    return f"key:{name}"
+
+
+def model_owner(name: str) -> str:
+    """Whose counters a model's own limits (models.X.limits) keep."""
+    return f"model:{name}"
+
+
 def _keys(owner: str) -> tuple[str, str, str]:
-    """`owner`: "key:{name}" or "model:{name}"."""
+    """`owner`: key_owner(name) or model_owner(name)."""
     prefix = f"gw:limit:v1:{owner}:"
     return prefix + "requests", prefix + "tokens", prefix + "flight"
 
@@ -87,7 +97,7 @@ class Quotas:
         def undo(answer: list[int] | None) -> Write | None:
             if answer is not None and not answer[0]:
                 return None  # refused: it took no place
-            return Write("release", _keys(owner)[::2], (rid,))
+            return _release(owner, rid)
 
         args = (rid, _limit(limits.rpm), _limit(limits.tpm), _limit(limits.max_in_flight),
                 math.ceil(lease_s * 1000))
@@ -96,7 +106,7 @@ class Quotas:
 
     def release(self, admission: Admission) -> None:
         """A place never used: its admission is forgotten (and its place in flight freed)."""
-        self.ledger.write(Write("release", _keys(admission.owner)[::2], (admission.id,)))
+        self.ledger.write(_release(admission.owner, admission.id))
 
     def ended(self, admission: Admission | None, counted: list[str], tokens: int,
               marker: str) -> None:
@@ -109,6 +119,11 @@ class Quotas:
         if flights or tokens_keys:
             self.ledger.write(Write("ended", flights + tokens_keys, (
                 admission.id if admission is not None else "", len(flights), tokens, marker)))
+
+
+def _release(owner: str, rid: str) -> Write:
+    """Forget admission `rid` (never used) and free its place in flight."""
+    return Write("release", _keys(owner)[::2], (rid,))
 
 
 def _limit(value: int | None) -> int | str:
