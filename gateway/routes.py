@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 
 import orjson
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway import admin, auth, conversations, pipeline, routing, untrusted
@@ -27,6 +27,7 @@ from gateway.money import budget
 from gateway.money.cost import dollars
 from gateway.records import records
 from gateway.request import GatewayRequest
+from gateway.server.event_stream import EventStream
 from gateway.server.overload import client_gone
 from gateway.services import Services
 from gateway.store import StoreDown
@@ -110,8 +111,7 @@ async def _serve(request: Request, surface: Surface, stored: bool = False) -> Re
         raise
     if isinstance(outcome, Events):  # it closes the context at its end
         headers = {**outcome.headers, "cache-control": "no-cache", "x-accel-buffering": "no"}
-        return StreamingResponse(surface.events(ctx.request, outcome),
-                                 media_type="text/event-stream", headers=headers)
+        return EventStream(surface.events(ctx.request, outcome), headers)
     ctx.close(200)
     return Response(surface.answer(ctx.request, outcome), media_type=JSON,
                     headers=outcome.headers)

@@ -33,7 +33,7 @@ LAYERS: list[tuple[str, set[str]]] = [
         "providers.messages_via_chat", "providers.openai_responses", "conversations",
         "providers.responses_translate", "providers.responses_stream",
         "providers.responses_via_chat", "providers.via_chat",
-        "server.overload", "server.logs", "server.accept_loop",
+        "server.overload", "server.logs", "server.accept_loop", "server.event_stream",
     }),
     ("one request's path: what lives for the process, the chain, the context", {
         "services", "fallbacks", "money.watch", "context", "streaming",

@@ -190,6 +190,24 @@ def test_a_stream_whose_client_leaves_frees_its_place_in_flight_at_once(
     assert waited < 3
 
 
+def test_a_stream_left_while_its_provider_is_silent_frees_its_place_at_once(
+        replicas: list[str], mock: MockProvider) -> None:
+    """The same, with the provider silent for 6 s between chunks (a model thinking; the
+    first token comes after one such pause, within first_token_s): the gateway learns of
+    the hang-up from the connection, not at its next write, so the place frees within
+    moments, not when the next chunk would have come."""
+    mock.script("gpt-red-slow", Step(text="word " * 30, chunk_delay_s=6))
+    with httpx.Client(timeout=20) as client, client.stream(
+            "POST", f"{replicas[0]}/v1/chat/completions", headers=headers("red-stream"),
+            json={"model": "slowly", "stream": True,
+                  "messages": [{"role": "user", "content": "tell me"}]}) as s:
+        assert s.status_code == 200
+        next(s.iter_bytes())
+        assert_limit_refusal(chat(replicas[1], "red-stream"))
+    waited = wait_for(lambda: chat(replicas[1], "red-stream").status_code == 200, within_s=3)
+    assert waited < 3
+
+
 def test_a_client_that_leaves_before_its_answer_gives_its_place_back(
         replicas: list[str], mock: MockProvider) -> None:
     mock.script("gpt-red-slow", Step(delay_s=1.5))

@@ -26,6 +26,7 @@ from uvicorn.server import ServerState
 
 from gateway.errors import RequestTimeout
 from gateway.schema import TimeoutSettings
+from gateway.server.event_stream import ON_GONE
 from gateway.surfaces import openai
 
 # The lifespan puts a callable here that returns the serving configuration's timeouts.
@@ -75,6 +76,8 @@ class HeadTimedHttp(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_deadline()
         super().connection_lost(exc)
+        if self.cycle is not None and (gone := getattr(self.cycle, ON_GONE, None)):
+            gone()  # a stream being sent stops waiting for its next chunk (event_stream.py)
 
     def _arm_head_deadline(self) -> None:
         self.head_begun = False
