@@ -34,6 +34,7 @@ BUDGETS = {  # key name -> daily budget (USD); every test spends on its own key
     "capped-stream": 0.005, "reasoner": 1, "reasoner-tight": 0.05,
     "cache-writer": 10, "cache-priced": 10, "no-usage": 10, "negative": 10,
     "claude-coder": 1, "short": 0.05, "short-stream": 0.05, "mixed": 0.6, "crashed": 10,
+    "crashed-early": 10,
     "stalled": 100, "blob": 0.05, "blob-stream": 0.05, "overrun": 2, "overclaim": 2,
     "thrifty": 0.01, "dropped-whole": 10, "paused": 1, "claude-short": 0.05,
     "overreport": 0.01, "overreport-stream": 0.01, "claude-overreport": 0.01, "stranded": 1,
@@ -372,6 +373,41 @@ def test_a_crashed_gateway_charges_what_its_stream_had_made(
     spent = micro(balance(gateways[0], "crashed")["spent_usd"])
     # The tally: 3 characters a token, written every TALLY_BYTES of output.
     assert spent >= (len(relayed.encode()) - TALLY_BYTES) // CHARS_PER_TOKEN * 20 > 0
+
+
+def test_a_gateway_crashed_before_its_streams_first_token_charges_the_input(
+        gateways: list[str], mock: MockProvider, redis_server: RedisServer,
+        tmp_path: Path) -> None:
+    """The provider has the prompt, and bills it, from the moment it is sent: a stream's
+    first tally (its input) is written with its reservation, so a gateway killed while
+    the provider thinks still charges the input when the reservation expires."""
+    config = tmp_path / "router.yaml"
+    config.write_text(router_yaml(mock.base_url, redis_server.url, tmp_path,  # type: ignore[attr-defined]
+                                  total_s=2))
+    process, doomed = start_gateway(config, tmp_path / "doomed.log")
+    mock.script("gpt-cheap", Step(hang=True))
+    prompt = "Think about this for a long while. " * 30  # 1,050 bytes: 350 tokens tallied
+    body = {"model": "cheap", "stream": True, "max_tokens": 50,
+            "messages": [{"role": "user", "content": prompt}]}
+
+    def call() -> None:
+        with contextlib.suppress(httpx.TransportError):  # the gateway dies under it
+            httpx.post(f"{doomed}/v1/chat/completions", json=body, timeout=10,
+                       headers={"authorization": f"Bearer {key_of('crashed-early')}"})
+
+    threading.Thread(target=call, daemon=True).start()
+    deadline = time.monotonic() + 5
+    while balance(gateways[0], "crashed-early", settled=False)["reserved_usd"] == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    os.kill(process.pid, signal.SIGKILL)  # before any token: no chance to settle
+    process.wait(10)
+    deadline = time.monotonic() + 15  # total_s 2 + the 5 s margin, and some slack
+    while balance(gateways[0], "crashed-early", settled=False)["reserved_usd"] > 0:
+        assert time.monotonic() < deadline, "the reservation did not expire"
+        time.sleep(0.2)
+    spent = micro(balance(gateways[0], "crashed-early")["spent_usd"])
+    assert spent >= len(prompt) // 3 * 10  # the input at 3 bytes a token, 10 u$ a token
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -176,11 +176,12 @@ class Budgets:
 
     async def reserve(self, key: ApiKey, worst: int, minimum: int,
                       replaces: Reservation | None = None,
-                      patient: bool = False) -> Reservation:
+                      patient: bool = False, used: int | None = None) -> Reservation:
         """Reserve up to `worst` micro-dollars, at least `minimum`, or raise BudgetExceeded.
 
         `replaces` is freed in the same step, granted or not. `patient`: when `worst` would
         fit but for other requests' holds, raise Blocked instead of granting a part.
+        `used`: the reservation's first tally (see `tally`), written with it.
         Raises StoreDown when the store does not answer.
         """
         day, budget = today(), budget_microusd(key)
@@ -194,7 +195,8 @@ class Budgets:
         rid = _new_id()
         held, spent, reserved, blocked = await self.ledger.ask(_grow(
             key, day, rid, (budget, 0, worst, minimum, rid,
-                            replaces.id if replaces is not None else "", "", int(patient)),
+                            replaces.id if replaces is not None else "",
+                            "" if used is None else used, int(patient)),
             self.hold_s))
         seen = Balance(spent, reserved)
         self._saw(key, day, spent)

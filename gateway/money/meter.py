@@ -54,14 +54,13 @@ class Metered:
         return self.request.form.with_limit(self.request.body, model,
                                             self.limits.get(model.name))
 
+    # The model whose input a stream's first tally, written with its reservation, priced.
+    tallied: str | None = None
+
     def input_estimate(self, model: Model) -> int:
         """Input tokens as the tally guesses them: the count, else CHARS_PER_TOKEN bytes a
         token."""
-        if self.counted is not None:
-            return self.counted.for_model(model)
-        if self.bound is None:
-            return 0
-        return -(-self.bound.text_bytes // CHARS_PER_TOKEN) + self.bound.fixed_tokens
+        return _input_estimate(model, self.counted, self.bound)
 
     def output_allowed(self, model: Model, answer: dict[str, Any], seen: int = 0) -> int | None:
         """The most output this answer may be charged for, if metered: n x the limit the
@@ -86,6 +85,24 @@ class Metered:
         streamed from and watched even for a client that did not ask for a stream."""
         return (bool(self.reservation.id) and self.worst is not None
                 and not self.worst.covered(self.reservation.granted))
+
+
+def _input_estimate(model: Model, counted: tokens.Counted | None,
+                    bound: tokens.Counted | None) -> int:
+    if counted is not None:
+        return counted.for_model(model)
+    if bound is None:
+        return 0
+    return -(-bound.text_bytes // CHARS_PER_TOKEN) + bound.fixed_tokens
+
+
+def opening_tally(model: Model, request: GatewayRequest, counted: tokens.Counted | None,
+                  bound: tokens.Counted | None) -> int:
+    """What a stream has used when it opens, as the crash tally counts it (micro-dollars):
+    its input, and the web searches reserved for it."""
+    searches = request.web_searches if worst_case.searches_on(model, request) else 0
+    return cost.microusd(_input_estimate(model, counted, bound) * cost.rates(model.price).input
+                         + searches * cost.WEB_SEARCH_PICO)
 
 
 async def counted_input(metered: Metered) -> tokens.Counted:
@@ -139,18 +156,25 @@ async def reserve(budgets: Budgets, config: Config, key: ApiKey, models: tuple[M
     # Priced on the byte bound first: most requests fit and are never tokenized.
     worst = _worst(config, key, models, request, bound)
     reservation: Reservation | None = None
+    # A stream's first tally goes with its reservation (one store command, not two): the
+    # input of the model it will most likely be answered by, the first (money/watch.py).
+    first = models[0] if request.stream and models else None
     try:
         with contextlib.suppress(BudgetExceeded):
-            reservation = await budgets.reserve(key, worst.microusd, worst.minimum_microusd)
+            reservation = await budgets.reserve(
+                key, worst.microusd, worst.minimum_microusd,
+                used=opening_tally(first, request, None, bound) if first else None)
         if reservation is None or reservation.granted < worst.microusd:
             # The bound does not fit: count, and ask for what the request needs instead.
             counted = await exact(tally)
             worst = _worst(config, key, models, request, counted)
             replaced = [reservation]  # freed by the first attempt
+            used = opening_tally(first, request, counted, bound) if first else None
 
             async def attempt(patient: bool) -> Reservation:
                 return await budgets.reserve(key, worst.microusd, worst.minimum_microusd,
-                                             replaced.pop() if replaced else None, patient)
+                                             replaced.pop() if replaced else None, patient,
+                                             used)
 
             reservation = await waiting(config.settings.budgets.wait_s, attempt)
     except StoreDown:
@@ -162,7 +186,8 @@ async def reserve(budgets: Budgets, config: Config, key: ApiKey, models: tuple[M
                            "(settings.budgets.on_store_error: refuse)") from None
         return Metered(Reservation(key, budget.today(), "", 0), request, counted=counted)
     metered = Metered(reservation, request, worst, counted, bound,
-                      on_store_error=on_store_error, wait_s=config.settings.budgets.wait_s)
+                      on_store_error=on_store_error, wait_s=config.settings.budgets.wait_s,
+                      tallied=first.name if first else None)
     if request.kind != "embeddings":
         metered.limits = worst.limits(reservation.granted)
         if (clamped := worst.clamped(reservation.granted)) is not None:

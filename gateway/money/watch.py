@@ -19,8 +19,9 @@ not answer for as long, the stream ends with an error event instead
 
 The tally is an estimate of what the request has used (the input, and the
 output at 3 characters a token, a byte a token outside ASCII: high for prose,
-about right for code), written to the store when the stream opens and after
-every TALLY_BYTES of output. If the process dies, its reservation expires and
+about right for code), written to the store with the reservation (its input, priced
+for the chain's first model; again when the stream opens on another model) and
+after every TALLY_BYTES of output. If the process dies, its reservation expires and
 the tally is charged: a crash loses at most the output since the last tally.
 """
 
@@ -96,7 +97,8 @@ class Watch:
         except BaseException:
             await opened.rest.aclose()  # the provider's stream goes with the request
             raise
-        self._tally()  # the input is billed from here on, even if the process dies
+        if self.metered.tallied != opened.model.name:  # else its reservation carried it
+            self._tally()  # the input is billed from here on, even if the process dies
         return OpenStream(opened.model, head, self._watched(opened.rest))
 
     async def _watched(self, rest: AsyncGenerator[dict[str, Any], None],
