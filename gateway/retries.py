@@ -32,10 +32,6 @@ async def with_retries(call: Callable[[], Awaitable[T]], policy: RetrySettings,
         return (isinstance(exc, ProviderError) and exc.is_retryable
                 and (retry_timeouts or not exc.timed_out))
 
-    exponential = wait_exponential_jitter(initial=policy.initial_backoff_s,
-                                          max=policy.max_backoff_s,
-                                          jitter=policy.initial_backoff_s)
-
     def wait(state: RetryCallState) -> float:
         """Retry-After when the provider gives one, else exponential backoff with jitter."""
         failure = _failure(state)
@@ -60,6 +56,9 @@ async def with_retries(call: Callable[[], Awaitable[T]], policy: RetrySettings,
         first_failure = exc
 
     replayed = False
+    exponential = wait_exponential_jitter(initial=policy.initial_backoff_s,
+                                          max=policy.max_backoff_s,
+                                          jitter=policy.initial_backoff_s)
 
     async def again() -> T:
         """Attempt 1 is the failure above, replayed, so tenacity counts and waits as ever."""

@@ -72,29 +72,29 @@ class Records:
         m, config = self.metrics, record.config
         name = record.requested
         requested = name if name in config.tiers or name in config.models else "unknown"
-        m.requests.labels(requested, record.model or "none", str(status), record.cache,
-                          record.surface).inc()
-        m.latency.labels(requested).observe(ended - record.started)
+        m.of(m.requests, requested, record.model or "none", str(status), record.cache,
+             record.surface).inc()
+        m.of(m.latency, requested).observe(ended - record.started)
         if record.first_token_at is not None:
-            m.ttft.labels(requested).observe(record.first_token_at - record.started)
+            m.of(m.ttft, requested).observe(record.first_token_at - record.started)
         key = record.key or "none"
         if record.model is not None and record.usage is not None:
-            m.tokens.labels(key, record.model, "input").inc(record.usage.input_tokens)
-            m.tokens.labels(key, record.model, "output").inc(record.usage.output_tokens)
-            m.cost.labels(key, record.model).inc(cost.dollars(record.cost_microusd) or 0)
+            m.of(m.tokens, key, record.model, "input").inc(record.usage.input_tokens)
+            m.of(m.tokens, key, record.model, "output").inc(record.usage.output_tokens)
+            m.of(m.cost, key, record.model).inc(cost.dollars(record.cost_microusd) or 0)
         if record.error_code == "budget_exceeded":
-            m.budget_refusals.labels(key).inc()
+            m.of(m.budget_refusals, key).inc()
         if record.trace is not None:
             previous = None
             for attempt in record.trace.attempts:
-                m.provider_calls.labels(attempt.model, str(attempt.status or 0)).inc()
+                m.of(m.provider_calls, attempt.model, str(attempt.status or 0)).inc()
                 if attempt.model == previous:
-                    m.retries.labels(attempt.model).inc()
+                    m.of(m.retries, attempt.model).inc()
                 elif previous is not None:
-                    m.fallbacks.labels(requested).inc()
+                    m.of(m.fallbacks, requested).inc()
                 previous = attempt.model
             for model in record.trace.cooled:
-                m.cooldowns.labels(model).inc()
+                m.of(m.cooldowns, model).inc()
 
     async def reconfigure(self, old: Config, new: Config) -> None:
         """A usage log moved or resized is reopened; the old one writes what it has queued."""
