@@ -10,15 +10,16 @@ import random
 import signal
 import sys
 import traceback
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from types import FrameType
 from typing import Any
 
 from starlette.datastructures import State
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Router
+from starlette.routing import Route, Router
 from starlette.types import Lifespan, Message, Receive, Scope, Send
 
 from gateway import book, reload, untrusted
@@ -64,6 +65,13 @@ class Gateway:
     def __init__(self, lifespan: Lifespan[Any]):
         self.state = State()  # `services` and `reloader`, set by the lifespan
         self.router = Router(routes, lifespan=lifespan)
+        # The routes without parameters, found by a dict lookup: Starlette's router tries
+        # each route's pattern and wraps the endpoint in two layers more (its exception
+        # handling, which the gateway does here), 5% of a plain request's CPU.
+        self.exact: dict[tuple[str, str], Callable[[Request], Awaitable[Response]]] = {
+            (method, route.path): route.endpoint for route in routes
+            if isinstance(route, Route) and "{" not in route.path
+            for method in route.methods or ()}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope["app"] = self  # the routes' request.app; the router raises HTTPException
@@ -96,10 +104,10 @@ class Gateway:
                                       f"{MAX_HEADER_BYTES // 1024} KB; send fewer or shorter "
                                       "headers")
             if services is None:
-                await self.router(scope, receive, send_with_id)
+                await self._route(scope, receive, send_with_id)
             elif not services.overload.left(receive):  # else it gave up while it waited
                 with services.overload.admitted(services.config.settings.overload):
-                    await self.router(scope, receive, send_with_id)
+                    await self._route(scope, receive, send_with_id)
         except (GatewayError, HTTPException) as exc:
             if started:
                 raise
@@ -111,6 +119,17 @@ class Gateway:
                 error = GatewayError(f"internal gateway error; quote request id {request_id} "
                                      "to your operator")
                 await _response(error, state)(scope, receive, send_with_id)
+
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
+        endpoint = None if scope.get("root_path") else self.exact.get(
+            (scope["method"], scope["path"]))
+        if endpoint is None:
+            await self.router(scope, receive, send)
+            return
+        scope["router"] = self.router
+        response = await endpoint(Request(scope, receive, send))
+        await response(scope, receive, send)
 
 
 def _speaks_anthropic(scope: Scope) -> bool:
