@@ -121,7 +121,9 @@ async def _serve(request: Request, surface: Surface, stored: bool = False) -> Re
         raise
     if isinstance(outcome, Events):  # it closes the context at its end
         headers = {**outcome.headers, "cache-control": "no-cache", "x-accel-buffering": "no"}
-        return EventStream(surface.events(ctx.request, outcome), headers)
+        assert ctx.trace is not None
+        return EventStream(surface.events(ctx.request, outcome), headers,
+                           ctx.trace.deadline)
     ctx.close(200)
     return Response(surface.answer(ctx.request, outcome), media_type=JSON,
                     headers=outcome.headers)

@@ -105,6 +105,8 @@ async def relay(opened: OpenStream, ctx: Context) -> Batches:
             pump.cancel()
             with contextlib.suppress(BaseException):
                 await pump
+        if status == CLIENT_LEFT and trace.remaining_s() <= 0:
+            status = 504  # the client took too long to read it: cut at total_s (event_stream)
         if not ctx.charged:  # cut short: charged for what was made, even if the client left
             ctx.charge_apart(opened.model, assembler.completion(), status)
         ctx.close(status)  # once the charge has landed

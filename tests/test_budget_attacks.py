@@ -34,7 +34,7 @@ BUDGETS = {  # key name -> daily budget (USD); every test spends on its own key
     "capped-stream": 0.005, "reasoner": 1, "reasoner-tight": 0.05,
     "cache-writer": 10, "cache-priced": 10, "no-usage": 10, "negative": 10,
     "claude-coder": 1, "short": 0.05, "short-stream": 0.05, "mixed": 0.6, "crashed": 10,
-    "crashed-early": 10,
+    "crashed-early": 10, "slow-reader": 10000,
     "stalled": 100, "blob": 0.05, "blob-stream": 0.05, "overrun": 2, "overclaim": 2,
     "thrifty": 0.01, "dropped-whole": 10, "paused": 1, "claude-short": 0.05,
     "overreport": 0.01, "overreport-stream": 0.01, "claude-overreport": 0.01, "stranded": 1,
@@ -408,6 +408,59 @@ def test_a_gateway_crashed_before_its_streams_first_token_charges_the_input(
         time.sleep(0.2)
     spent = micro(balance(gateways[0], "crashed-early")["spent_usd"])
     assert spent >= len(prompt) // 3 * 10  # the input at 3 bytes a token, 10 u$ a token
+
+
+def test_a_client_too_slow_to_read_its_stream_is_cut_at_total_s_and_charged_once(
+        gateways: list[str], mock: MockProvider, redis_server: RedisServer,
+        tmp_path: Path) -> None:
+    """A client that reads 2 KB a second of a 3.6 MB stream holds the gateway's sends, not
+    its reads of the provider. The stream must still end at total_s (2 s; 1 s of grace):
+    past it the reservation, held total_s + 5 s, would expire under a stream still sent,
+    and its settlement would then be skipped as already made. The connection is reset, so
+    the client does not go on reading what the kernel had buffered for it."""
+    config = tmp_path / "router.yaml"
+    config.write_text(router_yaml(mock.base_url, redis_server.url, tmp_path,  # type: ignore[attr-defined]
+                                  total_s=2))
+    process, slow = start_gateway(config, tmp_path / "slow.log")
+    try:
+        mock.script("gpt-cheap", Step(text=" ".join(["x" * 60] * 60000), ignore_limit=True))
+        host, port = slow.removeprefix("http://").split(":")
+        body = json.dumps({"model": "cheap", "stream": True, "max_tokens": 100000,
+                           "messages": [{"role": "user", "content": "Everything"}]}).encode()
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect((host, int(port)))
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\n"
+                     b"content-type: application/json\r\n"
+                     + f"authorization: Bearer {key_of('slow-reader')}\r\n".encode()
+                     + f"content-length: {len(body)}\r\n\r\n".encode() + body)
+        started, closed_after = time.monotonic(), None
+        sock.settimeout(1)
+        while time.monotonic() - started < 12:
+            try:
+                if not sock.recv(200):
+                    closed_after = time.monotonic() - started
+                    break
+            except ConnectionResetError:
+                closed_after = time.monotonic() - started
+                break
+            except TimeoutError:
+                pass
+            time.sleep(0.1)
+        sock.close()
+        assert closed_after is not None and closed_after < 9, closed_after  # not 30 min on
+        deadline = time.monotonic() + 5
+        while balance(gateways[0], "slow-reader", settled=False)["reserved_usd"] > 0:
+            assert time.monotonic() < deadline, "the reservation was not settled"
+            time.sleep(0.1)
+        line = next(json.loads(text) for text in (tmp_path / "usage.jsonl").read_text()
+                    .splitlines() if json.loads(text)["key"] == "slow-reader")
+        assert line["status"] == 504 and line["latency_ms"] < 4000
+        spent = micro(balance(gateways[0], "slow-reader")["spent_usd"])
+        assert spent == micro(line["cost_usd"]) > 0  # charged once, for what was made
+    finally:
+        process.terminate()
+        process.wait(10)
 
 
 @pytest.mark.parametrize("stream", [False, True])

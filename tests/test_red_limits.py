@@ -37,6 +37,7 @@ HOOK_TOKEN = "red-hook-secret-token"
 # Key name -> its extra fields; every test has keys of its own.
 KEYS = {
     "red-stream": "limits: {max_in_flight: 1}",
+    "red-silent": "limits: {max_in_flight: 1}",
     "red-gone": "limits: {max_in_flight: 1}",
     "red-cache": "limits: {rpm: 2}",
     "red-msg": "limits: {rpm: 1}",
@@ -183,7 +184,8 @@ def test_a_stream_whose_client_leaves_frees_its_place_in_flight_at_once(
             json={"model": "slowly", "stream": True,
                   "messages": [{"role": "user", "content": "tell me"}]}) as s:
         assert s.status_code == 200
-        next(s.iter_bytes())
+        chunks = s.iter_bytes()  # held: a generator dropped would close the connection
+        next(chunks)
         assert_limit_refusal(chat(replicas[1], "red-stream"))  # the stream holds its place
     # the client has hung up
     waited = wait_for(lambda: chat(replicas[1], "red-stream").status_code == 200, within_s=3)
@@ -198,14 +200,36 @@ def test_a_stream_left_while_its_provider_is_silent_frees_its_place_at_once(
     moments, not when the next chunk would have come."""
     mock.script("gpt-red-slow", Step(text="word " * 30, chunk_delay_s=6))
     with httpx.Client(timeout=20) as client, client.stream(
-            "POST", f"{replicas[0]}/v1/chat/completions", headers=headers("red-stream"),
+            "POST", f"{replicas[0]}/v1/chat/completions", headers=headers("red-silent"),
             json={"model": "slowly", "stream": True,
                   "messages": [{"role": "user", "content": "tell me"}]}) as s:
         assert s.status_code == 200
-        next(s.iter_bytes())
-        assert_limit_refusal(chat(replicas[1], "red-stream"))
-    waited = wait_for(lambda: chat(replicas[1], "red-stream").status_code == 200, within_s=3)
+        chunks = s.iter_bytes()
+        next(chunks)
+        assert_limit_refusal(chat(replicas[1], "red-silent"))
+    waited = wait_for(lambda: chat(replicas[1], "red-silent").status_code == 200, within_s=3)
     assert waited < 3
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages", "/v1/responses"])
+def test_a_stream_left_before_its_first_token_frees_its_place_when_the_token_comes(
+        replicas: list[str], mock: MockProvider, path: str) -> None:
+    """A user cancels while the model thinks (its first token after 1 s, then 30 more 0.4 s
+    apart): the gateway learns it when the stream begins, and closes it there, not 12 s
+    later at the provider's end."""
+    step = Step(delay_s=1, text="word " * 30, chunk_delay_s=0.4)
+    mock.script("gpt-red-slow", step)
+    mock.script("claude-red", step)
+    model = "sonnet" if path == "/v1/messages" else "slowly"
+    body: dict[str, Any] = {"model": model, "stream": True, "max_tokens": 100,
+                            "messages": [{"role": "user", "content": "think"}]}
+    if path == "/v1/responses":
+        body = {"model": model, "stream": True, "input": "think", "store": False}
+    with contextlib.suppress(httpx.TimeoutException):
+        httpx.post(f"{replicas[0]}{path}", headers=headers("red-stream"), json=body,
+                   timeout=0.3)
+    waited = wait_for(lambda: chat(replicas[1], "red-stream").status_code == 200, within_s=4)
+    assert waited < 4
 
 
 def test_a_client_that_leaves_before_its_answer_gives_its_place_back(

@@ -76,7 +76,7 @@ class HeadTimedHttp(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_deadline()
         super().connection_lost(exc)
-        if self.cycle is not None and (gone := getattr(self.cycle, ON_GONE, None)):
+        for gone in list(getattr(self.flow, ON_GONE, None) or ()):
             gone()  # a stream being sent stops waiting for its next chunk (event_stream.py)
 
     def _arm_head_deadline(self) -> None:
