@@ -342,7 +342,7 @@ def table(direct: dict[str, Any], proxies: dict[str, dict[str, Any] | None]) -> 
 
     c1, c32 = direct["c1"], direct["c32"]
     row("added latency, concurrency 1, p50 / p99", f"{c1.p50_ms:.2f} / {c1.p99_ms:.2f} ms",
-        lambda r: f"+{r['c1'].p50_ms - c1.p50_ms:.2f} / +{r['c1'].p99_ms - c1.p99_ms:.2f} ms")
+        lambda r: f"{r['c1'].p50_ms - c1.p50_ms:+.2f} / {r['c1'].p99_ms - c1.p99_ms:+.2f} ms")
     row("requests/s, concurrency 32, 0 ms upstream", f"{c32.rps:,.0f}",
         lambda r: f"{r['c32'].rps:,.0f}")
     row("CPU per request (concurrency 32)", "", lambda r: us(r["c32"].cpu_us))
@@ -356,7 +356,7 @@ def table(direct: dict[str, Any], proxies: dict[str, dict[str, Any] | None]) -> 
         row(f"{label} ({d.events} data lines direct), 8 at a time: streams/s, first token "
             "p50 (added), CPU per stream", f"{d.per_s:,.0f}, {d.first_token_ms:.2f} ms",
             lambda r, label=label, d=d: "does not serve it" if r[label] is None else
-            f"{r[label].per_s:,.0f}, +{r[label].first_token_ms - d.first_token_ms:.2f} ms, "
+            f"{r[label].per_s:,.0f}, {r[label].first_token_ms - d.first_token_ms:+.2f} ms, "
             f"{us(r[label].cpu_us)}")
     short, long = "chat, 20 events", "chat, 500 events"
 
@@ -370,7 +370,7 @@ def table(direct: dict[str, Any], proxies: dict[str, dict[str, Any] | None]) -> 
 
     row("CPU per relayed SSE event (500 against 20 events)", "", per_chunk)
     row("cache hit, concurrency 1, p50 / p99 added", "",
-        lambda r: f"+{r['hit'].p50_ms - c1.p50_ms:.2f} / +{r['hit'].p99_ms - c1.p99_ms:.2f} ms")
+        lambda r: f"{r['hit'].p50_ms - c1.p50_ms:+.2f} / {r['hit'].p99_ms - c1.p99_ms:+.2f} ms")
     row("cache hit replayed as a 500-event stream: streams/s, CPU per stream", "",
         lambda r: f"{r['long hit'].per_s:,.0f}, {us(r['long hit'].cpu_us)}")
     row("idle memory (RSS)", "", lambda r: f"{r['rss']:.0f} MB")
