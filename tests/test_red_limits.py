@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
 import threading
 import time
 import uuid
@@ -38,6 +39,7 @@ HOOK_TOKEN = "red-hook-secret-token"
 KEYS = {
     "red-stream": "limits: {max_in_flight: 1}",
     "red-silent": "limits: {max_in_flight: 1}",
+    "red-pipe": "limits: {max_in_flight: 1}",
     "red-gone": "limits: {max_in_flight: 1}",
     "red-cache": "limits: {rpm: 2}",
     "red-msg": "limits: {rpm: 1}",
@@ -209,6 +211,34 @@ def test_a_stream_left_while_its_provider_is_silent_frees_its_place_at_once(
         assert_limit_refusal(chat(replicas[1], "red-silent"))
     waited = wait_for(lambda: chat(replicas[1], "red-silent").status_code == 200, within_s=3)
     assert waited < 3
+
+
+def test_a_pipelined_stream_left_mid_way_frees_its_place_and_logs_no_error(
+        replicas: list[str], mock: MockProvider, tmp: Path) -> None:
+    """Two streamed requests in one write (HTTP/1.1 pipelining); the client reads the first
+    stream's first events and hangs up while its provider is silent. uvicorn tells only the
+    connection's newest request: the first stream must still learn of it at once, and
+    nothing may write to the closed connection."""
+    mock.script("gpt-red-slow", Step(text="word " * 30, chunk_delay_s=6),
+                Step(text="word " * 30, chunk_delay_s=6))
+    host, port = replicas[0].removeprefix("http://").split(":")
+    body = json.dumps({"model": "slowly", "stream": True,
+                       "messages": [{"role": "user", "content": "pipelined"}]}).encode()
+    one = (b"POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\n"
+           b"content-type: application/json\r\n"
+           + f"authorization: Bearer {key_of('red-pipe')}\r\n".encode()
+           + f"content-length: {len(body)}\r\n\r\n".encode() + body)
+    logs = [tmp / f"gateway-{i}.log" for i in range(2)]
+    logged = [len(log.read_text()) for log in logs]
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(one + one)
+        assert b"200 OK" in sock.recv(65536)  # the first stream's head
+        assert_limit_refusal(chat(replicas[1], "red-pipe"))
+    waited = wait_for(lambda: chat(replicas[1], "red-pipe").status_code == 200, within_s=3)
+    assert waited < 3
+    time.sleep(0.5)
+    new_lines = "".join(log.read_text()[at:] for log, at in zip(logs, logged, strict=True))
+    assert "Traceback" not in new_lines and "internal error" not in new_lines, new_lines
 
 
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages", "/v1/responses"])
