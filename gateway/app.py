@@ -121,8 +121,8 @@ class Gateway:
                                      "to your operator")
                 await _response(error, state)(scope, receive, send_with_id)
 
-
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Starlette's router, or, for a route without parameters, its endpoint at once."""
         endpoint = None if scope.get("root_path") else self.exact.get(
             (scope["method"], scope["path"]))
         if endpoint is None:

@@ -45,6 +45,10 @@ def _too_large(max_body_mb: float) -> PayloadTooLarge:
                            "send a smaller request")
 
 
+def _left_while_sending() -> ClientGone:  # its leaving, not our error
+    return ClientGone("the client left before its body arrived")
+
+
 async def read_body(request: Request, max_body_mb: float, timeout_s: float) -> bytes:
     limit = int(max_body_mb * 1024 * 1024)
     declared = request.headers.get("content-length")
@@ -55,7 +59,7 @@ async def read_body(request: Request, max_body_mb: float, timeout_s: float) -> b
         # bound, as for nearly every API request.
         message = await request.receive()
         if message["type"] != "http.request":
-            raise ClientGone("the client left before its body arrived")
+            raise _left_while_sending()
         body: bytes = message.get("body", b"")
         if len(body) > limit:
             raise _too_large(max_body_mb)
@@ -70,7 +74,7 @@ async def read_body(request: Request, max_body_mb: float, timeout_s: float) -> b
                     raise _too_large(max_body_mb)
                 parts.append(part)
     except ClientDisconnect:  # it hung up while sending: its leaving, not our error
-        raise ClientGone("the client left before its body arrived") from None
+        raise _left_while_sending() from None
     except TimeoutError:
         raise RequestTimeout(f"the body did not arrive within settings.timeouts.read_body_s "
                              f"({timeout_s:g} s); send it whole, or faster") from None

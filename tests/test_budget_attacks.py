@@ -117,6 +117,16 @@ def balance(base_url: str, name: str, settled: bool = True) -> dict[str, Any]:
         time.sleep(0.05)
 
 
+def spent_once_expired(base_url: str, name: str) -> int:
+    """The key's spend, micro-dollars, once its reservations have expired (a killed
+    gateway's: total_s 2 + the 5 s margin, and some slack)."""
+    deadline = time.monotonic() + 15
+    while balance(base_url, name, settled=False)["reserved_usd"] > 0:
+        assert time.monotonic() < deadline, "the reservation did not expire"
+        time.sleep(0.2)
+    return micro(balance(base_url, name)["spent_usd"])
+
+
 def micro(usd: str | float) -> int:
     return round(float(usd) * 1_000_000)
 
@@ -366,11 +376,7 @@ def test_a_crashed_gateway_charges_what_its_stream_had_made(
                 os.kill(process.pid, signal.SIGKILL)  # no chance to settle anything
                 break
     process.wait(10)
-    deadline = time.monotonic() + 15  # total_s 2 + the 5 s margin, and some slack
-    while balance(gateways[0], "crashed", settled=False)["reserved_usd"] > 0:
-        assert time.monotonic() < deadline, "the reservation did not expire"
-        time.sleep(0.2)
-    spent = micro(balance(gateways[0], "crashed")["spent_usd"])
+    spent = spent_once_expired(gateways[0], "crashed")
     # The tally: 3 characters a token, written every TALLY_BYTES of output.
     assert spent >= (len(relayed.encode()) - TALLY_BYTES) // CHARS_PER_TOKEN * 20 > 0
 
@@ -402,11 +408,7 @@ def test_a_gateway_crashed_before_its_streams_first_token_charges_the_input(
         time.sleep(0.01)
     os.kill(process.pid, signal.SIGKILL)  # before any token: no chance to settle
     process.wait(10)
-    deadline = time.monotonic() + 15  # total_s 2 + the 5 s margin, and some slack
-    while balance(gateways[0], "crashed-early", settled=False)["reserved_usd"] > 0:
-        assert time.monotonic() < deadline, "the reservation did not expire"
-        time.sleep(0.2)
-    spent = micro(balance(gateways[0], "crashed-early")["spent_usd"])
+    spent = spent_once_expired(gateways[0], "crashed-early")
     assert spent >= len(prompt) // 3 * 10  # the input at 3 bytes a token, 10 u$ a token
 
 

@@ -175,23 +175,29 @@ def assert_limit_refusal(answer: httpx.Response) -> None:
 # --- streams, clients that leave, cache hits ---------------------------------------------------
 
 
+def _stream_left_after_its_first_chunk(replicas: list[str], key: str) -> float:
+    """A stream of `key` (max_in_flight 1) on one replica: it holds its place while its
+    client reads the first chunk; then the client hangs up. How long the place took to
+    free, seen from the other replica."""
+    with httpx.Client(timeout=20) as client, client.stream(
+            "POST", f"{replicas[0]}/v1/chat/completions", headers=headers(key),
+            json={"model": "slowly", "stream": True,
+                  "messages": [{"role": "user", "content": "tell me"}]}) as s:
+        assert s.status_code == 200
+        chunks = s.iter_bytes()  # held: a generator dropped would close the connection
+        next(chunks)
+        assert_limit_refusal(chat(replicas[1], key))  # the stream holds its place
+    # the client has hung up
+    return wait_for(lambda: chat(replicas[1], key).status_code == 200, within_s=3)
+
+
 def test_a_stream_whose_client_leaves_frees_its_place_in_flight_at_once(
         replicas: list[str], mock: MockProvider) -> None:
     """max_in_flight 1: a client reads the first chunk of a long stream and hangs up. The
     stream is closed upstream at once, so its place must be free within moments, not when
     the provider would have finished (6 s)."""
     mock.script("gpt-red-slow", Step(text="word " * 30, chunk_delay_s=0.2))
-    with httpx.Client(timeout=20) as client, client.stream(
-            "POST", f"{replicas[0]}/v1/chat/completions", headers=headers("red-stream"),
-            json={"model": "slowly", "stream": True,
-                  "messages": [{"role": "user", "content": "tell me"}]}) as s:
-        assert s.status_code == 200
-        chunks = s.iter_bytes()  # held: a generator dropped would close the connection
-        next(chunks)
-        assert_limit_refusal(chat(replicas[1], "red-stream"))  # the stream holds its place
-    # the client has hung up
-    waited = wait_for(lambda: chat(replicas[1], "red-stream").status_code == 200, within_s=3)
-    assert waited < 3
+    assert _stream_left_after_its_first_chunk(replicas, "red-stream") < 3
 
 
 def test_a_stream_left_while_its_provider_is_silent_frees_its_place_at_once(
@@ -201,16 +207,7 @@ def test_a_stream_left_while_its_provider_is_silent_frees_its_place_at_once(
     the hang-up from the connection, not at its next write, so the place frees within
     moments, not when the next chunk would have come."""
     mock.script("gpt-red-slow", Step(text="word " * 30, chunk_delay_s=6))
-    with httpx.Client(timeout=20) as client, client.stream(
-            "POST", f"{replicas[0]}/v1/chat/completions", headers=headers("red-silent"),
-            json={"model": "slowly", "stream": True,
-                  "messages": [{"role": "user", "content": "tell me"}]}) as s:
-        assert s.status_code == 200
-        chunks = s.iter_bytes()
-        next(chunks)
-        assert_limit_refusal(chat(replicas[1], "red-silent"))
-    waited = wait_for(lambda: chat(replicas[1], "red-silent").status_code == 200, within_s=3)
-    assert waited < 3
+    assert _stream_left_after_its_first_chunk(replicas, "red-silent") < 3
 
 
 def test_a_pipelined_stream_left_mid_way_frees_its_place_and_logs_no_error(

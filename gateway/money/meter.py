@@ -48,14 +48,13 @@ class Metered:
     seen_output: Callable[[], int] | None = None
     wait_s: float = 0  # settings.budgets.wait_s
     headers: dict[str, str] = field(default_factory=dict)
+    # The model whose input a stream's first tally, written with its reservation, priced.
+    tallied: str | None = None
 
     def body_for(self, model: Model) -> dict[str, Any]:
         """The body as this model is sent it: the limit paid for, in the field it reads."""
         return self.request.form.with_limit(self.request.body, model,
                                             self.limits.get(model.name))
-
-    # The model whose input a stream's first tally, written with its reservation, priced.
-    tallied: str | None = None
 
     def input_estimate(self, model: Model) -> int:
         """Input tokens as the tally guesses them: the count, else CHARS_PER_TOKEN bytes a
